@@ -1,0 +1,1 @@
+"""progression: forecast radiographic joint damage in rheumatoid arthritis."""
