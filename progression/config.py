@@ -34,21 +34,31 @@ class DataConfig:
     val_fraction: float = 0.15  # of patients
     test_fraction: float = 0.15  # of patients
     split_seed: int = 0
-    batch_size: int = 8  # patients per batch
+    batch_size: int = 32  # patients per batch (sequence stage)
+    visit_batch_size: int = 16  # visits per batch (image stage; up to 4 films each)
     num_workers: int = 0
     skip_bad_images: bool = False  # skip unreadable images with a warning instead of stopping
+    augment: bool = True  # small random shifts/rotations and contrast changes (image stage)
+    min_pair_years: float = 0.25  # shortest index -> follow-up gap used as a change target
+    max_pair_years: float = 5.0  # longest index -> follow-up gap used as a change target
 
 
 @dataclass
 class ModelConfig:
     """Encoder (timm backbone shared across visits and regions) and sequence model."""
 
-    backbone: str = "resnet18"
+    backbone: str = "small_cnn"  # "small_cnn" or any timm model name (e.g. resnet18)
+    backbone_kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. {width: 8}
     embed_dim: int = 64
+    use_images: bool = True  # false = covariates and observed scores only
+    image_feature_dim: int = 4  # embedding dims passed to the sequence model (0 = scores only)
+    embedding_dropout: float = 0.5
     seq_model: str = "gru"  # "gru" or "transformer"
     seq_dim: int = 64
     seq_layers: int = 1
     dropout: float = 0.1
+    cat_embed_dim: int = 4  # embedding size per categorical covariate
+    score_input_dropout: float = 0.5  # share of observed scores hidden from the input in training
     interval_level: float = 0.9  # nominal coverage of delta_svdh_lo/hi
 
 
@@ -56,28 +66,40 @@ class ModelConfig:
 class LossConfig:
     """Weights of the loss terms; a weight of 0 switches a head's loss off."""
 
-    region: float = 1.0
-    joint: float = 1.0
-    current: float = 1.0
-    delta: float = 1.0
-    rapid: float = 0.5
-    quantile: float = 0.5
+    region: float = 1.0  # per-region erosion/JSN, squared error of log1p (image stage)
+    joint: float = 0.5  # per-joint erosion/JSN, squared error of log1p (image stage)
+    current: float = 1.0  # visit total/erosion/JSN, squared error of log1p (both stages)
+    delta: float = 1.0  # change over a horizon, Huber in units of the rate scale
+    rapid: float = 0.5  # rapid progression (>= 5 units/yr), binary cross-entropy
+    quantile: float = 0.5  # interval bounds, pinball loss
+    huber_beta: float = 0.5  # Huber transition, in rate-scale units
 
 
 @dataclass
 class TrainConfig:
-    """Optimisation and the Lightning Trainer."""
+    """Optimisation and the Lightning Trainer.
+
+    One fit has two stages: ``image_epochs`` epochs train the encoder on single visits'
+    films, then the remaining ``max_epochs - image_epochs`` train the sequence model on
+    features of every film encoded once with the frozen encoder.
+    """
 
     seed: int = 0
-    max_epochs: int = 30
-    lr: float = 1e-3
+    max_epochs: int = 100  # both stages together
+    image_epochs: int = 60  # stage 1; 0 skips it (covariates-only models skip it anyway)
+    lr: float = 2e-3  # sequence stage
+    image_lr: float = 1e-3  # image stage
     weight_decay: float = 1e-4
+    gradient_clip_val: float = 1.0
     accelerator: str = "auto"
     devices: Any = 1
     strategy: str = "auto"
     precision: str = "32-true"  # "bf16-mixed" on GPU
+    deterministic: bool = True
     output_dir: str = "runs"
     monitor: str = "val/mae_delta_1y"
+    progress: bool = True  # Lightning progress bar
+    log_every_n_steps: int = 10
 
 
 @dataclass
@@ -87,6 +109,7 @@ class TrackingConfig:
     tracking_uri: str = ""
     experiment: str = "progression"
     run_name: str = ""
+    log_model: bool = True  # log an MLflow pyfunc model wrapping the checkpoint
 
 
 @dataclass

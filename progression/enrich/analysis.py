@@ -1,0 +1,152 @@
+"""The whole enrichment analysis: select, size, compare selectors, validate on outcomes.
+
+:func:`run_enrichment` is what ``progression enrich`` calls; it returns an
+:class:`EnrichmentResult` that :mod:`progression.enrich.report` writes to disk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from progression.enrich.outcomes import Outcomes
+from progression.enrich.plan import EnrichmentPlan, TrialDesign, plan_selector, strictness_curve
+from progression.enrich.selection import SelectionRule, at_horizon, check_predictions, select
+from progression.enrich.trial import (
+    SimulatedPower,
+    SurvivalComparison,
+    compare_time_to_rapid,
+    realised_progression,
+    simulate_power,
+)
+from progression.errors import ProgressionError
+
+MODEL, MATRIX, NONE = "model", "clinical_matrix", "none"
+LABELS = {MODEL: "model", MATRIX: "clinical matrix", NONE: "no enrichment"}
+CURVE_FRACTIONS = np.round(np.arange(0.05, 1.0001, 0.05), 2)
+
+
+@dataclass
+class Validation:
+    """What the outcomes say about each enriching selector (keyed by selector name)."""
+
+    outcome: str
+    n_with_outcomes: int
+    realised: dict[str, pd.DataFrame] = field(default_factory=dict)
+    survival: dict[str, SurvivalComparison] = field(default_factory=dict)
+    power: dict[str, dict[str, SimulatedPower]] = field(default_factory=dict)
+    n_sim: int = 0
+    seed: int = 0
+
+
+@dataclass
+class EnrichmentResult:
+    """Everything the report shows."""
+
+    plan: EnrichmentPlan
+    selected: pd.DataFrame  # the model's selected patients, ranked
+    forecasts: dict[str, pd.DataFrame]  # selector -> one horizon's forecasts (all screened)
+    selected_ids: dict[str, set[str]]
+    curves: dict[str, pd.DataFrame]
+    validation: Validation | None = None
+
+
+def align_matrix(model: pd.DataFrame, matrix: pd.DataFrame, source: str) -> pd.DataFrame:
+    """The matrix forecasts of exactly the model's screened patients (error if any lack one)."""
+    missing = sorted(set(model["patient_id"]) - set(matrix["patient_id"]))
+    if missing:
+        raise ProgressionError(
+            f"{source}: no clinical-matrix forecast for {len(missing)} of the "
+            f"{len(model)} screened patients (e.g. {', '.join(missing[:3])}); predict the "
+            "matrix on the same cohort as the model"
+        )
+    return matrix[matrix["patient_id"].isin(set(model["patient_id"]))].reset_index(drop=True)
+
+
+def predict_matrix(train_cohort: str, cohort: str, horizon: float) -> pd.DataFrame:
+    """Fit the clinical matrix model on ``train_cohort`` and forecast ``cohort`` (directories)."""
+    from progression.evaluate.baselines import ClinicalMatrix
+
+    frame = ClinicalMatrix().fit(train_cohort).predict(cohort, [horizon])
+    return check_predictions(frame, f"clinical matrix fitted on {train_cohort}")
+
+
+def run_enrichment(
+    predictions: pd.DataFrame,
+    rule: SelectionRule,
+    design: TrialDesign,
+    *,
+    matrix: pd.DataFrame | None = None,
+    outcomes: Outcomes | None = None,
+    n_sim: int = 1000,
+    seed: int = 0,
+    progress: bool = False,
+    source: str = "predictions",
+    matrix_source: str = "clinical-matrix predictions",
+) -> EnrichmentResult:
+    """Select with the model (and the matrix at the same enrolled fraction), size, validate.
+
+    ``predictions`` / ``matrix``: checked predictions tables (all horizons);
+    ``outcomes``: realised changes (and times to rapid progression) for validation.
+    """
+    forecasts = {MODEL: at_horizon(predictions, design.horizon, source)}
+    selected = {MODEL: select(forecasts[MODEL], rule, source)}
+    n = len(forecasts[MODEL])
+    if matrix is not None:
+        forecasts[MATRIX] = align_matrix(
+            forecasts[MODEL], at_horizon(matrix, design.horizon, matrix_source), matrix_source
+        )
+        # Same number enrolled as the model: the selectors differ in whom they pick, not how many.
+        same = SelectionRule(enrol=len(selected[MODEL]))
+        selected[MATRIX] = select(forecasts[MATRIX], same, matrix_source)
+    forecasts[NONE] = forecasts[MODEL]
+    selected[NONE] = forecasts[MODEL]
+
+    plan = EnrichmentPlan(design=design, rule=rule.describe())
+    for name, chosen in selected.items():
+        plan.plans[name] = plan_selector(LABELS[name], chosen, n, design)
+    curves = {name: strictness_curve(forecasts[name], design, CURVE_FRACTIONS)
+              for name in (MODEL, MATRIX) if name in forecasts}
+    ids = {name: set(chosen["patient_id"]) for name, chosen in selected.items()}
+    result = EnrichmentResult(plan, selected[MODEL], forecasts, ids, curves)
+    if outcomes is not None:
+        result.validation = validate(result, outcomes, n_sim, seed, progress)
+    return result
+
+
+def validate(result: EnrichmentResult, outcomes: Outcomes, n_sim: int, seed: int,
+             progress: bool) -> Validation:
+    """Realised progression, time to rapid progression and simulated trials per selector."""
+    design = result.plan.design
+    screened = set(result.forecasts[MODEL]["patient_id"])
+    deltas = outcomes.deltas[outcomes.deltas["patient_id"].isin(screened)]
+    if deltas.empty:
+        raise ProgressionError(
+            f"outcomes '{outcomes.source}': none of the {len(screened)} screened patients has "
+            "an outcome; give the truth of the cohort the predictions were made on"
+        )
+    val = Validation(outcomes.outcome, len(deltas), n_sim=n_sim, seed=seed)
+    times = None
+    if outcomes.times is not None:
+        times = outcomes.times[outcomes.times["patient_id"].isin(screened)]
+    if n_sim < 1:
+        raise ProgressionError(f"--n-sim must be at least 1 (got {n_sim})")
+    for i, (name, ids) in enumerate(result.selected_ids.items()):
+        if name != NONE:
+            val.realised[name] = realised_progression(deltas, ids, design.horizon)
+            if times is not None and not times.empty:
+                val.survival[name] = compare_time_to_rapid(times, ids)
+        pool = deltas.loc[deltas["patient_id"].isin(ids), "delta"].to_numpy(float)
+        sized = result.plan.plans[name]
+        val.power[name] = {}
+        for j, sizing in enumerate((sized.mean, sized.rapid)):
+            if sizing.enrolled is None:
+                continue
+            val.power[name][sizing.endpoint] = simulate_power(
+                pool, sizing, design, n_sim, seed=seed + 100 * i + j, progress=progress,
+                label=f"{LABELS[name]}, {sizing.endpoint}",
+            )
+    return val
+

@@ -1,0 +1,242 @@
+"""Size an enriched two-arm trial from a selector's predictive distribution.
+
+A *selector* is one horizon's predictions table; the enriched population is the
+patients it selects. For that population the forecasts give the expected mean change
+``mu`` and its SD ``sigma`` (law of total variance, see
+:class:`~progression.enrich.selection.PopulationSummary`) and the expected fraction of
+rapid progressors ``p`` (mean ``p_rapid``).
+
+The treatment is assumed to slow each patient's progression by the same relative
+amount ``effect`` (a proportional effect: a treated patient's change is
+``(1 - effect)`` times what it would have been). Then
+
+* mean endpoint: difference ``effect * mu``, control SD ``sigma``, treated SD
+  ``(1 - effect) * sigma``; sized by :func:`~progression.enrich.sample_size.n_two_means`.
+* proportion endpoint: control ``p``; treated: the probability that ``(1 - effect)``
+  times the change still reaches the rapid threshold ``RAPID_RATE * horizon``. Per
+  patient this is computed from a normal predictive distribution anchored on the
+  model's own ``p_rapid``: with ``c_i = Phi^-1(1 - p_rapid_i)`` the threshold's place in
+  the patient's distribution, the treated threshold ``T / (1 - effect)`` lies
+  ``T * effect / ((1 - effect) * sd_i)`` SDs further, so
+  ``p_treated_i = 1 - Phi(c_i + T * effect / ((1 - effect) * sd_i))``. Sized by
+  :func:`~progression.enrich.sample_size.n_two_proportions` (Fleiss with continuity
+  correction).
+
+Every size is inflated for dropout; the screening ratio (screened per enrolled) is
+``N_screened / N_selected`` and the patients to screen for a trial are
+``ceil(enrolled * screening ratio)``. The FDA guidance on enrichment (2019) calls this
+*prognostic enrichment*: choosing patients more likely to have the event or the
+progression the treatment is to prevent, so that an absolute effect is larger and
+fewer patients are needed.
+
+References: FDA. Enrichment Strategies for Clinical Trials to Support Determination of
+Effectiveness of Human Drugs and Biological Products. Guidance for Industry, March 2019.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from progression.enrich.sample_size import (
+    ArmSizes,
+    inflate_for_dropout,
+    n_two_means,
+    n_two_proportions,
+)
+from progression.enrich.selection import (
+    PopulationSummary,
+    predictive_sd,
+    rank_patients,
+    summarise,
+    top_count,
+)
+from progression.errors import ProgressionError
+from progression.scoring import RAPID_RATE
+
+MIN_SD = 1e-3  # SvdH units: a zero-width interval still gets a (tiny) predictive spread
+P_CLIP = 1e-6
+
+
+@dataclass(frozen=True)
+class TrialDesign:
+    """The planned trial. Units: ``horizon`` in years, ``effect`` as a fraction (0.5 = the
+    treatment halves mean progression), ``dropout`` as the fraction lost before the
+    endpoint, ``allocation`` = treated:control."""
+
+    horizon: float = 1.0
+    effect: float = 0.5
+    alpha: float = 0.05
+    power: float = 0.8
+    allocation: float = 1.0
+    dropout: float = 0.1
+    interval_level: float = 0.9
+    method: str = "t"
+
+    def __post_init__(self) -> None:
+        if not 0 < self.effect < 1:
+            raise ProgressionError(
+                f"--effect must be in (0, 1) (got {self.effect}); it is the relative reduction "
+                "of mean progression, e.g. 0.5 for a treatment that halves it"
+            )
+        if not self.horizon > 0:
+            raise ProgressionError(f"--horizon must be > 0 years (got {self.horizon})")
+
+    @property
+    def rapid_threshold(self) -> float:
+        """SvdH change over the horizon that counts as rapid progression (units)."""
+        return RAPID_RATE * self.horizon
+
+
+@dataclass(frozen=True)
+class Sizing:
+    """One endpoint's sizes: completers needed, patients to enrol, patients to screen.
+
+    ``control`` / ``treated`` are the expected mean change (SvdH units) or the expected
+    proportion of rapid progressors in each arm. Sizes are None when the endpoint
+    cannot be sized (``note`` says why).
+    """
+
+    endpoint: str
+    control: float
+    treated: float
+    completers: ArmSizes | None = None
+    enrolled: ArmSizes | None = None
+    screened: int | None = None
+    sd_control: float | None = None
+    sd_treated: float | None = None
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class SelectorPlan:
+    """A selector's enriched population and the trial sized on it."""
+
+    name: str
+    n_screened: int
+    n_selected: int
+    summary: PopulationSummary
+    mean: Sizing
+    rapid: Sizing
+
+    @property
+    def fraction(self) -> float:
+        return self.n_selected / self.n_screened
+
+    @property
+    def screening_ratio(self) -> float:
+        """Patients screened per patient enrolled."""
+        return self.n_screened / self.n_selected
+
+
+def treated_rapid_fraction(frame: pd.DataFrame, design: TrialDesign) -> float:
+    """Expected rapid-progressor fraction under treatment (see the module docstring)."""
+    sd = np.maximum(
+        predictive_sd(frame["delta_svdh_lo"], frame["delta_svdh_hi"], design.interval_level),
+        MIN_SD,
+    )
+    p = np.clip(frame["p_rapid"].to_numpy(float), P_CLIP, 1 - P_CLIP)
+    shift = design.rapid_threshold * design.effect / ((1 - design.effect) * sd)
+    return float(np.mean(stats.norm.sf(stats.norm.isf(p) + shift)))
+
+
+def _screened(enrolled: ArmSizes, n_screened: int, n_selected: int) -> int:
+    return math.ceil(enrolled.total * n_screened / n_selected - 1e-9)
+
+
+def size_mean(summary: PopulationSummary, design: TrialDesign, n_screened: int) -> Sizing:
+    """Sizes for the mean-change endpoint of a population (proportional effect)."""
+    control, treated = summary.mean_delta, (1 - design.effect) * summary.mean_delta
+    sd_c, sd_t = summary.sd_delta, (1 - design.effect) * summary.sd_delta
+    base = Sizing("mean_change", control, treated, sd_control=sd_c, sd_treated=sd_t)
+    try:
+        completers = n_two_means(control - treated, sd_c, sd_t, design.alpha, design.power,
+                                 design.allocation, design.method)
+    except ProgressionError as exc:
+        return dataclasses.replace(base, note=str(exc))
+    enrolled = inflate_for_dropout(completers, design.dropout)
+    return dataclasses.replace(base, completers=completers, enrolled=enrolled,
+                               screened=_screened(enrolled, n_screened, summary.n))
+
+
+def size_rapid(frame: pd.DataFrame, design: TrialDesign, n_screened: int) -> Sizing:
+    """Sizes for the rapid-progressor-proportion endpoint of a population."""
+    control = float(frame["p_rapid"].mean())
+    treated = treated_rapid_fraction(frame, design)
+    base = Sizing("rapid", control, treated)
+    try:
+        completers = n_two_proportions(control, treated, design.alpha, design.power,
+                                       design.allocation)
+    except ProgressionError as exc:
+        return dataclasses.replace(base, note=str(exc))
+    enrolled = inflate_for_dropout(completers, design.dropout)
+    return dataclasses.replace(base, completers=completers, enrolled=enrolled,
+                               screened=_screened(enrolled, n_screened, len(frame)))
+
+
+def plan_selector(name: str, selected: pd.DataFrame, n_screened: int,
+                  design: TrialDesign) -> SelectorPlan:
+    """Size the trial on the patients ``selected`` out of ``n_screened`` screened."""
+    summary = summarise(selected, design.interval_level)
+    return SelectorPlan(
+        name=name,
+        n_screened=n_screened,
+        n_selected=len(selected),
+        summary=summary,
+        mean=size_mean(summary, design, n_screened),
+        rapid=size_rapid(selected, design, n_screened),
+    )
+
+
+@dataclass
+class EnrichmentPlan:
+    """All selectors sized with the same design; ``plans['none']`` is no enrichment."""
+
+    design: TrialDesign
+    rule: str
+    plans: dict[str, SelectorPlan] = field(default_factory=dict)
+
+    def enrichment_ratio(self, name: str) -> dict[str, float]:
+        """Enriched / full-cohort expected mean change and rapid fraction."""
+        full, sel = self.plans["none"].summary, self.plans[name].summary
+        return {
+            "mean_delta": sel.mean_delta / full.mean_delta if full.mean_delta else math.nan,
+            "rapid_fraction": (sel.rapid_fraction / full.rapid_fraction
+                               if full.rapid_fraction else math.nan),
+        }
+
+    def saved(self, name: str, endpoint: str) -> dict[str, float] | None:
+        """Patients enrolled without enrichment minus with this selector (and as a fraction)."""
+        base = getattr(self.plans["none"], endpoint).enrolled
+        mine = getattr(self.plans[name], endpoint).enrolled
+        if base is None or mine is None:
+            return None
+        return {"patients": base.total - mine.total,
+                "fraction": (base.total - mine.total) / base.total}
+
+
+def strictness_curve(frame: pd.DataFrame, design: TrialDesign,
+                     fractions: np.ndarray) -> pd.DataFrame:
+    """Sizes when the top ``fraction`` of ``frame`` (one horizon) is enrolled, per fraction.
+
+    Columns: fraction, n_selected, n_per_arm_mean (enrolled control arm), screened_mean,
+    n_per_arm_rapid, screened_rapid (NaN where an endpoint cannot be sized).
+    """
+    ranked = rank_patients(frame)
+    rows = []
+    for fraction in fractions:
+        k = top_count(float(fraction), len(ranked))
+        plan = plan_selector("", ranked.head(k), len(ranked), design)
+        row = {"fraction": float(fraction), "n_selected": k}
+        for endpoint in ("mean", "rapid"):
+            sizing = getattr(plan, endpoint)
+            ok = sizing.enrolled is not None
+            row[f"n_per_arm_{endpoint}"] = sizing.enrolled.control if ok else math.nan
+            row[f"screened_{endpoint}"] = sizing.screened if ok else math.nan
+        rows.append(row)
+    return pd.DataFrame(rows)

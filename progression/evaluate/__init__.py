@@ -1,0 +1,56 @@
+"""Evaluation: outcomes, metrics with bootstrap CIs, baselines, survival, report.
+
+See docs/evaluation.md. The entry point is :func:`evaluate`; the baselines share one
+interface (``fit(train_cohort) -> self``, ``predict(cohort, horizons, index_dates)``).
+"""
+
+from __future__ import annotations
+
+from progression.evaluate.baselines import (
+    BASELINES,
+    DEFAULT_BASELINES,
+    ClinicalMatrix,
+    CohortMean,
+    CovariatesModel,
+    LinearExtrapolation,
+    Oracle,
+    make_baseline,
+)
+from progression.evaluate.outcomes import (
+    OutcomeRule,
+    derive_outcomes,
+    landmark_outcomes,
+    outcomes_from_truth,
+)
+from progression.evaluate.report import evaluate, training_cohort_of
+from progression.evaluate.tables import (
+    OUTCOME_COLUMNS,
+    PREDICTION_COLUMNS,
+    CohortTables,
+    load_cohort,
+    read_outcomes,
+    read_predictions,
+)
+
+__all__ = [
+    "BASELINES",
+    "DEFAULT_BASELINES",
+    "OUTCOME_COLUMNS",
+    "PREDICTION_COLUMNS",
+    "ClinicalMatrix",
+    "CohortMean",
+    "CohortTables",
+    "CovariatesModel",
+    "LinearExtrapolation",
+    "Oracle",
+    "OutcomeRule",
+    "derive_outcomes",
+    "evaluate",
+    "landmark_outcomes",
+    "load_cohort",
+    "make_baseline",
+    "outcomes_from_truth",
+    "read_outcomes",
+    "read_predictions",
+    "training_cohort_of",
+]

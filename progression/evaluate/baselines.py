@@ -1,0 +1,534 @@
+"""Baselines the model must beat, each answering the same two calls.
+
+Every baseline is a small class with ONE interface::
+
+    baseline = ClinicalMatrix().fit(train_cohort)          # -> self
+    table = baseline.predict(cohort, horizons=(1.0, 2.0), index_dates=None)
+
+``train_cohort`` / ``cohort`` are cohort directories (format v1), ``Cohort`` objects from
+``progression.cohort.read_cohort`` or :class:`~progression.evaluate.tables.CohortTables`.
+``predict`` returns a predictions table with exactly the model's columns
+(:data:`~progression.evaluate.tables.PREDICTION_COLUMNS`), so every metric, the enrichment
+selector and the reports run identically on every method. ``index_dates`` (patient_id ->
+date) truncate each patient's history (landmark evaluation); by default the index is the
+last visit with an image, as for the model.
+
+Training examples ("pairs"): every scored visit (``svdh_total``) of a training patient that
+has a later scored visit 0.5-3 years on; the later visit nearest to one year on is taken, and
+the target is the annual rate ``(score_end - score_start) / years`` in SvdH units/year. The
+features are those known at the start visit (covariates carried forward, static covariates,
+last scores, past rate).
+
+Forecasts are rates r (units/yr): ``delta_svdh_pred = r * h``; ``risk_score = r``. The
+interval and ``p_rapid`` come from the training residuals of the rate (out-of-fold for the
+covariates model): the forecast rate distribution is ``r + residuals``, so
+``[lo, hi] = h * quantiles`` at the central ``interval_level`` and
+``p_rapid = P(r + residual >= 5 units/yr)``. ``svdh_index_pred`` is the last given score
+before the index plus ``r`` times the years since it (baselines do not read images).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any, Self
+
+import numpy as np
+import pandas as pd
+from sklearn.ensemble import HistGradientBoostingRegressor
+from sklearn.isotonic import IsotonicRegression
+from sklearn.model_selection import GroupKFold, cross_val_predict
+
+from progression.errors import ProgressionError
+from progression.evaluate.tables import (
+    PREDICTION_COLUMNS,
+    SCORE_COLUMNS,
+    CohortTables,
+    as_index_dates,
+    load_cohort,
+    years_between,
+)
+from progression.scoring import RAPID_RATE
+
+log = logging.getLogger(__name__)
+
+PAIR_MIN_YEARS = 0.5
+PAIR_MAX_YEARS = 3.0
+PAIR_TARGET_YEARS = 1.0
+_RESERVED = {"patient_id", "visit_date", "birth_date", *SCORE_COLUMNS}
+
+
+# --------------------------------------------------------------------------- features
+def covariate_columns(cohort: CohortTables) -> tuple[list[str], list[str]]:
+    """(static covariates from patients.csv, time-varying covariates from visits.csv)."""
+    static = [c for c in cohort.patients.columns if c not in _RESERVED]
+    varying = [c for c in cohort.visits.columns if c not in _RESERVED and c not in static]
+    return static, varying
+
+
+def features_at(cohort: CohortTables, at: pd.DataFrame) -> pd.DataFrame:
+    """What is known about each patient at a date: one row per row of ``at``.
+
+    ``at`` has ``patient_id`` and ``date``. Returned columns: those of ``at``, the static
+    covariates, each time-varying covariate's last value on or before ``date`` (carried
+    forward over visits where it is missing), ``age`` (from ``birth_date`` when no ``age``
+    column exists), and from scored visits on or before ``date``: ``svdh_last``,
+    ``svdh_erosion_last``, ``svdh_jsn_last``, ``years_since_scored``, ``n_scored`` and
+    ``past_rate`` (least-squares slope of ``svdh_total`` over time, SvdH units/yr; NaN with
+    fewer than two scored visits).
+    """
+    static, varying = covariate_columns(cohort)
+    left = at.reset_index(drop=True).assign(_row=lambda f: np.arange(len(f)))
+    left = left.sort_values("date")
+
+    visits = cohort.visits.sort_values(["patient_id", "visit_date"])
+    carried = visits[["patient_id", "visit_date"]].copy()
+    if varying:
+        carried[varying] = visits.groupby("patient_id")[varying].ffill()
+    out = pd.merge_asof(left, carried.sort_values("visit_date"), left_on="date",
+                        right_on="visit_date", by="patient_id", direction="backward")
+    out = out.drop(columns="visit_date")
+
+    scored = visits.dropna(subset=["svdh_total"]).copy()
+    t0 = visits.groupby("patient_id")["visit_date"].min()
+    scored["t"] = years_between(scored["patient_id"].map(t0), scored["visit_date"]).astype(float)
+    grouped = scored.groupby("patient_id")
+    scored["n_scored"] = grouped.cumcount() + 1
+    scored["_st"] = scored["t"]
+    scored["_ss"] = scored["svdh_total"]
+    scored["_stt"] = scored["t"] ** 2
+    scored["_sts"] = scored["t"] * scored["svdh_total"]
+    sums = scored.groupby("patient_id")[["_st", "_ss", "_stt", "_sts"]].cumsum()
+    n = scored["n_scored"]
+    denom = n * sums["_stt"] - sums["_st"] ** 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        scored["past_rate"] = np.where(
+            (n >= 2) & (denom > 1e-9), (n * sums["_sts"] - sums["_st"] * sums["_ss"]) / denom, np.nan
+        )
+    scored = scored.rename(
+        columns={"svdh_total": "svdh_last", "svdh_erosion": "svdh_erosion_last",
+                 "svdh_jsn": "svdh_jsn_last", "visit_date": "scored_date"}
+    )[["patient_id", "scored_date", "svdh_last", "svdh_erosion_last", "svdh_jsn_last",
+       "n_scored", "past_rate"]]
+    out = pd.merge_asof(out.sort_values("date"), scored.sort_values("scored_date"),
+                        left_on="date", right_on="scored_date", by="patient_id",
+                        direction="backward")
+    out["years_since_scored"] = years_between(out["scored_date"], out["date"]).astype(float)
+    out["n_scored"] = out["n_scored"].fillna(0).astype(int)
+    out = out.drop(columns="scored_date")
+
+    patients = cohort.patients[["patient_id", *static]
+                               + (["birth_date"] if "birth_date" in cohort.patients else [])]
+    out = out.merge(patients, on="patient_id", how="left")
+    if "age" not in out.columns and "birth_date" in out.columns:
+        out["age"] = years_between(out["birth_date"], out["date"]).astype(float)
+    out = out.drop(columns=[c for c in ("birth_date",) if c in out.columns])
+    return out.sort_values("_row").drop(columns="_row").reset_index(drop=True)
+
+
+def training_pairs(cohort: CohortTables) -> pd.DataFrame:
+    """Training examples (see module docstring): features at the start visit + ``rate``."""
+    scored = cohort.visits.dropna(subset=["svdh_total"])[["patient_id", "visit_date",
+                                                          "svdh_total"]]
+    pairs = scored.merge(scored, on="patient_id", suffixes=("", "_end"))
+    pairs["gap_years"] = years_between(pairs["visit_date"], pairs["visit_date_end"]).astype(float)
+    pairs = pairs[(pairs["gap_years"] >= PAIR_MIN_YEARS) & (pairs["gap_years"] <= PAIR_MAX_YEARS)]
+    if pairs.empty:
+        return pd.DataFrame(columns=["patient_id", "date", "gap_years", "rate"])
+    pairs = pairs.assign(_dist=(pairs["gap_years"] - PAIR_TARGET_YEARS).abs())
+    pairs = pairs.sort_values(["patient_id", "visit_date", "_dist", "gap_years"])
+    pairs = pairs.drop_duplicates(["patient_id", "visit_date"])
+    pairs["rate"] = (pairs["svdh_total_end"] - pairs["svdh_total"]) / pairs["gap_years"]
+    at = pairs[["patient_id", "visit_date", "gap_years", "rate"]].rename(
+        columns={"visit_date": "date"}
+    )
+    features = features_at(cohort, at[["patient_id", "date"]])
+    features[["gap_years", "rate"]] = at[["gap_years", "rate"]].to_numpy()
+    return features
+
+
+def binary_status(values: pd.Series) -> pd.Series:
+    """0/1 from 0/1, true/false or neg/pos text (rf, acpa); anything else is missing."""
+    mapping = {"1": 1.0, "0": 0.0, "pos": 1.0, "positive": 1.0, "neg": 0.0, "negative": 0.0,
+               "true": 1.0, "false": 0.0, "1.0": 1.0, "0.0": 0.0, "yes": 1.0, "no": 0.0}
+    return values.map(lambda v: mapping.get(str(v).strip().lower(), np.nan)).astype(float)
+
+
+# --------------------------------------------------------------------------- base class
+class Baseline:
+    """Common machinery: fit rates on training pairs, turn rates into a predictions table."""
+
+    name = "baseline"
+
+    def __init__(self, interval_level: float = 0.9) -> None:
+        if not 0.0 < interval_level < 1.0:
+            raise ProgressionError(f"interval_level must be in (0, 1), got {interval_level}")
+        self.interval_level = interval_level
+        self.residuals_: np.ndarray | None = None
+
+    # Subclasses implement these two.
+    def _fit_rates(self, pairs: pd.DataFrame) -> np.ndarray:
+        """Fit on training pairs; return the (out-of-fold where it matters) fitted rates."""
+        raise NotImplementedError
+
+    def _predict_rates(self, features: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
+        """Rates (SvdH units/yr) and a note per patient for ``features_at`` rows."""
+        raise NotImplementedError
+
+    def _p_rapid(self, features: pd.DataFrame, rates: np.ndarray) -> np.ndarray:
+        """P(rate >= 5 units/yr) from the residual distribution around each forecast rate."""
+        assert self.residuals_ is not None
+        return (rates[:, None] + self.residuals_[None, :] >= RAPID_RATE).mean(axis=1)
+
+    def fit(self, train: Any) -> Self:
+        """Fit on a training cohort (directory, Cohort or CohortTables); returns self."""
+        tables = load_cohort(train)
+        pairs = training_pairs(tables)
+        if len(pairs) < 2:
+            raise ProgressionError(
+                f"{self.name}: the training cohort '{tables.root}' has {len(pairs)} pair(s) of "
+                f"scored visits {PAIR_MIN_YEARS:g}-{PAIR_MAX_YEARS:g} years apart; at least 2 "
+                "are needed (give svdh_total at more visits or another --train-data)"
+            )
+        fitted = self._fit_rates(pairs)
+        self.residuals_ = pairs["rate"].to_numpy(float) - fitted
+        return self
+
+    def predict(
+        self,
+        cohort: Any,
+        horizons: Sequence[float] = (1.0, 2.0),
+        index_dates: Any = None,
+    ) -> pd.DataFrame:
+        """Predictions table (one row per patient x horizon) from history up to each index."""
+        if self.residuals_ is None:
+            raise ProgressionError(f"{self.name}: call fit(train_cohort) before predict")
+        tables = load_cohort(cohort)
+        index = as_index_dates(index_dates, tables)
+        index = index[index.index.isin(tables.patients["patient_id"])]
+        at = pd.DataFrame({"patient_id": index.index, "date": index.to_numpy()})
+        features = features_at(tables, at)
+        rates, notes = self._predict_rates(features)
+        return self._table(features, np.asarray(rates, float), notes, horizons)
+
+    def _table(self, features: pd.DataFrame, rates: np.ndarray, notes: list[str],
+               horizons: Sequence[float]) -> pd.DataFrame:
+        assert self.residuals_ is not None
+        tail = (1.0 - self.interval_level) / 2.0
+        q_lo, q_hi = np.quantile(self.residuals_, [tail, 1.0 - tail])
+        p_rapid = self._p_rapid(features, rates)
+        index_pred = features["svdh_last"].to_numpy(float) + rates * features[
+            "years_since_scored"
+        ].to_numpy(float)
+        parts = []
+        for h in horizons:
+            parts.append(pd.DataFrame({
+                "patient_id": features["patient_id"].to_numpy(),
+                "index_date": pd.to_datetime(features["date"]).dt.strftime("%Y-%m-%d").to_numpy(),
+                "horizon_years": float(h),
+                "svdh_index_pred": index_pred,
+                "delta_svdh_pred": rates * h,
+                "delta_svdh_lo": (rates + q_lo) * h,
+                "delta_svdh_hi": (rates + q_hi) * h,
+                "p_rapid": p_rapid,
+                "risk_score": rates,
+                "note": notes,
+            }))
+        table = pd.concat(parts, ignore_index=True)
+        return table[list(PREDICTION_COLUMNS)].sort_values(["patient_id", "horizon_years"],
+                                                           ignore_index=True)
+
+
+# --------------------------------------------------------------------------- (a) cohort mean
+class CohortMean(Baseline):
+    """Everybody progresses at the training cohort's mean annual rate (SvdH units/yr)."""
+
+    name = "cohort_mean"
+
+    def _fit_rates(self, pairs: pd.DataFrame) -> np.ndarray:
+        self.rate_ = float(pairs["rate"].mean())
+        return np.full(len(pairs), self.rate_)
+
+    def _predict_rates(self, features: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
+        return np.full(len(features), self.rate_), [""] * len(features)
+
+
+# --------------------------------------------------------------------------- (b) linear
+class LinearExtrapolation(Baseline):
+    """The patient's own past rate continues: least-squares slope of ``svdh_total`` over time.
+
+    Needs >= 2 scored visits up to the index; otherwise the training cohort's mean rate is
+    used and ``note`` says so. Negative slopes are set to 0 (SvdH damage does not heal; a
+    falling score is reading noise). Residuals are those of the past slope against the next
+    interval's rate on training pairs that have a past slope.
+    """
+
+    name = "linear"
+    FALLBACK_NOTE = "fewer than 2 scored visits: cohort mean rate"
+
+    def _fit_rates(self, pairs: pd.DataFrame) -> np.ndarray:
+        self.rate_ = float(pairs["rate"].mean())
+        rates, _ = self._predict_rates(pairs)
+        return rates
+
+    def _predict_rates(self, features: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
+        past = features["past_rate"].to_numpy(float)
+        has_past = np.isfinite(past)
+        rates = np.where(has_past, np.maximum(past, 0.0), self.rate_)
+        notes = ["" if ok else self.FALLBACK_NOTE for ok in has_past]
+        return rates, notes
+
+
+# --------------------------------------------------------------------------- (c) matrix
+class ClinicalMatrix(Baseline):
+    """Rapid-radiographic-progression risk matrix after Vastesaeger et al. (ASPIRE).
+
+    Source: Vastesaeger N, Xu S, Aletaha D, St Clair EW, Smolen JS. A pilot risk model for the
+    prediction of rapid radiographic progression in rheumatoid arthritis. Rheumatology
+    (Oxford) 2009;48:1114-21. The matrix was derived in the methotrexate arm of ASPIRE; rapid
+    progression = SvdH change >= 5 units/yr. It crosses three baseline variables of equal
+    weight: the 28-joint swollen joint count, CRP (the ESR version replaces CRP by ESR) and
+    rheumatoid factor.
+
+    Implementation (this class is also the trial-enrichment selector; keep the interface):
+
+    * categories: ``sjc28`` < 10 / 10-17 / >= 18 (levels 0/1/2); ``crp`` (mg/L) < 6 / 6-29 /
+      >= 30 (0.6 and 3 mg/dL); when ``crp`` is missing, ``esr`` (mm/h) < 28 / 28-51 / >= 52;
+      ``rf`` negative/positive (0/1; format v1 stores status, not titre, so the published
+      titre categories collapse to two). The cut-offs are constructor arguments: check
+      them against the paper's figure for your use.
+    * the matrix cell's risk is ordinal in the sum of levels (equal weights), 0-5 points. The
+      published cell probabilities come from ASPIRE patients on methotrexate and do not
+      transfer to other cohorts, so each point total is re-calibrated on the training cohort:
+      its expected annual rate (SvdH units/yr) and its probability of rapid progression,
+      each by weighted isotonic regression on the points (higher points never get a lower
+      risk; sparse cells borrow from their neighbours).
+    * ``risk_score`` = the calibrated rate of the patient's points (units/yr), so it ranks
+      patients exactly like the matrix; ``p_rapid`` = the calibrated probability of the
+      points; ``delta_svdh_pred`` = rate x horizon.
+    * a missing input is counted as its lowest category and named in ``note``.
+
+    Baseline erosions are not a matrix input here: the ASPIRE matrix uses non-radiographic
+    variables only.
+    """
+
+    name = "clinical_matrix"
+
+    def __init__(
+        self,
+        sjc_cuts: tuple[float, float] = (10.0, 18.0),
+        crp_cuts: tuple[float, float] = (6.0, 30.0),
+        esr_cuts: tuple[float, float] = (28.0, 52.0),
+        interval_level: float = 0.9,
+    ) -> None:
+        super().__init__(interval_level)
+        self.sjc_cuts, self.crp_cuts, self.esr_cuts = sjc_cuts, crp_cuts, esr_cuts
+
+    def points(self, features: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
+        """Matrix points 0-5 per row (SJC level + CRP/ESR level + RF) and notes on missing."""
+        n = len(features)
+
+        def column(name: str) -> np.ndarray:
+            if name not in features.columns:
+                return np.full(n, np.nan)
+            return pd.to_numeric(features[name], errors="coerce").to_numpy(float)
+
+        sjc, crp, esr = column("sjc28"), column("crp"), column("esr")
+        rf = (binary_status(features["rf"]).to_numpy(float) if "rf" in features.columns
+              else np.full(n, np.nan))
+        inflammation = np.where(np.isfinite(crp), np.digitize(crp, self.crp_cuts),
+                                np.digitize(esr, self.esr_cuts))
+        inflammation_missing = ~np.isfinite(crp) & ~np.isfinite(esr)
+        points = (np.where(np.isfinite(sjc), np.digitize(sjc, self.sjc_cuts), 0)
+                  + np.where(inflammation_missing, 0, inflammation)
+                  + np.where(np.isfinite(rf), rf, 0))
+        notes = []
+        for i in range(n):
+            missing = [name for name, bad in (("sjc28", not np.isfinite(sjc[i])),
+                                              ("crp/esr", inflammation_missing[i]),
+                                              ("rf", not np.isfinite(rf[i]))) if bad]
+            notes.append(f"matrix input missing ({', '.join(missing)}): lowest category"
+                         if missing else "")
+        return points.astype(float), notes
+
+    def _fit_rates(self, pairs: pd.DataFrame) -> np.ndarray:
+        missing = [c for c in ("sjc28", "rf") if c not in pairs.columns]
+        if "crp" not in pairs.columns and "esr" not in pairs.columns:
+            missing.append("crp or esr")
+        if missing:
+            raise ProgressionError(
+                f"clinical_matrix needs the covariates {', '.join(missing)} in patients.csv or "
+                "visits.csv (sjc28 = swollen joints of 28, crp in mg/L or esr in mm/h, rf 0/1)"
+            )
+        points, _ = self.points(pairs)
+        rates = pairs["rate"].to_numpy(float)
+        self.rate_model_ = IsotonicRegression(out_of_bounds="clip").fit(points, rates)
+        self.rapid_model_ = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(
+            points, (rates >= RAPID_RATE).astype(float)
+        )
+        return self.rate_model_.predict(points)
+
+    def _predict_rates(self, features: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
+        points, notes = self.points(features)
+        return self.rate_model_.predict(points), notes
+
+    def _p_rapid(self, features: pd.DataFrame, rates: np.ndarray) -> np.ndarray:
+        points, _ = self.points(features)
+        return self.rapid_model_.predict(points)
+
+
+# --------------------------------------------------------------------------- (d) covariates
+class CovariatesModel(Baseline):
+    """Gradient boosting (scikit-learn ``HistGradientBoostingRegressor``) of the annual rate.
+
+    Inputs: static covariates, the last value of each visit covariate, and the past scores
+    where present (last SvdH total/erosion/JSN, past rate, number of scored visits, years
+    since the last score). Missing values are handled natively by the trees; text covariates
+    are one-hot encoded with the categories seen in training. Residuals for the interval and
+    ``p_rapid`` are out-of-fold (5-fold, grouped by patient).
+    """
+
+    name = "covariates"
+    PAST = ("svdh_last", "svdh_erosion_last", "svdh_jsn_last", "past_rate", "n_scored",
+            "years_since_scored")
+
+    def __init__(self, seed: int = 0, interval_level: float = 0.9) -> None:
+        super().__init__(interval_level)
+        self.seed = seed
+
+    def _design(self, features: pd.DataFrame) -> pd.DataFrame:
+        frame = pd.DataFrame(index=features.index)
+        for column in self.numeric_:
+            frame[column] = (pd.to_numeric(features[column], errors="coerce")
+                             if column in features.columns else np.nan)
+        for column, levels in self.categories_.items():
+            values = features[column].astype(str) if column in features.columns else None
+            for level in levels:
+                frame[f"{column}={level}"] = (
+                    (values == level).astype(float) if values is not None else 0.0
+                )
+        return frame
+
+    def _model(self) -> HistGradientBoostingRegressor:
+        return HistGradientBoostingRegressor(
+            max_iter=200, learning_rate=0.05, min_samples_leaf=10, random_state=self.seed
+        )
+
+    def _fit_rates(self, pairs: pd.DataFrame) -> np.ndarray:
+        candidates = [c for c in pairs.columns
+                      if c not in {"patient_id", "date", "gap_years", "rate"}]
+        # Columns never observed in training carry no information (and break the binning).
+        candidates = [c for c in candidates if pairs[c].notna().any()]
+        self.numeric_ = [c for c in candidates if pd.api.types.is_numeric_dtype(pairs[c])]
+        self.categories_ = {
+            c: sorted(pairs[c].dropna().astype(str).unique())
+            for c in candidates if c not in self.numeric_
+        }
+        x, y = self._design(pairs), pairs["rate"].to_numpy(float)
+        groups = pairs["patient_id"].to_numpy()
+        n_folds = min(5, len(np.unique(groups)))
+        if n_folds >= 2:
+            fitted = cross_val_predict(self._model(), x, y, groups=groups,
+                                       cv=GroupKFold(n_splits=n_folds))
+        else:
+            fitted = None
+        self.model_ = self._model().fit(x, y)
+        return self.model_.predict(x) if fitted is None else fitted
+
+    def _predict_rates(self, features: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
+        return self.model_.predict(self._design(features)), [""] * len(features)
+
+
+# --------------------------------------------------------------------------- (e) oracle
+class Oracle:
+    """The simulator's oracle: the best forecast possible from the latent truth.
+
+    Reads ``<cohort>/truth/truth.csv`` (``oracle_delta_<h>y``, ``oracle_p_rapid_<h>y``,
+    ``svdh_true_index``); only simulated cohorts have it, and only horizons 1 and 2 years.
+    It has no interval (``delta_svdh_lo/hi`` empty). ``risk_score`` = the oracle's expected
+    change at the first horizon per year (SvdH units/yr). ``fit`` does nothing.
+    """
+
+    name = "oracle"
+
+    def fit(self, train: Any = None) -> Self:
+        return self
+
+    def predict(self, cohort: Any, horizons: Sequence[float] = (1.0, 2.0),
+                index_dates: Any = None) -> pd.DataFrame:
+        tables = load_cohort(cohort)
+        if tables.truth_dir is None:
+            raise ProgressionError(
+                f"the oracle needs a simulated cohort with truth/truth.csv; '{tables.root}' has none"
+            )
+        truth = pd.read_csv(tables.truth_dir / "truth.csv", dtype={"patient_id": str})
+        first = horizons[0]
+        parts = []
+        for h in horizons:
+            delta, p = f"oracle_delta_{h:g}y", f"oracle_p_rapid_{h:g}y"
+            if delta not in truth.columns or p not in truth.columns:
+                raise ProgressionError(
+                    f"{tables.truth_dir / 'truth.csv'} has no {delta}/{p}: the oracle exists for "
+                    "horizons of 1 and 2 years only; evaluate with --horizons 1,2"
+                )
+            parts.append(pd.DataFrame({
+                "patient_id": truth["patient_id"],
+                "index_date": pd.to_datetime(truth["index_date"]).dt.strftime("%Y-%m-%d"),
+                "horizon_years": float(h),
+                "svdh_index_pred": truth["svdh_true_index"].astype(float),
+                "delta_svdh_pred": truth[delta].astype(float),
+                "delta_svdh_lo": np.nan,
+                "delta_svdh_hi": np.nan,
+                "p_rapid": truth[p].astype(float),
+                "risk_score": truth[f"oracle_delta_{first:g}y"].astype(float) / first,
+                "note": "oracle: no interval",
+            }))
+        table = pd.concat(parts, ignore_index=True)
+        return table[list(PREDICTION_COLUMNS)].sort_values(["patient_id", "horizon_years"],
+                                                           ignore_index=True)
+
+
+BASELINES: dict[str, type] = {
+    "cohort_mean": CohortMean,
+    "linear": LinearExtrapolation,
+    "clinical_matrix": ClinicalMatrix,
+    "covariates": CovariatesModel,
+    "oracle": Oracle,
+}
+DEFAULT_BASELINES = tuple(BASELINES)
+
+
+def make_baseline(name: str) -> Baseline | Oracle:
+    """A fresh baseline by name (one of :data:`BASELINES`)."""
+    if name not in BASELINES:
+        raise ProgressionError(
+            f"unknown baseline '{name}'; choose from {', '.join(BASELINES)}"
+        )
+    return BASELINES[name]()
+
+
+def cross_fit(
+    name: str,
+    cohort: CohortTables,
+    horizons: Sequence[float],
+    index_dates: pd.Series,
+    folds: int = 5,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Predictions of baseline ``name`` for every patient of ``cohort`` by K-fold cross-fitting.
+
+    Used when no training cohort is given: patients are split into ``folds`` random groups
+    (seeded); each group is predicted by the baseline fitted on the other groups, so no
+    patient's own outcome is ever in its baseline's training data.
+    """
+    ids = np.array(cohort.patient_ids)
+    rng = np.random.default_rng(seed)
+    fold_of = rng.permutation(np.arange(len(ids)) % max(2, min(folds, len(ids))))
+    parts = []
+    for fold in np.unique(fold_of):
+        test_ids = ids[fold_of == fold]
+        model = make_baseline(name).fit(cohort.subset(ids[fold_of != fold]))
+        test_index = index_dates[index_dates.index.isin(test_ids)]
+        parts.append(model.predict(cohort.subset(test_ids), horizons, test_index))
+    return pd.concat(parts, ignore_index=True).sort_values(["patient_id", "horizon_years"],
+                                                           ignore_index=True)

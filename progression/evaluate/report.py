@@ -1,0 +1,522 @@
+"""Evaluate forecasts against observed outcomes, the baselines and the oracle; write a report.
+
+:func:`evaluate` is the one entry point (the CLI ``progression evaluate`` calls it)::
+
+    results = evaluate("predictions.csv", "cohort/", out_dir="report/")
+
+It writes atomically into ``out_dir``: ``metrics.json`` (every metric of every method with
+its bootstrap CI, the cohort description, the survival analysis, the settings),
+``metrics.csv`` (the same metrics, one row each), ``report.html`` (TRIPOD-style, readable
+offline, figures referenced by relative path), the PNG figures, ``outcomes.csv`` (the
+outcomes used) and ``predictions/<method>.csv`` for every baseline (usable as a selector by
+``progression enrich``). With a tracking URI the metrics (``test/mae_delta_1y``, ...; a
+baseline's as ``test/<baseline>/mae_delta_1y``) and the whole directory are logged to an
+MLflow run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from tqdm.auto import tqdm
+
+from progression.errors import ProgressionError, TrackingError
+from progression.evaluate import figures
+from progression.evaluate.baselines import (
+    DEFAULT_BASELINES,
+    Oracle,
+    cross_fit,
+    features_at,
+    make_baseline,
+)
+from progression.evaluate.metrics import (
+    DELTA_METRICS,
+    INDEX_METRICS,
+    SURVIVAL_METRICS,
+    Metric,
+    bootstrap_counts,
+    compute,
+)
+from progression.evaluate.outcomes import OutcomeRule, derive_outcomes
+from progression.evaluate.survival import cox_models, km_by_tertile, survival_frame
+from progression.evaluate.tables import (
+    CohortTables,
+    as_index_dates,
+    horizon_label,
+    load_cohort,
+    read_outcomes,
+    read_predictions,
+)
+from progression.io import atomic_write_bytes, atomic_write_csv, atomic_write_text
+from progression.scoring import is_rapid
+
+log = logging.getLogger(__name__)
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+CROSS_FIT_FOLDS = 5
+
+
+# --------------------------------------------------------------------------- inputs
+def _as_frame(value: pd.DataFrame | str | Path, reader: Any) -> pd.DataFrame:
+    return value.copy() if isinstance(value, pd.DataFrame) else reader(value)
+
+
+def _normalise_predictions(frame: pd.DataFrame) -> pd.DataFrame:
+    frame = frame.copy()
+    frame["patient_id"] = frame["patient_id"].astype(str)
+    frame["index_date"] = pd.to_datetime(frame["index_date"])
+    frame["horizon_years"] = frame["horizon_years"].astype(float)
+    return frame
+
+
+def _check_index_dates(predictions: pd.DataFrame, outcomes: pd.DataFrame, method: str) -> None:
+    """Forecast origin and outcome origin must agree, else the comparison is meaningless."""
+    pairs = predictions[["patient_id", "index_date"]].drop_duplicates("patient_id").merge(
+        outcomes[["patient_id", "index_date"]].drop_duplicates("patient_id"),
+        on="patient_id", suffixes=("_pred", "_obs"),
+    )
+    if pairs.empty:
+        raise ProgressionError(
+            f"{method} predictions share no patient_id with the outcomes; predict for the same "
+            "cohort you evaluate on"
+        )
+    bad = pairs[pairs["index_date_pred"] != pairs["index_date_obs"]]
+    if not bad.empty:
+        first = bad.iloc[0]
+        raise ProgressionError(
+            f"{method} predictions start from a different index_date than the outcomes for "
+            f"{len(bad)} patient(s), e.g. patient {first['patient_id']}: "
+            f"{first['index_date_pred']:%Y-%m-%d} vs {first['index_date_obs']:%Y-%m-%d}; "
+            "predict from the outcomes' index dates (evaluate with --checkpoint does this)"
+        )
+
+
+def _model_predictions(source: Any, cohort: CohortTables, outcomes: pd.DataFrame,
+                       horizons: Sequence[float]) -> pd.DataFrame:
+    """A predictions table from a DataFrame, a predictions CSV, or a checkpoint (predicted)."""
+    if isinstance(source, pd.DataFrame) or Path(source).suffix.lower() == ".csv":
+        return _as_frame(source, read_predictions)
+    from progression.predict import predict_cohort
+
+    if cohort.root is None:
+        raise ProgressionError("evaluating a checkpoint needs the cohort as a directory")
+    index = as_index_dates(outcomes, cohort)
+    return predict_cohort(source, cohort.root, horizons=tuple(horizons), index_dates=index)
+
+
+def _index_scores(cohort: CohortTables, outcomes: pd.DataFrame) -> pd.DataFrame:
+    """The given (read) SvdH total at each patient's index visit, for the scoring metrics."""
+    index = outcomes[["patient_id", "index_date"]].drop_duplicates("patient_id")
+    reads = cohort.visits[["patient_id", "visit_date", "svdh_total"]].rename(
+        columns={"visit_date": "index_date", "svdh_total": "svdh_index_obs"}
+    )
+    return index.merge(reads, on=["patient_id", "index_date"], how="left")[
+        ["patient_id", "svdh_index_obs"]
+    ]
+
+
+def training_cohort_of(checkpoint: str | Path) -> CohortTables | None:
+    """The training patients recorded with a checkpoint, or None when it records none."""
+    return None
+
+
+# --------------------------------------------------------------------------- metrics
+def _scored_rows(predictions: pd.DataFrame, outcomes: pd.DataFrame, h: float) -> pd.DataFrame:
+    """Predictions joined with outcomes for horizon ``h``, with the 0/1 rapid outcome."""
+    pred = predictions[np.isclose(predictions["horizon_years"], h)]
+    obs = outcomes[np.isclose(outcomes["horizon_years"], h)][["patient_id", "delta_svdh_obs"]]
+    rows = obs.merge(pred.drop(columns=["index_date", "horizon_years"]), on="patient_id",
+                     how="left")
+    delta = rows["delta_svdh_obs"].to_numpy(float)
+    rows["rapid_obs"] = np.where(np.isfinite(delta), is_rapid(np.nan_to_num(delta), h), np.nan)
+    return rows
+
+
+def _metric_rows(method: str, horizon: float | None, estimates: dict) -> list[dict[str, Any]]:
+    rows = []
+    for name, est in estimates.items():
+        suffix = f"_{horizon_label(horizon)}" if horizon is not None else ""
+        rows.append({
+            "method": method,
+            "horizon_years": horizon,
+            "metric": name,
+            "value": est.value,
+            "ci_lo": est.lo,
+            "ci_hi": est.hi,
+            "n": est.n,
+            "mlflow_name": f"{name}{suffix}",
+        })
+    return rows
+
+
+def _compute_all(
+    methods: dict[str, pd.DataFrame],
+    outcomes: pd.DataFrame,
+    index_scores: pd.DataFrame,
+    horizons: Sequence[float],
+    model_name: str | None,
+    n_boot: int,
+    seed: int,
+    progress: bool,
+) -> tuple[pd.DataFrame, dict[tuple[str, float], pd.DataFrame]]:
+    """Every metric of every method (tidy frame) and the joined rows used for the figures."""
+    patients = np.array(sorted(outcomes["patient_id"].unique()))
+    position = {pid: i for i, pid in enumerate(patients)}
+    counts = bootstrap_counts(len(patients), n_boot, seed)
+
+    def run(metrics: Sequence[Metric], frame: pd.DataFrame) -> dict:
+        index = frame["patient_id"].map(position).to_numpy(int)
+        return compute(metrics, frame, counts, index)
+
+    rows: list[dict[str, Any]] = []
+    joined: dict[tuple[str, float], pd.DataFrame] = {}
+    for method, predictions in tqdm(methods.items(), desc="metrics", disable=not progress):
+        for h in horizons:
+            frame = _scored_rows(predictions, outcomes, h)
+            joined[(method, h)] = frame
+            rows += _metric_rows(method, h, run(DELTA_METRICS, frame))
+        if method == model_name:  # baselines copy the given score: nothing to measure
+            first = predictions.sort_values("horizon_years").drop_duplicates("patient_id")
+            frame = first[["patient_id", "svdh_index_pred"]].merge(index_scores, on="patient_id")
+            rows += _metric_rows(method, None, run(INDEX_METRICS, frame))
+        frame = survival_frame(predictions, outcomes)
+        if not frame.empty:
+            rows += _metric_rows(method, None, run(SURVIVAL_METRICS, frame))
+    return pd.DataFrame(rows), joined
+
+
+# --------------------------------------------------------------------------- description
+def describe_cohort(cohort: CohortTables, outcomes: pd.DataFrame,
+                    horizons: Sequence[float]) -> dict[str, Any]:
+    """Who was evaluated: counts, history, covariates at the index, outcomes (TRIPOD item 13)."""
+    ids = outcomes["patient_id"].unique()
+    visits = cohort.visits[cohort.visits["patient_id"].isin(ids)]
+    index = outcomes.drop_duplicates("patient_id").set_index("patient_id")["index_date"]
+    before = visits[visits["visit_date"] <= visits["patient_id"].map(index)]
+    per_patient = before.groupby("patient_id")
+    span = (per_patient["visit_date"].max() - per_patient["visit_date"].min()).dt.days / 365.25
+    at = pd.DataFrame({"patient_id": index.index, "date": index.to_numpy()})
+    features = features_at(cohort, at)
+    covariates = {}
+    for column in features.columns:
+        if column in ("patient_id", "date"):
+            continue
+        values = features[column]
+        numeric = pd.to_numeric(values, errors="coerce")
+        missing = float(values.isna().mean())
+        if numeric.notna().sum() and numeric.notna().sum() == values.notna().sum():
+            covariates[column] = {"kind": "numeric", "mean": float(numeric.mean()),
+                                  "sd": float(numeric.std()), "median": float(numeric.median()),
+                                  "missing": missing}
+        else:
+            covariates[column] = {"kind": "categorical", "missing": missing,
+                                  "levels": values.astype(str).value_counts().to_dict()}
+    outcome_summary = {}
+    for h in horizons:
+        delta = outcomes.loc[np.isclose(outcomes["horizon_years"], h), "delta_svdh_obs"].dropna()
+        outcome_summary[horizon_label(h)] = {
+            "n_observed": int(delta.size),
+            "mean_change": float(delta.mean()) if delta.size else None,
+            "sd_change": float(delta.std()) if delta.size > 1 else None,
+            "fraction_rapid": float(np.mean(is_rapid(delta.to_numpy(), h))) if delta.size else None,
+        }
+    events = outcomes.drop_duplicates("patient_id").dropna(subset=["event"])
+    return {
+        "root": str(cohort.root) if cohort.root else None,
+        "simulated": cohort.truth_dir is not None,
+        "n_patients": int(len(ids)),
+        "n_visits_before_index": int(len(before)),
+        "median_visits_per_patient": float(per_patient.size().median()) if len(before) else 0.0,
+        "median_history_years": float(span.median()) if len(span) else 0.0,
+        "n_imaged_visits": int(cohort.images[cohort.images["patient_id"].isin(ids)][
+            ["patient_id", "visit_date"]].drop_duplicates().shape[0]),
+        "covariates_at_index": covariates,
+        "outcomes": outcome_summary,
+        "survival": {
+            "n": int(len(events)),
+            "events": int(events["event"].sum()) if len(events) else 0,
+            "median_followup_years": (float(events["time_to_event_years"].median())
+                                      if len(events) else None),
+        },
+    }
+
+
+# --------------------------------------------------------------------------- output
+def _clean(value: Any) -> Any:
+    """JSON-safe: NaN/inf -> None, numpy scalars -> Python, timestamps -> ISO dates."""
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, pd.Timestamp):
+        return value.strftime("%Y-%m-%d")
+    return value
+
+
+def _nested_metrics(table: pd.DataFrame) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for row in table.itertuples(index=False):
+        method = out.setdefault(row.method, {"horizons": {}, "overall": {}})
+        where = (method["overall"] if pd.isna(row.horizon_years)
+                 else method["horizons"].setdefault(horizon_label(row.horizon_years), {}))
+        where[row.metric] = {"value": row.value, "ci_lo": row.ci_lo, "ci_hi": row.ci_hi,
+                             "n": row.n}
+    return out
+
+
+def _mlflow_name(row: Any, model_name: str | None) -> str:
+    prefix = "test/" if row.method == model_name else f"test/{row.method}/"
+    return prefix + row.mlflow_name
+
+
+def log_to_mlflow(table: pd.DataFrame, out_dir: Path, model_name: str | None, tracking_uri: str,
+                  experiment: str, run_name: str, params: dict[str, Any]) -> str:
+    """Log every finite metric (and its CI bounds) and the report directory; returns run id."""
+    import mlflow
+
+    metrics: dict[str, float] = {}
+    for row in table.itertuples(index=False):
+        name = _mlflow_name(row, model_name)
+        for key, suffix in (("value", ""), ("ci_lo", "_ci_lo"), ("ci_hi", "_ci_hi")):
+            value = getattr(row, key)
+            if value is not None and np.isfinite(value):
+                metrics[name + suffix] = float(value)
+    try:
+        mlflow.set_tracking_uri(tracking_uri)
+        mlflow.set_experiment(experiment)
+        with mlflow.start_run(run_name=run_name) as run:
+            mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+            mlflow.log_metrics(metrics)
+            mlflow.log_artifacts(str(out_dir), artifact_path="evaluation")
+            return run.info.run_id
+    except mlflow.exceptions.MlflowException as exc:
+        raise TrackingError(
+            f"could not log the evaluation to MLflow at '{tracking_uri}': {exc}; check the "
+            "tracking URI (e.g. sqlite:///mlruns.db) or leave --tracking-uri out"
+        ) from None
+
+
+METHOD_DESCRIPTIONS = {
+    "cohort_mean": "Everybody progresses at the training cohort's mean annual rate.",
+    "linear": "The patient's own past SvdH slope (least squares over scored visits), "
+              "continued; cohort mean rate with fewer than two scored visits.",
+    "clinical_matrix": "ASPIRE rapid-progression matrix (Vastesaeger et al., Rheumatology 2009): "
+                       "SJC28, CRP (or ESR) and RF categories, risk re-calibrated on the "
+                       "training cohort.",
+    "covariates": "Gradient boosting on static and last-visit covariates and past scores "
+                  "(no images).",
+    "oracle": "The simulator's oracle: the best possible forecast from the latent truth "
+              "(simulated cohorts only).",
+}
+
+
+def _render_html(context: dict[str, Any]) -> str:
+    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]))
+
+    def fmt(value: Any, digits: int = 2) -> str:
+        if value is None or (isinstance(value, float) and not math.isfinite(value)):
+            return "–"
+        return f"{value:.{digits}f}"
+
+    env.filters["fmt"] = fmt
+    return env.get_template("report.html.j2").render(**context)
+
+
+# --------------------------------------------------------------------------- entry point
+def evaluate(
+    source: pd.DataFrame | str | Path | None,
+    cohort: Any,
+    outcomes: pd.DataFrame | str | Path | None = None,
+    baselines: Sequence[str] | None = DEFAULT_BASELINES,
+    out_dir: str | Path = "evaluation",
+    *,
+    train_cohort: Any = None,
+    rule: OutcomeRule | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    model_name: str = "model",
+    tracking_uri: str | None = None,
+    experiment: str = "progression",
+    run_name: str = "evaluate",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Score a model's forecasts and the baselines on one cohort; write the report.
+
+    Parameters
+    ----------
+    source
+        The model's predictions: a DataFrame, a predictions CSV (``*.csv``), or a checkpoint
+        file, which is run through ``progression.predict.predict_cohort`` from the outcomes'
+        index dates. ``None`` evaluates the baselines only.
+    cohort
+        The evaluation cohort (directory in format v1, ``Cohort`` or ``CohortTables``).
+    outcomes
+        Outcomes table (DataFrame or CSV, docs/evaluation.md); ``None`` derives it from the
+        cohort (simulator truth, else the landmark split) with ``rule``.
+    baselines
+        Names from ``progression.evaluate.baselines.BASELINES``; the oracle is skipped on
+        cohorts without truth, a baseline whose inputs are missing is skipped with a warning.
+    out_dir
+        Report directory (created; files replaced atomically).
+    train_cohort
+        Cohort to fit the baselines on. ``None``: 5-fold cross-fitting on ``cohort`` by
+        patient, so no patient's own outcome trains its baseline forecast.
+    rule
+        Horizons (years) and the progression-event definition (default: 1 and 2 years, rapid
+        progression >= 5 SvdH units/yr).
+    n_boot, seed
+        Patient-bootstrap resamples for the 95% CIs and their seed.
+    model_name
+        Name of ``source`` in tables and figures; its metrics log as ``test/<metric>``.
+    tracking_uri, experiment, run_name
+        Log metrics and the report to MLflow when ``tracking_uri`` is given.
+    progress
+        Show tqdm progress bars.
+
+    Returns
+    -------
+    dict
+        The content of ``metrics.json`` plus ``out_dir`` and, when logged, ``mlflow_run_id``.
+    """
+    rule = rule or OutcomeRule()
+    horizons = tuple(float(h) for h in rule.horizons)
+    if n_boot < 1:
+        raise ProgressionError(f"--bootstrap must be >= 1 resample, got {n_boot}")
+    out_dir = Path(out_dir)
+    tables = load_cohort(cohort)
+    train = load_cohort(train_cohort) if train_cohort is not None else None
+
+    if outcomes is None:
+        outcomes = derive_outcomes(tables, rule)
+    outcomes = _as_frame(outcomes, read_outcomes)
+    outcomes["patient_id"] = outcomes["patient_id"].astype(str)
+    outcomes["index_date"] = pd.to_datetime(outcomes["index_date"])
+    outcomes = outcomes[outcomes["patient_id"].isin(tables.patients["patient_id"])]
+    if outcomes.empty:
+        raise ProgressionError(
+            "no outcome row matches a patient of the cohort; check that --outcomes and --data "
+            "describe the same patients"
+        )
+    index_dates = as_index_dates(outcomes, tables)
+
+    methods: dict[str, pd.DataFrame] = {}
+    if source is not None:
+        model = _normalise_predictions(_model_predictions(source, tables, outcomes, horizons))
+        _check_index_dates(model, outcomes, model_name)
+        methods[model_name] = model
+    skipped: dict[str, str] = {}
+    for name in tqdm(list(baselines or ()), desc="baselines", disable=not progress):
+        try:
+            if name == "oracle" or train is not None:
+                baseline = make_baseline(name)
+                if not isinstance(baseline, Oracle):
+                    baseline.fit(train)
+                predictions = baseline.predict(tables, horizons, index_dates)
+            else:
+                predictions = cross_fit(name, tables, horizons, index_dates,
+                                        folds=CROSS_FIT_FOLDS, seed=seed)
+        except ProgressionError as exc:
+            log.warning("baseline %s skipped: %s", name, exc)
+            skipped[name] = str(exc)
+            continue
+        predictions = _normalise_predictions(predictions)
+        methods[name] = predictions[predictions["patient_id"].isin(outcomes["patient_id"])]
+    if not methods:
+        raise ProgressionError(f"nothing to evaluate: no predictions and every baseline was "
+                               f"skipped ({'; '.join(skipped.values()) or 'none asked for'})")
+
+    index_scores = _index_scores(tables, outcomes)
+    model_key = model_name if source is not None else None
+    table, joined = _compute_all(methods, outcomes, index_scores, horizons, model_key, n_boot,
+                                 seed, progress)
+
+    # Survival analysis of the model (or, without one, of the first baseline).
+    survival_method = model_key or next(iter(methods))
+    frame = survival_frame(methods[survival_method], outcomes)
+    km = km_by_tertile(frame) if not frame.empty else None
+    at = pd.DataFrame({"patient_id": index_dates.index, "date": index_dates.to_numpy()})
+    clinical = features_at(tables, at).drop(columns="date")
+    cox = cox_models(frame, clinical) if not frame.empty else {}
+
+    files: dict[str, str] = {}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for h in horizons:
+        label = horizon_label(h)
+        frames = {m: joined[(m, h)] for m in methods}
+        files[f"calibration_{label}"] = f"calibration_{label}.png"
+        atomic_write_bytes(out_dir / files[f"calibration_{label}"],
+                           figures.calibration_figure(frames, label))
+        files[f"scatter_{label}"] = f"scatter_{label}.png"
+        atomic_write_bytes(out_dir / files[f"scatter_{label}"], figures.scatter_figure(frames, label))
+    if km is not None:
+        files["km"] = "km.png"
+        atomic_write_bytes(out_dir / "km.png", figures.km_figure(km, survival_method))
+    for name, predictions in methods.items():
+        if name != model_key:
+            path = f"predictions/{name}.csv"
+            atomic_write_csv(out_dir / path, predictions.assign(
+                index_date=predictions["index_date"].dt.strftime("%Y-%m-%d")))
+            files[f"predictions_{name}"] = path
+    atomic_write_csv(out_dir / "outcomes.csv", outcomes.assign(
+        index_date=outcomes["index_date"].dt.strftime("%Y-%m-%d")))
+    files["outcomes"] = "outcomes.csv"
+
+    settings = {
+        "horizons_years": list(horizons),
+        "event_rule": rule.event,
+        "sdc_units": rule.sdc_units,
+        "landmark_tolerance_years": rule.tolerance_years,
+        "observed_followup": rule.observed_followup,
+        "bootstrap_resamples": n_boot,
+        "seed": seed,
+        "baselines_fitted_on": (str(train.root) if train is not None
+                                else f"{CROSS_FIT_FOLDS}-fold cross-fitting on the cohort"),
+        "created": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+    degraded = {m: int((p["note"].fillna("") != "").sum() // max(len(horizons), 1))
+                for m, p in methods.items()}
+    results = _clean({
+        "settings": settings,
+        "model": model_key,
+        "methods": list(methods),
+        "skipped": skipped,
+        "degraded_forecasts": degraded,
+        "cohort": describe_cohort(tables, outcomes, horizons),
+        "metrics": _nested_metrics(table),
+        "survival": {"method": survival_method, "kaplan_meier": km.as_dict() if km else None,
+                     "cox": cox},
+        "files": {**files, "metrics_json": "metrics.json", "metrics_csv": "metrics.csv",
+                  "report": "report.html"},
+    })
+    tidy = table.assign(name=[_mlflow_name(r, model_key) for r in table.itertuples(index=False)])
+    atomic_write_csv(out_dir / "metrics.csv", tidy.drop(columns="mlflow_name"))
+    atomic_write_text(out_dir / "metrics.json", json.dumps(results, indent=2))
+    metric_info = {m.name: m.description for m in (*DELTA_METRICS, *INDEX_METRICS,
+                                                    *SURVIVAL_METRICS)}
+    atomic_write_text(out_dir / "report.html", _render_html({
+        "r": results,
+        "horizons": [horizon_label(h) for h in horizons],
+        "delta_metrics": [(m.name, m.description) for m in DELTA_METRICS],
+        "overall_metrics": [(m.name, metric_info[m.name]) for m in (*INDEX_METRICS,
+                                                                     *SURVIVAL_METRICS)],
+        "descriptions": METHOD_DESCRIPTIONS,
+    }))
+    results["out_dir"] = str(out_dir)
+    if tracking_uri:
+        results["mlflow_run_id"] = log_to_mlflow(
+            table, out_dir, model_key, tracking_uri, experiment, run_name,
+            {**settings, "cohort": results["cohort"]["root"], "model": model_key},
+        )
+    return results

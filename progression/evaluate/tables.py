@@ -1,0 +1,235 @@
+"""The tables evaluation reads: a cohort's visits, predictions tables and outcomes tables.
+
+Everything here is plain pandas so that a user can build or inspect each table by hand:
+
+* cohort tables come from :func:`progression.cohort.read_cohort` (format v1) and are
+  normalised once (``patient_id`` as text, ``visit_date`` as a timestamp, sorted);
+* a predictions table has the columns of :data:`PREDICTION_COLUMNS`
+  (docs/architecture.md), one row per patient x horizon;
+* an outcomes table has the columns of :data:`OUTCOME_COLUMNS` (docs/evaluation.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from progression.errors import ProgressionError
+
+PREDICTION_COLUMNS = (
+    "patient_id",
+    "index_date",
+    "horizon_years",
+    "svdh_index_pred",
+    "delta_svdh_pred",
+    "delta_svdh_lo",
+    "delta_svdh_hi",
+    "p_rapid",
+    "risk_score",
+    "note",
+)
+OUTCOME_COLUMNS = (
+    "patient_id",
+    "index_date",
+    "horizon_years",
+    "delta_svdh_obs",
+    "time_to_event_years",
+    "event",
+)
+SCORE_COLUMNS = ("svdh_total", "svdh_erosion", "svdh_jsn")
+DAYS_PER_YEAR = 365.25
+
+
+def horizon_label(h: float) -> str:
+    """``1.0`` -> ``"1y"``, ``0.5`` -> ``"0.5y"`` (metric-name suffix)."""
+    return f"{float(h):g}y"
+
+
+def years_between(start: Any, end: Any) -> Any:
+    """Years from ``start`` to ``end`` (timestamps or Series of them), 365.25 days a year."""
+    return (pd.to_datetime(end) - pd.to_datetime(start)) / pd.Timedelta(days=DAYS_PER_YEAR)
+
+
+@dataclass
+class CohortTables:
+    """The cohort tables evaluation needs, normalised; ``root`` is the cohort directory."""
+
+    root: Path | None
+    patients: pd.DataFrame
+    visits: pd.DataFrame
+    images: pd.DataFrame
+
+    @property
+    def patient_ids(self) -> list[str]:
+        return sorted(self.patients["patient_id"].unique())
+
+    def subset(self, patient_ids: Any) -> CohortTables:
+        """The same cohort restricted to ``patient_ids`` (for cross-fitting baselines)."""
+        keep = set(map(str, patient_ids))
+        return CohortTables(
+            self.root,
+            self.patients[self.patients["patient_id"].isin(keep)].reset_index(drop=True),
+            self.visits[self.visits["patient_id"].isin(keep)].reset_index(drop=True),
+            self.images[self.images["patient_id"].isin(keep)].reset_index(drop=True),
+        )
+
+    @property
+    def truth_dir(self) -> Path | None:
+        """``<cohort>/truth`` when this is a simulated cohort with ground truth, else None."""
+        if self.root is None:
+            return None
+        truth = Path(self.root) / "truth"
+        return truth if (truth / "truth.csv").is_file() else None
+
+
+def _normalise(frame: pd.DataFrame, dates: tuple[str, ...]) -> pd.DataFrame:
+    frame = frame.copy()
+    frame["patient_id"] = frame["patient_id"].astype(str)
+    for column in dates:
+        if column in frame.columns:
+            frame[column] = pd.to_datetime(frame[column])
+    return frame
+
+
+def load_cohort(cohort: Any) -> CohortTables:
+    """A cohort directory (read with ``read_cohort``), a ``Cohort`` or ``CohortTables``."""
+    if isinstance(cohort, CohortTables):
+        return cohort
+    if isinstance(cohort, str | Path):
+        from progression.cohort import read_cohort
+
+        root: Path | None = Path(cohort)
+        cohort = read_cohort(root)
+    root = Path(cohort.root) if getattr(cohort, "root", None) is not None else None
+    visits = _normalise(cohort.visits, ("visit_date",))
+    for column in SCORE_COLUMNS:
+        if column not in visits.columns:
+            visits[column] = np.nan
+    images = cohort.images if cohort.images is not None else pd.DataFrame(
+        columns=["patient_id", "visit_date", "region", "path"]
+    )
+    return CohortTables(
+        root=root,
+        patients=_normalise(cohort.patients, ("birth_date",)),
+        visits=visits.sort_values(["patient_id", "visit_date"]).reset_index(drop=True),
+        images=_normalise(images, ("visit_date",)),
+    )
+
+
+def default_index_dates(cohort: CohortTables) -> pd.Series:
+    """Each patient's index date: the last visit with an image, else the last visit.
+
+    This is the predictions-table rule of docs/architecture.md; a Series indexed by patient_id.
+    """
+    last_visit = cohort.visits.groupby("patient_id")["visit_date"].max()
+    last_image = cohort.images.groupby("patient_id")["visit_date"].max()
+    index = last_image.reindex(last_visit.index).fillna(last_visit)
+    index.name = "index_date"
+    return index
+
+
+def as_index_dates(index_dates: Mapping[str, Any] | pd.Series | pd.DataFrame | None,
+                   cohort: CohortTables) -> pd.Series:
+    """Index dates per patient as a timestamp Series; ``None`` = :func:`default_index_dates`.
+
+    Accepts a mapping or Series ``patient_id -> date``, or a frame with ``patient_id`` and
+    ``index_date`` columns (e.g. an outcomes table).
+    """
+    if index_dates is None:
+        return default_index_dates(cohort)
+    if isinstance(index_dates, pd.DataFrame):
+        index_dates = index_dates.drop_duplicates("patient_id").set_index("patient_id")["index_date"]
+    series = pd.Series(index_dates, dtype=object)
+    series.index = series.index.astype(str)
+    return pd.to_datetime(series).rename("index_date")
+
+
+def history(cohort: CohortTables, index_dates: pd.Series) -> pd.DataFrame:
+    """Visits on or before each patient's index date (what a forecast may look at)."""
+    visits = cohort.visits.merge(index_dates.rename("index_date"), left_on="patient_id",
+                                 right_index=True, how="inner")
+    return visits[visits["visit_date"] <= visits["index_date"]].drop(columns="index_date")
+
+
+def _read_csv(path: Path, what: str, required: tuple[str, ...], fix: str) -> pd.DataFrame:
+    if not path.is_file():
+        raise ProgressionError(f"{what} file '{path}' not found; {fix}")
+    try:
+        frame = pd.read_csv(path, dtype={"patient_id": str, "note": str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise ProgressionError(f"{what} file '{path}' is not a readable CSV ({exc}); {fix}") from None
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise ProgressionError(
+            f"{what} file '{path}' lacks column(s) {', '.join(missing)}; it needs "
+            f"{', '.join(required)}"
+        )
+    return frame
+
+
+def _check_numeric(frame: pd.DataFrame, columns: tuple[str, ...], path: Path, what: str) -> None:
+    for column in columns:
+        values = pd.to_numeric(frame[column], errors="coerce")
+        bad = values.isna() & frame[column].notna()
+        if bad.any():
+            line = int(np.flatnonzero(bad.to_numpy())[0]) + 2  # header is line 1
+            raise ProgressionError(
+                f"{what} file '{path}' line {line}, column {column}: "
+                f"{frame[column].iloc[line - 2]!r} is not a number; write a number or leave it empty"
+            )
+        frame[column] = values
+
+
+def _check_dates(frame: pd.DataFrame, path: Path, what: str) -> None:
+    parsed = pd.to_datetime(frame["index_date"], errors="coerce", format="%Y-%m-%d")
+    bad = parsed.isna()
+    if bad.any():
+        line = int(np.flatnonzero(bad.to_numpy())[0]) + 2
+        raise ProgressionError(
+            f"{what} file '{path}' line {line}, column index_date: "
+            f"{frame['index_date'].iloc[line - 2]!r} is not a date; write YYYY-MM-DD"
+        )
+    frame["index_date"] = parsed
+
+
+def read_predictions(path: str | Path) -> pd.DataFrame:
+    """Read a predictions table (CSV) and check its columns, numbers and dates."""
+    path = Path(path)
+    frame = _read_csv(path, "predictions", PREDICTION_COLUMNS,
+                      "write one with `progression predict`")
+    _check_numeric(frame, ("horizon_years", "svdh_index_pred", "delta_svdh_pred", "delta_svdh_lo",
+                           "delta_svdh_hi", "p_rapid", "risk_score"), path, "predictions")
+    _check_dates(frame, path, "predictions")
+    frame["note"] = frame["note"].fillna("")
+    return frame
+
+
+def read_outcomes(path: str | Path) -> pd.DataFrame:
+    """Read an outcomes table (CSV, docs/evaluation.md) and check its columns and values.
+
+    ``time_to_event_years`` and ``event`` may be empty (no survival analysis for that
+    patient); ``event`` is 1 (progressed) or 0 (censored).
+    """
+    path = Path(path)
+    frame = _read_csv(path, "outcomes", OUTCOME_COLUMNS[:4],
+                      "write one with the columns of docs/evaluation.md, or leave --outcomes "
+                      "out to derive them from the cohort")
+    for column in OUTCOME_COLUMNS[4:]:
+        if column not in frame.columns:
+            frame[column] = np.nan
+    _check_numeric(frame, ("horizon_years", "delta_svdh_obs", "time_to_event_years", "event"),
+                   path, "outcomes")
+    _check_dates(frame, path, "outcomes")
+    bad = frame["event"].notna() & ~frame["event"].isin([0, 1])
+    if bad.any():
+        line = int(np.flatnonzero(bad.to_numpy())[0]) + 2
+        raise ProgressionError(
+            f"outcomes file '{path}' line {line}, column event: must be 1 (progressed), "
+            "0 (censored) or empty"
+        )
+    return frame[list(OUTCOME_COLUMNS)]

@@ -1,0 +1,8 @@
+"""Transparency for clinicians and reviewers: where the model looked, what drove a forecast.
+
+- :mod:`~progression.explain.gradcam`: Grad-CAM heatmaps over each radiograph and overlays.
+- :mod:`~progression.explain.attributions`: integrated gradients for covariates and visits,
+  and the joint hit-rate check of heatmaps against the joints that truly progressed.
+- :mod:`~progression.explain.report`: the per-patient HTML forecast report.
+- :mod:`~progression.explain.model_card`: the markdown model card written for each model.
+"""

@@ -1,0 +1,191 @@
+"""Model card (Mitchell et al., "Model Cards for Model Reporting", FAT* 2019) in markdown.
+
+One card per trained model says what data it saw (cohort fingerprint and sizes), what it is
+for and not for, how well it did (metrics with 95% confidence intervals, overall and by
+subgroup), how its intervals were calibrated, and its known limitations. Metric values are
+taken as evaluation produces them: a number, or a mapping ``{"value", "ci_lo", "ci_hi", "n"}``
+(``progression.evaluate.metrics.Estimate.as_dict()``), keyed by names like
+``val/mae_delta_1y``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from progression.calibration import ConformalCalibration
+from progression.io import atomic_write_text
+
+TEMPLATE = "model_card.md.j2"
+
+# metric stem -> (what it measures, unit); the target suffix (_1y, _2y) is read off the name
+_METRICS: dict[str, tuple[str, str]] = {
+    "mae_delta": ("mean absolute error of the predicted change", "SvdH units"),
+    "rmse_delta": ("root mean squared error of the predicted change", "SvdH units"),
+    "bias_delta": ("mean predicted minus observed change", "SvdH units"),
+    "spearman_delta": ("rank correlation of predicted and observed change", "-1 to 1"),
+    "coverage_delta": ("share of observed changes inside the interval", "0-1"),
+    "width_delta": ("mean width of the interval", "SvdH units"),
+    "auroc_rapid": ("AUROC for rapid progression (>= 5 units/yr)", "0.5 = chance, 1 = perfect"),
+    "auprc_rapid": ("area under the precision-recall curve, rapid progression", "0-1"),
+    "brier_rapid": ("Brier score of p_rapid (lower is better)", "0-1"),
+    "cindex": ("Harrell's C for time to progression", "0.5 = chance, 1 = perfect"),
+    "mae_svdh_current": ("mean absolute error of the current-score estimate", "SvdH units"),
+    "icc_svdh_current": ("agreement (ICC) of current-score estimate with readers", "0-1"),
+}
+
+DEFAULT_LIMITATIONS: tuple[str, ...] = (
+    "Research software, not a medical device: forecasts must not drive treatment decisions.",
+    "Performance holds for patients like those in the training cohort (same kind of centres, "
+    "radiograph protocols, disease stage); it has not been checked on an external cohort unless "
+    "the metrics above say so.",
+    "Reader scores (the training targets) vary between readers by a few SvdH units; errors of "
+    "that size are within reading noise.",
+    "Intervals cover the stated share of patients on average over a cohort, not for each "
+    "patient; subgroups (see Subgroups) can be over- or under-covered.",
+    "Patients without usable radiographs get a covariates-only forecast (flagged in `note`), "
+    "which is less accurate.",
+    "Heatmaps show where the model looked, not where damage is; they can highlight image "
+    "artefacts.",
+)
+
+
+@dataclass
+class ModelCardInputs:
+    """What a card says about one model.
+
+    ``data`` describes the training data in plain words (``{"cohort fingerprint": ...,
+    "patients": 300, ...}``); ``metrics`` maps metric names to values (see module docstring);
+    ``subgroups`` is a tidy table with ``subgroup`` and ``level`` columns plus metric columns
+    (e.g. :func:`progression.calibration.empirical_coverage` output); ``config`` is the
+    resolved config as nested dicts.
+    """
+
+    name: str
+    data: Mapping[str, Any]
+    metrics: Mapping[str, Any] = field(default_factory=dict)
+    subgroups: pd.DataFrame | None = None
+    calibration: ConformalCalibration | None = None
+    config: Mapping[str, Any] = field(default_factory=dict)
+    run_id: str = ""
+    created: str = ""
+    simulated_data: bool = False
+    limitations: Sequence[str] = ()
+
+
+def _number(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool | str):
+        return str(value)
+    if isinstance(value, int | np.integer):
+        return str(int(value))
+    value = float(value)
+    if not np.isfinite(value):
+        return "n/a"
+    return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
+
+
+def _describe(name: str) -> tuple[str, str]:
+    """``("test/mae_delta_1y")`` -> ("mean absolute error of the predicted change, 1 year", unit)."""
+    stem = name.rsplit("/", 1)[-1]
+    match = re.fullmatch(r"(.+?)_(\d+(?:\.\d+)?)y", stem)
+    base, horizon = (match.group(1), match.group(2)) if match else (stem, None)
+    text, unit = _METRICS.get(base, ("", ""))
+    if text and horizon:
+        text += f", {horizon}-year horizon"
+    return text, unit
+
+
+def metric_rows(metrics: Mapping[str, Any]) -> list[dict[str, str]]:
+    """Rows ``metric, meaning, value, ci (95%), n, unit`` for the card's metrics table."""
+    rows = []
+    for name, raw in metrics.items():
+        value = raw.as_dict() if hasattr(raw, "as_dict") else raw
+        if isinstance(value, Mapping):
+            point, lo, hi, n = (value.get(k) for k in ("value", "ci_lo", "ci_hi", "n"))
+        else:
+            point, lo, hi, n = value, None, None, None
+        meaning, unit = _describe(name)
+        has_ci = lo is not None and hi is not None and np.isfinite([lo, hi]).all()
+        rows.append(
+            {
+                "metric": name,
+                "meaning": meaning,
+                "value": _number(point),
+                "ci": f"{_number(lo)} to {_number(hi)}" if has_ci else "not computed",
+                "n": _number(n),
+                "unit": unit,
+            }
+        )
+    return rows
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    """A pipe table (no extra dependency), numbers to 3 significant digits."""
+    header = "| " + " | ".join(str(c) for c in frame.columns) + " |"
+    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
+    body = [
+        "| " + " | ".join(_number(v) if not isinstance(v, str) else v for v in row) + " |"
+        for row in frame.itertuples(index=False)
+    ]
+    return "\n".join([header, rule, *body])
+
+
+def render_model_card(card: ModelCardInputs) -> str:
+    """The card as markdown text."""
+    import jinja2
+
+    from progression.config import flatten
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(Path(__file__).resolve().parent / "templates"),
+        autoescape=False,  # markdown, not HTML
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+    )
+    limitations = list(DEFAULT_LIMITATIONS)
+    if card.simulated_data:
+        limitations.insert(0, "Trained on a SIMULATED cohort: it demonstrates the pipeline and "
+                              "says nothing about real patients.")
+    if card.calibration is None:
+        limitations.append("The forecast interval was not conformally calibrated (too few "
+                           "calibration patients or calibration switched off): it may be too narrow.")
+    limitations.extend(card.limitations)
+    calibration = None
+    if card.calibration is not None:
+        cal = card.calibration
+        calibration = {
+            "level": f"{cal.level:.0%}",
+            "pooled": cal.scale_by_horizon,
+            "per_year": _number(cal.per_year),
+            "rows": [
+                {"horizon": f"{h:g}", "q": _number(cal.corrections.get(h, cal.per_year * h)),
+                 "n": cal.n_calibration[h]}
+                for h in sorted(cal.n_calibration)
+            ],
+        }
+    return env.get_template(TEMPLATE).render(
+        name=card.name,
+        run_id=card.run_id,
+        created=card.created,
+        data=card.data,
+        simulated=card.simulated_data,
+        metrics=metric_rows(card.metrics),
+        subgroups=None if card.subgroups is None or card.subgroups.empty else markdown_table(card.subgroups),
+        calibration=calibration,
+        limitations=limitations,
+        config=flatten(dict(card.config)),
+    )
+
+
+def write_model_card(card: ModelCardInputs, path: str | Path) -> Path:
+    """Write the card as markdown (atomically) and return its path."""
+    atomic_write_text(path, render_model_card(card))
+    return Path(path)

@@ -1,0 +1,241 @@
+"""The per-patient forecast report: one HTML page a clinician can read without the code.
+
+Layout of what :func:`render_report` writes::
+
+    <out_dir>/report.html          the page (jinja2 template templates/report.html.j2)
+    <out_dir>/figures/scores.png   observed and estimated SvdH over time with the forecast
+    <out_dir>/figures/v01_hand_left.png, v01_hand_left_heat.png, ...  radiograph + heatmap
+
+Figures are PNG files next to the page, referenced by relative paths, so the folder is
+self-contained (no network, no scripts): it can be zipped, attached or opened from disk, the
+page stays small, and the figures can be reused in slides. The page is built from plain data
+(:class:`PatientReport`), so it does not depend on how the model computed it.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from progression.explain.gradcam import overlay, save_png
+from progression.io import atomic_write_bytes, atomic_write_text
+from progression.scoring import DEFAULT_SDC, RAPID_RATE, SVDH_MAX_TOTAL
+
+TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
+REGION_LABELS = {
+    "hand_left": "Left hand",
+    "hand_right": "Right hand",
+    "foot_left": "Left foot",
+    "foot_right": "Right foot",
+}
+
+
+@dataclass
+class RegionImage:
+    """One radiograph of a visit as the model saw it (``[H, W]`` in 0-1, bone bright) and its
+    Grad-CAM map for the forecast (same shape, >= 0; None when not computed)."""
+
+    region: str
+    image: np.ndarray
+    heatmap: np.ndarray | None = None
+
+
+@dataclass
+class VisitView:
+    """One visit on the timeline. Scores in SvdH units; ``contribution`` = how much this visit's
+    information moved the forecast (SvdH units, integrated gradients; None when unknown)."""
+
+    visit_date: str
+    observed_svdh: float | None = None
+    estimated_svdh: float | None = None
+    contribution: float | None = None
+    images: list[RegionImage] = field(default_factory=list)
+
+
+@dataclass
+class CovariateEffect:
+    """A clinical variable, its value as shown to the reader (with units) and its effect on the
+    forecast in SvdH units compared with an average patient of the training cohort."""
+
+    name: str
+    value: str
+    effect: float
+
+
+@dataclass
+class PatientReport:
+    """Everything the page shows for one patient.
+
+    ``forecasts`` holds the patient's rows of the predictions table (one per horizon).
+    ``explained_horizon`` (years) is the horizon the heatmaps and attributions refer to.
+    """
+
+    patient_id: str
+    forecasts: pd.DataFrame
+    visits: list[VisitView]
+    covariates: list[CovariateEffect] = field(default_factory=list)
+    interval_level: float = 0.9
+    interval_calibrated: bool = False
+    explained_horizon: float = 1.0
+    model_name: str = ""
+    generated_on: str = ""
+
+
+def _fmt(value: float, signed: bool = False) -> str:
+    if value is None or not np.isfinite(value):
+        return "not available"
+    text = f"{value:+.1f}" if signed else f"{value:.1f}"
+    return "0.0" if text in ("+0.0", "-0.0") else text
+
+
+def _years(h: float) -> str:
+    return f"{h:g} year" + ("" if float(h) == 1.0 else "s")
+
+
+def summary_sentences(report: PatientReport) -> list[str]:
+    """The plain-language forecast, one sentence per horizon, e.g. ``Predicted change over 1
+    year: +4.2 SvdH units (90% interval 1.0 to 8.1); rapid progression probability 38%.``"""
+    level = f"{report.interval_level:.0%}"
+    sentences = []
+    for row in report.forecasts.sort_values("horizon_years").itertuples(index=False):
+        text = (
+            f"Predicted change over {_years(row.horizon_years)}: "
+            f"{_fmt(row.delta_svdh_pred, signed=True)} SvdH units "
+            f"({level} interval {_fmt(row.delta_svdh_lo)} to {_fmt(row.delta_svdh_hi)})"
+        )
+        if pd.notna(row.p_rapid):
+            text += f"; rapid progression probability {row.p_rapid:.0%}"
+        sentences.append(text + ".")
+    return sentences
+
+
+def _parse_date(text: str) -> date:
+    return date.fromisoformat(str(text)[:10])
+
+
+def _scores_figure(report: PatientReport, path: Path) -> None:
+    """Observed and model-estimated SvdH totals per visit and the forecast with its interval."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 3.6), dpi=110)
+    try:
+        dates = [_parse_date(v.visit_date) for v in report.visits]
+        obs = [(d, v.observed_svdh) for d, v in zip(dates, report.visits) if v.observed_svdh is not None]
+        est = [(d, v.estimated_svdh) for d, v in zip(dates, report.visits) if v.estimated_svdh is not None]
+        if obs:
+            ax.plot(*zip(*obs), "o", color="#1f4e79", ms=7, label="Scored by a reader")
+        if est:
+            ax.plot(*zip(*est), "s-", color="#7f7f7f", ms=5, mfc="white", label="Estimated by the model")
+        forecasts = report.forecasts.sort_values("horizon_years")
+        if not forecasts.empty:
+            start = _parse_date(forecasts["index_date"].iloc[0])
+            base = float(forecasts["svdh_index_pred"].iloc[0])
+            when = [start + timedelta(days=365.25 * h) for h in forecasts["horizon_years"]]
+            centre = base + forecasts["delta_svdh_pred"].to_numpy(dtype=float)
+            lo = base + forecasts["delta_svdh_lo"].to_numpy(dtype=float)
+            hi = base + forecasts["delta_svdh_hi"].to_numpy(dtype=float)
+            ax.plot([start, *when], [base, *centre], "--", color="#c55a11")
+            ax.errorbar(
+                when, centre, yerr=[centre - lo, hi - centre], fmt="D", color="#c55a11",
+                capsize=5, label=f"Forecast ({report.interval_level:.0%} interval)",
+            )
+            ax.axvline(start, color="#bbbbbb", lw=1)
+            ax.annotate("forecast made here", (start, ax.get_ylim()[1]), fontsize=8,
+                        color="#777777", ha="right", va="top", rotation=90)
+        ax.set_ylabel(f"SvdH total (units, 0-{SVDH_MAX_TOTAL})")
+        ax.set_xlabel("Date")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="upper left", fontsize=8, frameon=False)
+        fig.autofmt_xdate()
+        fig.tight_layout()
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png")
+    finally:
+        plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def render_report(report: PatientReport, out_dir: str | Path) -> Path:
+    """Write ``out_dir/report.html`` and its figures; returns the HTML path."""
+    import jinja2
+
+    out_dir = Path(out_dir)
+    figures = out_dir / "figures"
+    _scores_figure(report, figures / "scores.png")
+
+    maps = [im.heatmap for v in report.visits for im in v.images if im.heatmap is not None]
+    vmax = max((float(m.max()) for m in maps), default=0.0)
+    timeline = []
+    for number, visit in enumerate(report.visits, start=1):
+        images = []
+        for im in visit.images:
+            stem = f"v{number:02d}_{im.region}"
+            save_png(im.image, figures / f"{stem}.png")
+            heat = None
+            if im.heatmap is not None:
+                save_png(overlay(im.image, im.heatmap, vmax=vmax), figures / f"{stem}_heat.png")
+                heat = f"figures/{stem}_heat.png"
+            images.append(
+                {"label": REGION_LABELS.get(im.region, im.region), "src": f"figures/{stem}.png", "heat": heat}
+            )
+        timeline.append(
+            {
+                "date": visit.visit_date,
+                "observed": None if visit.observed_svdh is None else _fmt(visit.observed_svdh),
+                "estimated": None if visit.estimated_svdh is None else _fmt(visit.estimated_svdh),
+                "contribution": None
+                if visit.contribution is None
+                else _fmt(visit.contribution, signed=True),
+                "images": images,
+            }
+        )
+
+    forecasts = report.forecasts.sort_values("horizon_years")
+    notes = sorted({n for n in forecasts.get("note", pd.Series(dtype=str)).fillna("") if n})
+    top = sorted(report.covariates, key=lambda c: abs(c.effect), reverse=True)[:8]
+    scale = max((abs(c.effect) for c in top), default=0.0) or 1.0
+    covariates = [
+        {
+            "name": c.name,
+            "value": c.value,
+            "effect": _fmt(c.effect, signed=True),
+            "width": round(50 * abs(c.effect) / scale, 1),
+            "up": c.effect >= 0,
+        }
+        for c in top
+    ]
+    first = forecasts.iloc[0] if not forecasts.empty else None
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATE_DIR),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    html = env.get_template("report.html.j2").render(
+        patient_id=report.patient_id,
+        summary=summary_sentences(report),
+        index_date=None if first is None else str(first["index_date"]),
+        current=None if first is None else _fmt(float(first["svdh_index_pred"])),
+        level=f"{report.interval_level:.0%}",
+        calibrated=report.interval_calibrated,
+        horizon=_years(report.explained_horizon),
+        rapid_rate=f"{RAPID_RATE:g}",
+        svdh_max=SVDH_MAX_TOTAL,
+        sdc=f"{DEFAULT_SDC:g}",
+        notes=notes,
+        timeline=timeline,
+        has_heatmaps=bool(maps),
+        covariates=covariates,
+        model_name=report.model_name,
+        generated_on=report.generated_on,
+    )
+    path = out_dir / "report.html"
+    atomic_write_text(path, html)
+    return path

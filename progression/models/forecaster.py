@@ -1,0 +1,59 @@
+"""The whole forecasting network: shared image encoder + sequence model, built from config."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from progression.config import ModelConfig
+from progression.models.encoder import ImageEncoder
+from progression.models.sequence import InputLayout, SequenceModel
+
+
+class Forecaster(nn.Module):
+    """Images and visit tables -> per-visit damage and change forecasts.
+
+    ``encoder`` is None for a covariates-only model (``model.use_images: false``). The
+    sequence model never sees pixels: it reads the per-image feature table made by
+    :meth:`image_features`, so training can encode every film once and reuse the table
+    (stage 2), and prediction encodes each image exactly once.
+    """
+
+    def __init__(self, encoder: ImageEncoder | None, sequence: SequenceModel) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.sequence = sequence
+
+    @staticmethod
+    def image_features(encoded: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Per-image table ``[n, 2 + embed_dim]``: region log-scores, then the embedding."""
+        return torch.cat([encoded["region_log"], encoded["embedding"]], dim=-1)
+
+    def forward(
+        self, images: torch.Tensor, image_region: torch.Tensor, batch: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        """End to end: ``batch['image_index']`` points into ``images`` ``[n, s, s]``."""
+        feats = None
+        if self.encoder is not None and images.shape[0] > 0:
+            feats = self.image_features(self.encoder(images, image_region))
+        return self.sequence(feats, batch)
+
+
+def build_forecaster(cfg: ModelConfig, layout: InputLayout) -> Forecaster:
+    """A freshly initialised :class:`Forecaster` for ``cfg`` and the cohort's ``layout``."""
+    encoder = (
+        ImageEncoder(cfg.backbone, cfg.embed_dim, cfg.backbone_kwargs) if cfg.use_images else None
+    )
+    sequence = SequenceModel(
+        layout,
+        image_dim=cfg.embed_dim if cfg.use_images else 0,
+        image_feature_dim=cfg.image_feature_dim,
+        embedding_dropout=cfg.embedding_dropout,
+        hidden=cfg.seq_dim,
+        layers=cfg.seq_layers,
+        kind=cfg.seq_model,
+        dropout=cfg.dropout,
+        cat_embed_dim=cfg.cat_embed_dim,
+        interval_level=cfg.interval_level,
+    )
+    return Forecaster(encoder, sequence)

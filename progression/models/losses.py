@@ -1,0 +1,51 @@
+"""Loss terms with missing targets masked out (a missing score never counts as 0).
+
+Damage is compared in ``log1p`` space with squared error: SvdH scores are skewed (most
+patients low, a few very high), and FINDINGS measured that this loss learns from films where
+L1 with a softplus output collapsed to the median. Changes are compared with a Huber loss
+in units of the training cohort's mean progression rate, so one SvdH unit matters the same
+whatever the cohort's scale; intervals with the pinball loss.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values`` where ``mask``; 0 (with a gradient path) where nothing is observed."""
+    mask = mask.to(values.dtype)
+    return (values * mask).sum() / mask.sum().clamp(min=1.0)
+
+
+def log_damage_loss(pred_log: torch.Tensor, target_units: torch.Tensor) -> torch.Tensor:
+    """Squared error between predicted ``log1p`` damage and ``log1p(target)`` (NaN = missing)."""
+    ok = torch.isfinite(target_units)
+    target = torch.log1p(torch.nan_to_num(target_units).clamp(min=0))
+    return masked_mean((pred_log.float() - target) ** 2, ok)
+
+
+def pinball_loss(pred: torch.Tensor, target: torch.Tensor, quantile: float) -> torch.Tensor:
+    """Quantile (pinball) loss; minimised by the ``quantile``-th conditional quantile."""
+    diff = target - pred
+    return torch.maximum(quantile * diff, (quantile - 1.0) * diff).mean()
+
+
+def change_losses(out: dict[str, torch.Tensor], delta: torch.Tensor, rapid: torch.Tensor,
+                  scale: torch.Tensor, huber_beta: float, interval_level: float
+                  ) -> dict[str, torch.Tensor]:
+    """Huber (point), BCE (rapid) and pinball (interval) losses of the pair heads.
+
+    ``delta`` is the observed change (SvdH units); ``scale`` the rate scale (units/year).
+    """
+    if delta.numel() == 0:
+        zero = out["delta"].sum() * 0.0
+        return {"delta": zero, "rapid": zero, "quantile": zero}
+    lo_q = (1.0 - interval_level) / 2.0
+    return {
+        "delta": F.smooth_l1_loss(out["delta"] / scale, delta / scale, beta=huber_beta),
+        "rapid": F.binary_cross_entropy_with_logits(out["rapid_logit"], rapid),
+        "quantile": pinball_loss(out["lo"] / scale, delta / scale, lo_q)
+        + pinball_loss(out["hi"] / scale, delta / scale, 1.0 - lo_q),
+    }

@@ -1,0 +1,409 @@
+"""Simulate a cohort: patients, visits, radiographs, and the ground truth, in format v1.
+
+Each patient draws from its own random streams derived from (seed, patient number), so
+the output is the same whatever the number of worker processes; the disease process,
+the observations (biomarkers, reader scores, missingness), the radiographs and the
+oracle use separate streams, so e.g. switching images off leaves every table unchanged.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import shutil
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from progression.errors import ConfigError
+from progression.io import atomic_write_csv
+from progression.scoring import JOINTS, REGIONS, is_rapid
+from progression.simulate import process
+from progression.simulate.config import SimulationConfig
+from progression.simulate.render import ImagingProfile, render_region
+from progression.simulate.writers import EXTENSIONS, DicomStyle, encode_dicom, encode_pil, write_image
+
+log = logging.getLogger(__name__)
+
+HORIZONS = (1.0, 2.0)
+_N = process.N_JOINTS
+_IS_EROSION_SCORED = process.CAPS[:_N] > 0
+_IS_JSN_SCORED = process.CAPS[_N:] > 0
+_REGION_OF = np.array([REGIONS.index(j.region) for j in JOINTS])
+_EPOCH = dt.date(2005, 1, 1)
+
+# Four imaging set-ups; site k uses _SITES[k % 4] (profile, DICOM style, PNG bit depth).
+_SITES = (
+    (ImagingProfile(1.0, 0.0, 1.0, 0.6, 0.02, 0.08), DicomStyle("CR", "MONOCHROME1", 12), "png16"),
+    (ImagingProfile(0.9, 0.05, 0.85, 0.8, 0.03, -0.05), DicomStyle("DX", "MONOCHROME2", 14, 0.5, -1024.0), "png8"),
+    (ImagingProfile(1.1, -0.03, 1.2, 0.5, 0.015, 0.12), DicomStyle("DX", "MONOCHROME2", 10, 2.0, 100.0), "png16"),
+    (ImagingProfile(0.95, 0.0, 1.1, 0.7, 0.025, 0.0), DicomStyle("CR", "MONOCHROME1", 16), "png8"),
+)  # fmt: skip
+_PHYSICAL_HEIGHT_MM = {"hand": 230.0, "foot": 260.0}
+
+
+@dataclass
+class _Records:
+    """All rows one patient contributes to each output table."""
+
+    patients: list[dict] = field(default_factory=list)
+    visits: list[dict] = field(default_factory=list)
+    images: list[dict] = field(default_factory=list)
+    joint_scores: list[dict] = field(default_factory=list)
+    truth: list[dict] = field(default_factory=list)
+    truth_visits: list[dict] = field(default_factory=list)
+    followup: list[dict] = field(default_factory=list)
+    joint_truth: list[dict] = field(default_factory=list)
+    joint_locations: list[dict] = field(default_factory=list)
+
+
+def _date(day: int) -> str:
+    return (_EPOCH + dt.timedelta(days=int(day))).isoformat()
+
+
+def _totals(grades: np.ndarray) -> tuple[int, int, int]:
+    erosion, jsn = int(grades[:_N].sum()), int(grades[_N:].sum())
+    return erosion + jsn, erosion, jsn
+
+
+def _read(grades: np.ndarray, error: float, rng: np.random.Generator) -> np.ndarray:
+    """A reader's grades: off by one with chance ``error`` where damaged, rare false +1."""
+    damaged = grades > 0
+    u = rng.random(grades.shape)
+    step = np.where(damaged, (u < error / 2) * -1 + ((u >= error / 2) & (u < error)), u < error / 12)
+    return np.clip(grades + step, 0, process.CAPS)
+
+
+def _visit_times(cfg: SimulationConfig, rng: np.random.Generator) -> np.ndarray:
+    """Visit days from the first visit (strictly increasing), 1 to max_visits of them."""
+    weights = np.array([0.1, 0.2, 0.25, 0.2, 0.15, 0.1][: cfg.max_visits])
+    weights = np.pad(weights, (0, max(0, cfg.max_visits - len(weights))), constant_values=0.1)
+    n = int(rng.choice(np.arange(1, cfg.max_visits + 1), p=weights / weights.sum()))
+    if n == 1:
+        return np.array([0])
+    span = rng.uniform(min(0.5, cfg.max_history_years), cfg.max_history_years)
+    gaps = rng.dirichlet(np.full(n - 1, 2.0)) * span
+    days = np.rint(np.concatenate([[0.0], np.cumsum(gaps)]) * 365.25).astype(int)
+    return days + np.arange(n)  # keeps dates distinct when two gaps round to the same day
+
+
+def _biomarkers(p: process.Patient, u: float, svdh: int, cfg, rng) -> dict:
+    """CRP (mg/L), ESR (mm/h), SJC28, TJC28, DAS28-ESR and HAQ at one visit."""
+    z = rng.normal(size=5)
+    crp = float(np.clip(np.exp(1.5 + 0.9 * u + 0.45 * z[0]), 0.1, 250.0))
+    esr = float(
+        np.clip(np.exp(3.0 + 0.45 * u + 0.15 * p.female + 0.008 * (p.age - 55) + 0.3 * z[1]), 1, 140)
+    )
+    sjc = int(min(28, rng.poisson(np.exp(0.9 + 0.8 * u))))
+    tjc = int(min(28, rng.poisson(np.exp(1.2 + 0.6 * u + 0.4 * p.pain))))
+    global_health = float(np.clip(35 + 15 * u + 8 * p.pain + 12 * z[2], 0, 100))
+    das28 = 0.56 * np.sqrt(tjc) + 0.28 * np.sqrt(sjc) + 0.70 * np.log(esr) + 0.014 * global_health
+    haq = float(np.clip(0.6 + 0.25 * u + 0.25 * p.pain + 0.003 * svdh + 0.25 * z[3], 0, 3))
+    row = {
+        "crp": round(crp, 1),
+        "esr": float(round(esr)),
+        "das28": round(float(das28), 2),
+        "sjc28": float(sjc),
+        "tjc28": float(tjc),
+        "haq": round(haq * 8) / 8,
+    }
+    missing = rng.random(4) < np.array([1.0, 1.0, 0.5, 2.0]) * cfg.biomarker_missing_rate
+    for name, gone in zip(("crp", "esr", "sjc28", "haq"), missing):
+        if gone:
+            row[name] = np.nan
+    if missing[2]:
+        row["tjc28"] = np.nan
+    if missing[1] or missing[2]:
+        row["das28"] = np.nan
+    return row
+
+
+def simulate_patient(index: int, cfg: SimulationConfig, out_dir: Path | None) -> _Records:
+    """Everything about patient number ``index``; writes its radiographs under ``out_dir``."""
+    streams = np.random.SeedSequence([cfg.seed, index]).spawn(4)
+    rng_p, rng_o, rng_img, rng_oracle = (np.random.default_rng(s) for s in streams)
+    width = max(4, len(str(cfg.n_patients)))
+    pid = f"P{index + 1:0{width}d}"
+    patient, grades = process.draw_patient(cfg, rng_p)
+    erosion_first = int(grades[:_N].sum())
+    first_day = int(rng_p.integers(0, 12 * 365))
+    birth_day = first_day - int(round(patient.age * 365.25))
+    days = _visit_times(cfg, rng_p)
+    times = days / 365.25
+    grid, index_pos = process.time_grid(times, cfg.followup_years)
+    treat0 = process.initial_treatment(patient, rng_p)
+    u0 = patient.inflammation_mean + process._INFLAMMATION_SHIFT[treat0] + process._SD_U * rng_p.normal()
+    u, tr = process.simulate_paths(
+        np.array([u0]), np.array([treat0]), patient.inflammation_mean, np.diff(grid), rng_p
+    )
+    u, tr = u[0], tr[0]
+    rates = process.damage_rate(patient, u[:-1], tr[:-1])
+    events = rng_p.poisson(rates * np.diff(grid))
+    snapshots = {0: grades.copy()}
+    for k, n in enumerate(events):
+        if n:
+            process.allocate(grades, int(n), patient.propensity, rng_p)
+        snapshots[k + 1] = grades.copy()
+    visit_pos = np.searchsorted(grid, times - 1e-9)
+    step = cfg.followup_interval
+    n_follow = int(round(cfg.followup_years / step))
+    follow_pos = [index_pos + int(round(step * (k + 1) * 12)) for k in range(n_follow)]
+
+    grades_index = snapshots[index_pos]
+    oracle = process.oracle_forecast(
+        patient, float(u[index_pos]), int(tr[index_pos]), grades_index, HORIZONS,
+        cfg.oracle_draws, rng_oracle,
+    )  # fmt: skip
+
+    rec = _Records()
+    sex = "F" if patient.female else "M"
+    birth_date = _date(birth_day)
+    rec.patients.append(
+        {
+            "patient_id": pid,
+            "birth_date": birth_date,
+            "sex": sex,
+            "rf": patient.rf,
+            "acpa": patient.acpa,
+            "smoker": patient.smoker,
+            "site": f"site{patient.site + 1}",
+        }
+    )
+    # --- observation: which visits are scored / imaged
+    has_images = bool(rng_o.random() >= cfg.no_image_fraction)
+    n_visits = len(days)
+    scored = (rng_o.random(n_visits) < cfg.scored_fraction) & has_images
+    region_present = np.ones((n_visits, len(REGIONS)), dtype=bool)
+    if not has_images:
+        region_present[:] = False
+    for v in range(n_visits):
+        if not has_images or scored[v]:
+            continue
+        if v < n_visits - 1 and rng_o.random() < cfg.visit_no_image_rate:
+            region_present[v] = False
+            continue
+        region_present[v] = rng_o.random(len(REGIONS)) >= cfg.region_missing_rate
+        if v == n_visits - 1 and not region_present[v].any():
+            region_present[v, 0] = True  # the index visit always has a radiograph
+    site_profile, dicom_style, png_format = _SITES[patient.site % len(_SITES)]
+    index_day = first_day + int(days[-1])
+    for v in range(n_visits):
+        day = first_day + int(days[v])
+        date = _date(day)
+        g_true = snapshots[int(visit_pos[v])]
+        total, erosion, jsn = _totals(g_true)
+        row = {"patient_id": pid, "visit_date": date}
+        if scored[v]:
+            g_read = _read(g_true, cfg.reader_error, rng_o)
+            row["svdh_total"], row["svdh_erosion"], row["svdh_jsn"] = map(float, _totals(g_read))
+            if cfg.joint_scores:
+                for j, joint in enumerate(JOINTS):
+                    rec.joint_scores.append(
+                        {
+                            "patient_id": pid,
+                            "visit_date": date,
+                            "joint": joint.name,
+                            "erosion": float(g_read[j]) if _IS_EROSION_SCORED[j] else np.nan,
+                            "jsn": float(g_read[_N + j]) if _IS_JSN_SCORED[j] else np.nan,
+                        }
+                    )
+        else:
+            row["svdh_total"] = row["svdh_erosion"] = row["svdh_jsn"] = np.nan
+        row.update(_biomarkers(patient, float(u[visit_pos[v]]), total, cfg, rng_o))
+        row["treatment"] = process.TREATMENTS[int(tr[visit_pos[v]])]
+        rec.visits.append(row)
+        rec.truth_visits.append(
+            {
+                "patient_id": pid,
+                "visit_date": date,
+                "svdh_total_true": total,
+                "svdh_erosion_true": erosion,
+                "svdh_jsn_true": jsn,
+                "inflammation_true": round(float(u[visit_pos[v]]), 4),
+                "rate_true": round(float(process.damage_rate(patient, u[visit_pos[v]], tr[visit_pos[v]])), 4),
+            }
+        )
+        _joint_truth(rec, pid, date, "history", g_true)
+        for r, region in enumerate(REGIONS):
+            if not region_present[v, r]:
+                continue
+            fmt = _format(rng_o.random(), cfg.dicom_fraction, png_format)
+            path = f"images/{pid}/{date}_{region}{EXTENSIONS[fmt]}"
+            rec.images.append({"patient_id": pid, "visit_date": date, "region": region, "path": path})
+            if not cfg.render_images:
+                continue
+            img, locations = _render(region, g_true, cfg.image_size, rng_img, patient, site_profile)
+            if out_dir is not None:
+                kind = region.split("_")[0]
+                pixel_mm = _PHYSICAL_HEIGHT_MM[kind] / cfg.image_size
+                if fmt == "dicom":
+                    data = encode_dicom(
+                        img, dicom_style, patient_id=pid, birth_date=birth_date, sex=sex,
+                        study_date=date, region=region, pixel_mm=pixel_mm, uid_seed=f"{cfg.seed}",
+                    )  # fmt: skip
+                else:
+                    data = encode_pil(img, fmt)
+                write_image(out_dir / path, data)
+            for site, (x, y) in locations.items():
+                rec.joint_locations.append(
+                    {"path": path, "joint": f"{region}_{site}", "x": round(x, 4), "y": round(y, 4)}
+                )
+    # --- follow-up after the index (truth only)
+    total_index = _totals(grades_index)[0]
+    for k, pos in enumerate(follow_pos):
+        years = round(step * (k + 1), 6)
+        date = _date(index_day + int(round(years * 365.25)))
+        g_true = snapshots[pos]
+        rec.followup.append(
+            {
+                "patient_id": pid,
+                "visit_date": date,
+                "years_from_index": years,
+                "svdh_total": float(_totals(_read(g_true, cfg.reader_error, rng_o))[0]),
+                "svdh_total_true": _totals(g_true)[0],
+            }
+        )
+        _joint_truth(rec, pid, date, "followup", g_true)
+    truth = {
+        "patient_id": pid,
+        "index_date": _date(index_day),
+        "rate_true": round(float(process.damage_rate(patient, u[index_pos], tr[index_pos])), 4),
+        "svdh_true_index": total_index,
+    }
+    for h in HORIZONS:
+        pos = index_pos + int(round(h * 12))
+        truth[f"delta_true_{h:g}y"] = _totals(snapshots[pos])[0] - total_index
+    for h in HORIZONS:
+        truth[f"oracle_delta_{h:g}y"] = round(oracle.delta[h], 4)
+        truth[f"oracle_delta_q05_{h:g}y"] = oracle.q05[h]
+        truth[f"oracle_delta_q95_{h:g}y"] = oracle.q95[h]
+        truth[f"oracle_p_rapid_{h:g}y"] = round(oracle.p_rapid[h], 4)
+    for h in HORIZONS:
+        truth[f"rapid_true_{h:g}y"] = int(is_rapid(truth[f"delta_true_{h:g}y"], h))
+    truth.update(
+        {
+            "rate_log_base": round(patient.log_rate, 4),
+            "rate_z": round(patient.rate_z, 4),
+            "inflammation_mean": round(patient.inflammation_mean, 4),
+            "inflammation_index": round(float(u[index_pos]), 4),
+            "treatment_index": process.TREATMENTS[int(tr[index_pos])],
+            "disease_years_first_visit": round(patient.disease_years, 3),
+            "svdh_erosion_first_visit": erosion_first,
+            "pain": round(patient.pain, 4),
+            "n_visits": n_visits,
+            "has_images": int(has_images),
+        }
+    )
+    rec.truth.append(truth)
+    return rec
+
+
+def _format(r: float, dicom_fraction: float, png_format: str) -> str:
+    if r < dicom_fraction:
+        return "dicom"
+    rest = (r - dicom_fraction) / max(1.0 - dicom_fraction, 1e-9)
+    return "tiff" if rest < 0.04 else "jpeg" if rest < 0.08 else png_format
+
+
+def _render(region, grades, size, rng, patient, profile):
+    kind = region.split("_")[0]
+    joints = [(j, joint) for j, joint in enumerate(JOINTS) if joint.region == region]
+    erosion = {joint.site: int(grades[j]) for j, joint in joints}
+    jsn = {joint.site: int(grades[_N + j]) for j, joint in joints}
+    return render_region(
+        kind, region.endswith("right"), erosion, jsn, size, rng, patient.anatomy_scale, profile
+    )
+
+
+def _joint_truth(rec: _Records, pid: str, date: str, kind: str, grades: np.ndarray) -> None:
+    for j, joint in enumerate(JOINTS):
+        rec.joint_truth.append(
+            {
+                "patient_id": pid,
+                "visit_date": date,
+                "kind": kind,
+                "joint": joint.name,
+                "erosion": int(grades[j]) if _IS_EROSION_SCORED[j] else None,
+                "jsn": int(grades[_N + j]) if _IS_JSN_SCORED[j] else None,
+            }
+        )
+
+
+def _run(args: tuple[int, SimulationConfig, Path | None]) -> _Records:
+    return simulate_patient(*args)
+
+
+def simulate_cohort(
+    out_dir: str | Path,
+    cfg: SimulationConfig | None = None,
+    *,
+    workers: int = 1,
+    progress: bool = True,
+    overwrite: bool = False,
+) -> Path:
+    """Write a format-v1 cohort to ``out_dir`` and its ground truth to ``out_dir/truth``.
+
+    ``workers`` > 1 simulates patients in that many processes (same output). An existing
+    non-empty ``out_dir`` is refused unless ``overwrite`` (then it is replaced).
+    Returns ``out_dir``.
+    """
+    cfg = cfg or SimulationConfig()
+    cfg.check()
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise ConfigError(
+                f"output directory '{out}' is not empty; choose a new directory or pass "
+                "--overwrite to replace it"
+            )
+        if not (out / "truth" / "truth.csv").exists():
+            raise ConfigError(
+                f"refusing to overwrite '{out}': it is not a simulated cohort (no truth/truth.csv)"
+            )
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = [(i, cfg, out) for i in range(cfg.n_patients)]
+    bar = tqdm(total=cfg.n_patients, desc="simulate", unit="patient", disable=not progress)
+    records = []
+    workers = max(1, min(workers, cfg.n_patients))
+    if workers == 1:
+        for job in jobs:
+            records.append(_run(job))
+            bar.update()
+    else:
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            for rec in pool.map(_run, jobs, chunksize=max(1, min(8, cfg.n_patients // (4 * workers)))):
+                records.append(rec)
+                bar.update()
+    bar.close()
+    tables = {name: [row for rec in records for row in getattr(rec, name)] for name in _Records.__dataclass_fields__}
+    _write(out, tables, cfg)
+    log.info("simulated %d patients -> %s", cfg.n_patients, out)
+    return out
+
+
+def _write(out: Path, tables: dict[str, list[dict]], cfg: SimulationConfig) -> None:
+    frame = {name: pd.DataFrame(rows) for name, rows in tables.items()}
+    atomic_write_csv(out / "patients.csv", frame["patients"])
+    atomic_write_csv(out / "visits.csv", frame["visits"])
+    images = frame["images"]
+    if images.empty:
+        images = pd.DataFrame(columns=["patient_id", "visit_date", "region", "path"])
+    atomic_write_csv(out / "images.csv", images)
+    if cfg.joint_scores and not frame["joint_scores"].empty:
+        atomic_write_csv(out / "joint_scores.csv", frame["joint_scores"])
+    truth = out / "truth"
+    atomic_write_csv(truth / "truth.csv", frame["truth"])
+    atomic_write_csv(truth / "truth_visits.csv", frame["truth_visits"])
+    atomic_write_csv(truth / "followup.csv", frame["followup"])
+    atomic_write_csv(truth / "joint_truth.csv", frame["joint_truth"])
+    if cfg.render_images:
+        locations = frame["joint_locations"]
+        if locations.empty:
+            locations = pd.DataFrame(columns=["path", "joint", "x", "y"])
+        atomic_write_csv(truth / "joint_locations.csv", locations)

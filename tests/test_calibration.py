@@ -1,0 +1,161 @@
+"""Conformal (CQR) calibration: coverage reaches the nominal level, with the finite-sample rank."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from progression.calibration import (
+    CalibrationError,
+    ConformalCalibration,
+    conformal_quantile,
+    damage_tertile,
+    empirical_coverage,
+    fit_conformal,
+)
+
+HORIZONS = (1.0, 2.0)
+
+
+def _forecasts(n_patients: int, seed: int, width_factor: float, offset: float = 0.0):
+    """Predictions with known noise: y = mu + N(0, (1.5 * h)^2) SvdH units.
+
+    The raw interval is ``mu +- width_factor * 1.645 * sd + offset``, so ``width_factor`` < 1 is
+    over-confident (too narrow) and > 1 too wide; ``offset`` shifts it (biased quantiles).
+    """
+    rng = np.random.default_rng(seed)
+    rows = []
+    for h in HORIZONS:
+        mu = rng.gamma(2.0, 1.5, n_patients) * h
+        sd = 1.5 * h
+        y = mu + rng.normal(0.0, sd, n_patients)
+        half = width_factor * 1.645 * sd
+        rows.append(
+            pd.DataFrame(
+                {
+                    "patient_id": [f"P{i}" for i in range(n_patients)],
+                    "horizon_years": h,
+                    "delta_svdh_pred": mu,
+                    "delta_svdh_lo": mu - half + offset,
+                    "delta_svdh_hi": mu + half + offset,
+                    "note": "",
+                    "delta_svdh_obs": y,
+                    "sex": rng.choice(["F", "M"], n_patients),
+                }
+            )
+        )
+    return pd.concat(rows, ignore_index=True)
+
+
+def _coverage(frame: pd.DataFrame, horizon: float) -> float:
+    table = empirical_coverage(frame)
+    return float(table.loc[table["horizon_years"] == horizon, "coverage"].iloc[0])
+
+
+@pytest.mark.parametrize(
+    ("width_factor", "offset", "scale_by_horizon"),
+    [(0.4, 0.0, False), (2.0, 0.0, False), (0.7, 1.5, False), (0.4, 0.0, True)],
+    ids=["too-narrow", "too-wide", "biased", "pooled-per-year"],
+)
+def test_calibrated_intervals_cover_90_percent_of_new_patients(width_factor, offset, scale_by_horizon):
+    calibration_split = _forecasts(400, seed=1, width_factor=width_factor, offset=offset)
+    test_split = _forecasts(3000, seed=2, width_factor=width_factor, offset=offset)
+    raw = [_coverage(test_split, h) for h in HORIZONS]
+    assert all(abs(c - 0.9) > 0.08 for c in raw), raw  # the raw quantiles really are off
+
+    cal = fit_conformal(calibration_split, level=0.9, scale_by_horizon=scale_by_horizon)
+    calibrated = cal.apply(test_split)
+    for h in HORIZONS:
+        assert abs(_coverage(calibrated, h) - 0.9) <= 0.05
+    # only the interval changes
+    pd.testing.assert_series_equal(calibrated["delta_svdh_pred"], test_split["delta_svdh_pred"])
+
+
+def test_too_wide_intervals_get_narrower():
+    frame = _forecasts(400, seed=3, width_factor=2.0)
+    cal = fit_conformal(frame)
+    assert all(q < 0 for q in cal.corrections.values())
+    out = cal.apply(frame)
+    assert ((out["delta_svdh_hi"] - out["delta_svdh_lo"]) < (frame["delta_svdh_hi"] - frame["delta_svdh_lo"])).all()
+
+
+def test_correction_is_the_finite_sample_rank_not_the_plain_quantile():
+    # 19 patients with scores 1..19 (observed change above hi by k units):
+    # rank ceil((19 + 1) * 0.9) = 18 -> Q = 18, whereas np.quantile(0.9) would give 17.2.
+    k = np.arange(1, 20, dtype=float)
+    frame = pd.DataFrame(
+        {"horizon_years": 1.0, "delta_svdh_lo": 0.0, "delta_svdh_hi": 0.0, "delta_svdh_obs": k}
+    )
+    cal = fit_conformal(frame, level=0.9)
+    assert cal.corrections[1.0] == 18.0
+    assert math.ceil((19 + 1) * 0.9) == 18
+    assert conformal_quantile(k, 0.8) == 16.0  # ceil(20 * 0.8) = 16
+
+
+def test_too_few_calibration_patients_is_a_clear_error_and_nine_are_enough_for_90_percent():
+    frame = pd.DataFrame(
+        {"horizon_years": 1.0, "delta_svdh_lo": 0.0, "delta_svdh_hi": 0.0, "delta_svdh_obs": np.arange(1.0, 10.0)}
+    )
+    with pytest.raises(CalibrationError, match="only 8 calibration patient.*at least 9"):
+        fit_conformal(frame.iloc[:8], level=0.9)
+    # (9 + 1) * 0.9 = 9 (not 9.000000000000002 rounded up): the largest of nine scores
+    assert fit_conformal(frame, level=0.9).corrections[1.0] == 9.0
+
+
+def test_missing_observed_column_names_the_column():
+    frame = pd.DataFrame({"horizon_years": [1.0], "delta_svdh_lo": [0.0], "delta_svdh_hi": [1.0]})
+    with pytest.raises(CalibrationError, match="delta_svdh_obs"):
+        fit_conformal(frame)
+
+
+def test_state_round_trips_through_json_and_gives_the_same_intervals():
+    frame = _forecasts(200, seed=4, width_factor=0.5)
+    cal = fit_conformal(frame)
+    restored = ConformalCalibration.from_dict(json.loads(json.dumps(cal.to_dict())))
+    assert restored == cal
+    pd.testing.assert_frame_equal(restored.apply(frame), cal.apply(frame))
+
+
+def test_damaged_state_is_a_clear_error():
+    with pytest.raises(CalibrationError, match="refit"):
+        ConformalCalibration.from_dict({"level": 0.9})
+
+
+def test_uncalibrated_horizon_uses_the_per_year_correction_and_says_so():
+    frame = _forecasts(200, seed=5, width_factor=0.5)
+    cal = fit_conformal(frame)
+    three_years = frame[frame["horizon_years"] == 2.0].assign(horizon_years=3.0)
+    out = cal.apply(three_years)
+    q = out["delta_svdh_hi"].to_numpy() - three_years["delta_svdh_hi"].to_numpy()
+    np.testing.assert_allclose(q, cal.per_year * 3.0)
+    assert out["note"].str.contains("extrapolation").all()
+    assert not cal.apply(frame)["note"].str.contains("extrapolation").any()
+
+
+def test_coverage_by_subgroup_matches_a_hand_count():
+    frame = pd.DataFrame(
+        {
+            "horizon_years": 1.0,
+            "delta_svdh_lo": [0.0, 0.0, 0.0, 0.0, 0.0],
+            "delta_svdh_hi": [2.0, 2.0, 4.0, 4.0, 4.0],
+            "delta_svdh_obs": [1.0, 3.0, 1.0, 5.0, 2.0],
+            "sex": ["F", "F", "M", "M", "M"],
+        }
+    )
+    table = empirical_coverage(frame, by=["sex"]).set_index(["subgroup", "level"])
+    assert table.loc[("all", "all"), "coverage"] == pytest.approx(3 / 5)
+    assert table.loc[("sex", "F"), "coverage"] == pytest.approx(1 / 2)
+    assert table.loc[("sex", "M"), "coverage"] == pytest.approx(2 / 3)
+    assert table.loc[("sex", "M"), "mean_width"] == pytest.approx(4.0)
+    assert table.loc[("sex", "F"), "n"] == 2
+
+
+def test_damage_tertiles_are_equal_sized_even_with_many_zero_scores():
+    scores = pd.Series([0.0] * 6 + [3.0, 10.0, 40.0])
+    tertile = damage_tertile(scores)
+    assert tertile.value_counts().to_dict() == {"low": 3, "middle": 3, "high": 3}
+    assert tertile.iloc[-1] == "high"

@@ -1,0 +1,110 @@
+"""The per-patient HTML report: plain-language summary, every figure it references exists."""
+
+from __future__ import annotations
+
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from progression.explain.report import (
+    CovariateEffect,
+    PatientReport,
+    RegionImage,
+    VisitView,
+    render_report,
+    summary_sentences,
+)
+
+
+class _Sources(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.sources: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "img":
+            self.sources.append(dict(attrs)["src"])
+
+
+def referenced_images(html_path: Path) -> list[str]:
+    parser = _Sources()
+    parser.feed(html_path.read_text())
+    return parser.sources
+
+
+def _forecasts(patient="P1", note=""):
+    return pd.DataFrame(
+        {
+            "patient_id": patient,
+            "index_date": "2021-05-20",
+            "horizon_years": [2.0, 1.0],
+            "svdh_index_pred": 17.5,
+            "delta_svdh_pred": [8.94, 4.2],
+            "delta_svdh_lo": [-0.04, 1.0],
+            "delta_svdh_hi": [16.0, 8.1],
+            "p_rapid": [0.41, 0.38],
+            "risk_score": 4.2,
+            "note": note,
+        }
+    )
+
+
+def _visit(date: str, regions=("hand_left", "hand_right"), heat=True, observed=10.0):
+    rng = np.random.default_rng(len(date))
+    images = [
+        RegionImage(r, rng.random((40, 40)).astype(np.float32), rng.random((40, 40)) if heat else None)
+        for r in regions
+    ]
+    return VisitView(date, observed_svdh=observed, estimated_svdh=11.0, contribution=0.5, images=images)
+
+
+def test_summary_reads_as_plain_language_with_units_and_interval():
+    report = PatientReport("P1", _forecasts(), [_visit("2021-05-20")], interval_level=0.9)
+    assert summary_sentences(report) == [
+        "Predicted change over 1 year: +4.2 SvdH units (90% interval 1.0 to 8.1); "
+        "rapid progression probability 38%.",
+        "Predicted change over 2 years: +8.9 SvdH units (90% interval 0.0 to 16.0); "
+        "rapid progression probability 41%.",
+    ]
+
+
+def test_report_for_many_visits_references_only_existing_images(tmp_path):
+    visits = [_visit(d) for d in ("2018-01-10", "2019-02-11", "2020-03-12", "2021-05-20")]
+    visits[1].observed_svdh = None  # unscored visit
+    report = PatientReport(
+        "P1",
+        _forecasts(),
+        visits,
+        covariates=[CovariateEffect("CRP", "35 mg/L", 1.3), CovariateEffect("Smoker", "no", -0.4)],
+        interval_calibrated=True,
+        model_name="run abc",
+    )
+    html_path = render_report(report, tmp_path / "P1")
+    sources = referenced_images(html_path)
+    assert len(sources) == 1 + 4 * 2 * 2  # chart + (radiograph, heatmap) x 2 regions x 4 visits
+    for src in sources:
+        assert not Path(src).is_absolute()
+        with Image.open(html_path.parent / src) as png:
+            assert png.format == "PNG"
+    html = html_path.read_text()
+    assert "Predicted change over 1 year: +4.2 SvdH units (90% interval 1.0 to 8.1)" in html
+    assert "35 mg/L" in html and "+1.3 units" in html
+    assert "not scored" in html
+    assert "conformal calibration" in html
+    assert sorted(p.name for p in html_path.parent.iterdir()) == ["figures", "report.html"]
+
+
+def test_report_for_a_single_visit_without_images_or_heatmaps_still_renders(tmp_path):
+    visit = VisitView("2021-05-20", observed_svdh=None, estimated_svdh=None, images=[])
+    note = "no usable image: covariates only"
+    html_path = render_report(PatientReport("P<2>", _forecasts("P<2>", note), [visit]), tmp_path)
+    html = html_path.read_text()
+    assert referenced_images(html_path) == ["figures/scores.png"]
+    assert (tmp_path / "figures" / "scores.png").is_file()
+    assert "No radiograph at this visit." in html
+    assert "no usable image: covariates only" in html
+    assert "P&lt;2&gt;" in html and "P<2>" not in html  # user text is escaped
+    assert "may be too narrow" in html  # uncalibrated interval is disclosed

@@ -1,0 +1,68 @@
+"""The model card states data, metrics with CIs, subgroups, calibration and limitations."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from progression.calibration import ConformalCalibration
+from progression.explain.model_card import ModelCardInputs, write_model_card
+
+
+def _card(**changes) -> ModelCardInputs:
+    base = dict(
+        name="tiny-resnet",
+        run_id="abc123",
+        created="2024-06-01",
+        data={"cohort fingerprint": "sha256:1f2e", "patients": 64, "images": 812},
+        metrics={
+            "test/mae_delta_1y": {"value": 2.345, "ci_lo": 1.9, "ci_hi": 2.81, "n": 40},
+            "test/auroc_rapid_1y": 0.8123,
+        },
+        subgroups=pd.DataFrame(
+            {"subgroup": ["all", "sex"], "level": ["all", "F"], "n": [40, 22], "coverage": [0.9, 0.8636]}
+        ),
+        calibration=ConformalCalibration(
+            level=0.9, scale_by_horizon=False, per_year=1.25, corrections={1.0: 1.5, 2.0: 2.25},
+            n_calibration={1.0: 30, 2.0: 28},
+        ),
+        config={"train": {"lr": 0.001}, "model": {"backbone": "resnet10t"}},
+        simulated_data=True,
+    )
+    base.update(changes)
+    return ModelCardInputs(**base)
+
+
+def test_card_lists_data_metrics_with_ci_subgroups_and_calibration(tmp_path):
+    path = write_model_card(_card(), tmp_path / "MODEL_CARD.md")
+    text = path.read_text()
+    assert text.startswith("# Model card: tiny-resnet")
+    assert "- cohort fingerprint: sha256:1f2e" in text and "- patients: 64" in text
+    assert (
+        "| `test/mae_delta_1y` | mean absolute error of the predicted change, 1-year horizon "
+        "| 2.35 | 1.9 to 2.81 | 40 | SvdH units |" in text
+    )
+    assert "| `test/auroc_rapid_1y` | AUROC for rapid progression" in text
+    assert "| 0.812 | not computed |" in text
+    assert "| sex | F | 22 | 0.864 |" in text
+    assert "| 2 | 2.25 | 28 |" in text  # horizon 2 y: +2.25 units each side, 28 patients
+    assert "SIMULATED cohort" in text
+    assert "| `train.lr` | 0.001 |" in text
+    assert [p.name for p in tmp_path.iterdir()] == ["MODEL_CARD.md"]
+
+
+def test_card_without_results_or_calibration_says_so():
+    from progression.explain.model_card import render_model_card
+
+    text = render_model_card(_card(metrics={}, subgroups=None, calibration=None, simulated_data=False))
+    assert "No evaluation results were given; run `progression evaluate`" in text
+    assert "No subgroup results were given." in text
+    assert "was not conformally calibrated" in text
+    assert "SIMULATED" not in text
+
+
+def test_estimate_objects_from_evaluation_are_accepted():
+    from progression.evaluate.metrics import Estimate
+    from progression.explain.model_card import render_model_card
+
+    text = render_model_card(_card(metrics={"val/coverage_delta_2y": Estimate(0.88, 0.8, 0.95, 50)}))
+    assert "| `val/coverage_delta_2y` | share of observed changes inside the interval, 2-year horizon | 0.88 | 0.8 to 0.95 | 50 | 0-1 |" in text

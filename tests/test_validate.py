@@ -1,0 +1,710 @@
+"""validate_cohort / `progression validate`: every planted problem is named (file, line,
+column), errors exit 1, warnings exit 0, and the cohort is never modified."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from progression import cli
+from progression.cohort import validate_cohort
+
+
+# ------------------------------------------------------------------ editing a copied cohort
+def _rows(path: Path) -> list[list[str]]:
+    with open(path, newline="") as handle:
+        return list(csv.reader(handle))
+
+
+def _write(path: Path, rows: list[list[str]]) -> None:
+    with open(path, "w", newline="") as handle:
+        csv.writer(handle, lineterminator="\n").writerows(rows)
+
+
+def set_cell(file: str, line: int, column: str, value: str) -> Callable[[Path], None]:
+    """Set one cell (``line`` as in the file, header = 1); adds the column if absent."""
+
+    def edit(root: Path) -> None:
+        rows = _rows(root / file)
+        if column not in rows[0]:
+            for row in rows:
+                row.append("")
+            rows[0][-1] = column
+        rows[line - 1][rows[0].index(column)] = value
+        _write(root / file, rows)
+
+    return edit
+
+
+def copy_line(file: str, line: int) -> Callable[[Path], None]:
+    """Append an identical copy of ``line`` at the end of ``file``."""
+
+    def edit(root: Path) -> None:
+        rows = _rows(root / file)
+        _write(root / file, [*rows, list(rows[line - 1])])
+
+    return edit
+
+
+def append(file: str, values: dict[str, str]) -> Callable[[Path], None]:
+    def edit(root: Path) -> None:
+        rows = _rows(root / file)
+        _write(root / file, [*rows, [values.get(c, "") for c in rows[0]]])
+
+    return edit
+
+
+def drop_column(file: str, column: str) -> Callable[[Path], None]:
+    def edit(root: Path) -> None:
+        rows = _rows(root / file)
+        k = rows[0].index(column)
+        _write(root / file, [row[:k] + row[k + 1 :] for row in rows])
+
+    return edit
+
+
+def replace_image(name: str, make: Callable[[Path, bytes], bytes | None]) -> Callable[[Path], None]:
+    def edit(root: Path) -> None:
+        path = root / "images" / name
+        content = make(path, path.read_bytes())
+        if content is not None:
+            path.write_bytes(content)
+
+    return edit
+
+
+def _header_only_dicom(path: Path, _: bytes) -> None:
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.PatientID = "p2"
+    ds.save_as(path, enforce_file_format=True)
+
+
+def _zero_spacing_dicom(path: Path, _: bytes) -> None:
+    import pydicom
+
+    ds = pydicom.dcmread(path)
+    ds.ImagerPixelSpacing = [0.0, 0.0]
+    ds.save_as(path)
+
+
+def _mostly_numeric_bmi(root: Path) -> None:
+    """A bmi column with ten numbers and one text cell (patients.csv line 2)."""
+    set_cell("patients.csv", 2, "bmi", "n.d.")(root)
+    for k in range(10):
+        append("patients.csv", {"patient_id": f"q{k}", "bmi": str(20 + k)})(root)
+        append("visits.csv", {"patient_id": f"q{k}", "visit_date": "2020-01-01"})(root)
+
+
+def _empty_cohort(root: Path) -> None:
+    for name in ("patients.csv", "visits.csv", "images.csv", "joint_scores.csv"):
+        _write(root / name, _rows(root / name)[:1])
+
+
+def _no_images_for_p3(root: Path) -> None:
+    rows = _rows(root / "images.csv")
+    _write(root / "images.csv", [r for r in rows if r[0] != "p3"])
+
+
+def snapshot(root: Path) -> dict[str, tuple[bytes, int]]:
+    """Bytes and mtime (ns) of every file under ``root``."""
+    return {
+        str(p.relative_to(root)): (p.read_bytes(), p.stat().st_mtime_ns)
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def run_validate(root: Path, tmp_path: Path) -> tuple[int, dict]:
+    """`progression validate ROOT --json FILE --quiet` in-process; (exit code, JSON report)."""
+    out = tmp_path / "report.json"
+    code = cli.main(["validate", str(root), "--json", str(out), "--quiet"])
+    return code, json.loads(out.read_text())
+
+
+# (what, edit, severity, file, line, column, text in the message)
+ERRORS = [
+    (
+        "missing file",
+        lambda r: (r / "images.csv").unlink(),
+        "images.csv",
+        None,
+        None,
+        "required file is missing",
+    ),
+    (
+        "missing column",
+        drop_column("visits.csv", "visit_date"),
+        "visits.csv",
+        None,
+        "visit_date",
+        "required column visit_date is missing",
+    ),
+    (
+        "unparsable date",
+        set_cell("visits.csv", 3, "visit_date", "20/01/2020"),
+        "visits.csv",
+        3,
+        "visit_date",
+        "'20/01/2020' is not a date in YYYY-MM-DD form",
+    ),
+    (
+        "impossible date",
+        set_cell("patients.csv", 3, "birth_date", "1955-02-30"),
+        "patients.csv",
+        3,
+        "birth_date",
+        "not a calendar date",
+    ),
+    (
+        "future date",
+        set_cell("visits.csv", 7, "visit_date", "2999-01-01"),
+        "visits.csv",
+        7,
+        "visit_date",
+        "2999-01-01 is in the future",
+    ),
+    (
+        "visit before birth",
+        set_cell("visits.csv", 2, "visit_date", "1950-01-01"),
+        "visits.csv",
+        2,
+        "visit_date",
+        "before the patient's birth_date 1960-05-01",
+    ),
+    (
+        "two images of one region",
+        append(
+            "images.csv",
+            {
+                "patient_id": "p1",
+                "visit_date": "2019-01-15",
+                "region": "hand_left",
+                "path": "images/p1_1_hand_left.png",
+            },
+        ),
+        "images.csv",
+        14,
+        None,
+        "p1 / 2019-01-15 / hand_left also on line 2",
+    ),
+    (
+        "two visits on one date",
+        append("visits.csv", {"patient_id": "p1", "visit_date": "2019-01-15", "svdh_total": "11"}),
+        "visits.csv",
+        8,
+        None,
+        "p1 / 2019-01-15 also on line 2",
+    ),
+    (
+        "duplicate patients row",
+        copy_line("patients.csv", 2),
+        "patients.csv",
+        5,
+        None,
+        "duplicate row: identical to line 2",
+    ),
+    (
+        "duplicate visits row",
+        copy_line("visits.csv", 2),
+        "visits.csv",
+        8,
+        None,
+        "duplicate row: identical to line 2",
+    ),
+    (
+        "duplicate images row",
+        copy_line("images.csv", 2),
+        "images.csv",
+        14,
+        None,
+        "duplicate row: identical to line 2",
+    ),
+    (
+        "duplicate joint row",
+        copy_line("joint_scores.csv", 2),
+        "joint_scores.csv",
+        5,
+        None,
+        "duplicate row: identical to line 2",
+    ),
+    (
+        "image missing",
+        set_cell("images.csv", 2, "path", "images/nothere.png"),
+        "images.csv",
+        2,
+        "path",
+        "image file images/nothere.png not found",
+    ),
+    (
+        "image corrupt",
+        replace_image("p1_0_hand_right.png", lambda p, b: b[: len(b) // 2]),
+        "images.csv",
+        3,
+        "path",
+        "p1_0_hand_right.png: cannot decode the image",
+    ),
+    (
+        "image zero bytes",
+        replace_image("p1_1_hand_left.png", lambda p, b: b""),
+        "images.csv",
+        4,
+        "path",
+        "images/p1_1_hand_left.png is empty (0 bytes)",
+    ),
+    (
+        "image random bytes",
+        replace_image("p3_0_hand_left.tif", lambda p, b: os.urandom(300)),
+        "images.csv",
+        10,
+        "path",
+        "p3_0_hand_left.tif: not a readable TIF image",
+    ),
+    (
+        "DICOM without pixels",
+        replace_image("p2_0_hand_left.dcm", _header_only_dicom),
+        "images.csv",
+        6,
+        "path",
+        "DICOM without pixel data",
+    ),
+    (
+        "path traversal",
+        set_cell("images.csv", 2, "path", "../../etc/passwd"),
+        "images.csv",
+        2,
+        "path",
+        "'../../etc/passwd' points outside the cohort directory",
+    ),
+    (
+        "windows traversal",
+        set_cell("images.csv", 2, "path", "images\\..\\..\\x.png"),
+        "images.csv",
+        2,
+        "path",
+        "points outside the cohort directory",
+    ),
+    (
+        "absolute path",
+        set_cell("images.csv", 2, "path", "/etc/passwd"),
+        "images.csv",
+        2,
+        "path",
+        "'/etc/passwd' is an absolute path",
+    ),
+    (
+        "unknown region",
+        set_cell("images.csv", 10, "region", "hand_middle"),
+        "images.csv",
+        10,
+        "region",
+        "unknown region 'hand_middle'",
+    ),
+    (
+        "unsupported extension",
+        set_cell("images.csv", 2, "path", "images/scan.bmp"),
+        "images.csv",
+        2,
+        "path",
+        "unsupported file type '.bmp'",
+    ),
+    (
+        "patient only in visits",
+        append("visits.csv", {"patient_id": "p9", "visit_date": "2019-01-01"}),
+        "visits.csv",
+        8,
+        "patient_id",
+        "patient p9 (lines 8) is not in patients.csv",
+    ),
+    (
+        "patient without visits",
+        append("patients.csv", {"patient_id": "p4"}),
+        "patients.csv",
+        5,
+        "patient_id",
+        "patient p4 has no visits",
+    ),
+    (
+        "image without visit",
+        set_cell("images.csv", 2, "visit_date", "2019-01-16"),
+        "images.csv",
+        2,
+        "visit_date",
+        "no visit of patient p1 on 2019-01-16",
+    ),
+    (
+        "joint score without visit",
+        set_cell("joint_scores.csv", 2, "visit_date", "2019-01-16"),
+        "joint_scores.csv",
+        2,
+        "visit_date",
+        "no visit of patient p1 on 2019-01-16",
+    ),
+    (
+        "erosion out of range",
+        set_cell("visits.csv", 2, "svdh_erosion", "281"),
+        "visits.csv",
+        2,
+        "svdh_erosion",
+        "281 is outside the SvdH range 0-280",
+    ),
+    (
+        "jsn out of range",
+        set_cell("visits.csv", 2, "svdh_jsn", "-1"),
+        "visits.csv",
+        2,
+        "svdh_jsn",
+        "-1 is outside the SvdH range 0-168",
+    ),
+    (
+        "total out of range",
+        set_cell("visits.csv", 2, "svdh_total", "449"),
+        "visits.csv",
+        2,
+        "svdh_total",
+        "449 is outside the SvdH range 0-448",
+    ),
+    (
+        "total is not the sum",
+        set_cell("visits.csv", 2, "svdh_total", "12"),
+        "visits.csv",
+        2,
+        "svdh_total",
+        "svdh_total 12 differs from svdh_erosion + svdh_jsn = 10",
+    ),
+    (
+        "joint grade out of range",
+        set_cell("joint_scores.csv", 2, "erosion", "6"),
+        "joint_scores.csv",
+        2,
+        "erosion",
+        "6 is not an SvdH erosion grade for hand_left_mcp2 (0-5)",
+    ),
+    (
+        "joint grade not integer",
+        set_cell("joint_scores.csv", 2, "jsn", "1.5"),
+        "joint_scores.csv",
+        2,
+        "jsn",
+        "1.5 is not an SvdH jsn grade",
+    ),
+    (
+        "unknown joint",
+        set_cell("joint_scores.csv", 3, "joint", "hand_left_mcp9"),
+        "joint_scores.csv",
+        3,
+        "joint",
+        "unknown joint 'hand_left_mcp9'",
+    ),
+    (
+        "component not in SvdH",
+        set_cell("joint_scores.csv", 3, "jsn", "1"),
+        "joint_scores.csv",
+        3,
+        "jsn",
+        "joint hand_left_ip has no jsn component",
+    ),
+    (
+        "inf in covariate",
+        set_cell("visits.csv", 2, "crp", "inf"),
+        "visits.csv",
+        2,
+        "crp",
+        "'inf' is infinite",
+    ),
+    (
+        "text in score column",
+        set_cell("visits.csv", 2, "svdh_total", "ten"),
+        "visits.csv",
+        2,
+        "svdh_total",
+        "'ten' is not a number in numeric column svdh_total",
+    ),
+    (
+        "text in known numeric covariate",
+        set_cell("visits.csv", 3, "crp", "<5"),
+        "visits.csv",
+        3,
+        "crp",
+        "'<5' is not a number",
+    ),
+    (
+        "ragged row",
+        lambda r: (r / "visits.csv").write_text((r / "visits.csv").read_text() + "p1,2019-05-05\n"),
+        "visits.csv",
+        8,
+        None,
+        "row has 2 fields but the header has 8",
+    ),
+    (
+        "semicolon CSV",
+        lambda r: (r / "patients.csv").write_text("patient_id;sex\np1;F\n"),
+        "patients.csv",
+        1,
+        None,
+        "separated by ';'",
+    ),
+    (
+        "not UTF-8",
+        lambda r: (r / "patients.csv").write_bytes(b"patient_id,sex\np1,\xe9\n"),
+        "patients.csv",
+        2,
+        None,
+        "not UTF-8 text",
+    ),
+    ("empty cohort", _empty_cohort, "patients.csv", None, None, "cohort is empty: no patients"),
+]
+
+WARNINGS = [
+    (
+        "patient without images",
+        _no_images_for_p3,
+        "patients.csv",
+        4,
+        "patient_id",
+        "patient p3 has no images",
+    ),
+    (
+        "score falls",
+        set_cell("visits.csv", 3, "svdh_total", "2"),
+        "visits.csv",
+        3,
+        "svdh_total",
+        "falls from 10 (2019-01-15) to 2 (2020-01-20)",
+    ),
+    (
+        "crp implausible",
+        set_cell("visits.csv", 2, "crp", "500"),
+        "visits.csv",
+        2,
+        "crp",
+        "crp 500 is outside the plausible range 0-300 mg/L",
+    ),
+    (
+        "esr implausible",
+        set_cell("visits.csv", 2, "esr", "200"),
+        "visits.csv",
+        2,
+        "esr",
+        "esr 200 is outside the plausible range 0-150 mm/h",
+    ),
+    (
+        "das28 implausible",
+        set_cell("visits.csv", 2, "das28", "12"),
+        "visits.csv",
+        2,
+        "das28",
+        "das28 12 is outside the plausible range 0-10",
+    ),
+    (
+        "sjc28 implausible",
+        set_cell("visits.csv", 2, "sjc28", "30"),
+        "visits.csv",
+        2,
+        "sjc28",
+        "sjc28 30 is outside the plausible range 0-28",
+    ),
+    (
+        "tjc28 implausible",
+        set_cell("visits.csv", 2, "tjc28", "-1"),
+        "visits.csv",
+        2,
+        "tjc28",
+        "tjc28 -1 is outside the plausible range 0-28",
+    ),
+    (
+        "haq implausible",
+        set_cell("visits.csv", 2, "haq", "3.5"),
+        "visits.csv",
+        2,
+        "haq",
+        "haq 3.5 is outside the plausible range 0-3",
+    ),
+    (
+        "zero pixel spacing",
+        replace_image("p2_0_hand_right.dcm", _zero_spacing_dicom),
+        "images.csv",
+        7,
+        "path",
+        "ImagerPixelSpacing is 0/0",
+    ),
+    (
+        "score column typo",
+        lambda r: (r / "visits.csv").write_text(
+            (r / "visits.csv").read_text().replace("svdh_total", "svdh_totl", 1)
+        ),
+        "visits.csv",
+        None,
+        "svdh_totl",
+        "did you mean svdh_total?",
+    ),
+    (
+        "mostly numeric column",
+        _mostly_numeric_bmi,
+        "patients.csv",
+        2,
+        "bmi",
+        "numeric except 1 cell(s) (lines 2, e.g. 'n.d.')",
+    ),
+]
+
+
+def _find(report: dict, severity, file, line, column, text) -> list[dict]:
+    return [
+        p
+        for p in report["problems"]
+        if p["severity"] == severity
+        and p["file"] == file
+        and p["row"] == line
+        and (column is None or p["column"] == column)
+        and (text is None or text in p["message"])
+    ]
+
+
+def test_a_valid_cohort_passes_and_exits_0(handmade_cohort, tmp_path, capsys):
+    before = snapshot(handmade_cohort)
+    code = cli.main(["validate", str(handmade_cohort)])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "3 patients, 6 visits, 12 images" in out and "OK: 0 errors, 0 warnings" in out
+    assert snapshot(handmade_cohort) == before
+
+
+@pytest.mark.parametrize(
+    ("what", "edit", "file", "line", "column", "text"), ERRORS, ids=[e[0] for e in ERRORS]
+)
+def test_planted_error_is_named_and_exits_1(
+    handmade_cohort, copy_cohort, tmp_path, what, edit, file, line, column, text
+):
+    root = copy_cohort(handmade_cohort)
+    edit(root)
+    before = snapshot(root)
+    code, report = run_validate(root, tmp_path)
+    assert code == 1
+    assert _find(report, "error", file, line, column, text), json.dumps(
+        report["problems"], indent=1
+    )
+    assert all(p["fix"] for p in report["problems"])
+    assert snapshot(root) == before  # byte-identical, mtimes unchanged
+
+
+@pytest.mark.parametrize(
+    ("what", "edit", "file", "line", "column", "text"), WARNINGS, ids=[w[0] for w in WARNINGS]
+)
+def test_planted_warning_is_named_and_exits_0(
+    handmade_cohort, copy_cohort, tmp_path, what, edit, file, line, column, text
+):
+    root = copy_cohort(handmade_cohort)
+    edit(root)
+    before = snapshot(root)
+    code, report = run_validate(root, tmp_path)
+    errors = [p for p in report["problems"] if p["severity"] == "error"]
+    assert code == 0, errors
+    assert _find(report, "warning", file, line, column, text), json.dumps(
+        report["problems"], indent=1
+    )
+    assert snapshot(root) == before
+
+
+def test_nan_in_a_numeric_covariate_is_missing_not_an_error(handmade_cohort, copy_cohort, tmp_path):
+    root = copy_cohort(handmade_cohort)
+    set_cell("visits.csv", 2, "crp", "NaN")(root)
+    code, report = run_validate(root, tmp_path)
+    assert code == 0 and report["problems"] == []
+
+
+def test_one_report_lists_every_problem_of_a_badly_broken_cohort(
+    handmade_cohort, copy_cohort, tmp_path
+):
+    root = copy_cohort(handmade_cohort)
+    for edit in (
+        set_cell("visits.csv", 3, "visit_date", "2020-13-01"),
+        set_cell("visits.csv", 4, "svdh_total", "ten"),
+        set_cell("images.csv", 2, "path", "../../etc/passwd"),
+        set_cell("images.csv", 10, "region", "knee"),
+        replace_image("p1_1_hand_left.png", lambda p, b: b""),
+        set_cell("joint_scores.csv", 3, "joint", "hand_left_mcp9"),
+        copy_line("patients.csv", 3),
+        set_cell("visits.csv", 2, "crp", "500"),
+    ):
+        edit(root)
+    report = validate_cohort(root, progress=False)
+    located = {(p.file, p.row, p.severity) for p in report.problems}
+    assert {
+        ("visits.csv", 3, "error"),
+        ("visits.csv", 4, "error"),
+        ("images.csv", 2, "error"),
+        ("images.csv", 10, "error"),
+        ("images.csv", 4, "error"),
+        ("joint_scores.csv", 3, "error"),
+        ("patients.csv", 5, "error"),
+        ("visits.csv", 2, "warning"),
+    } <= located
+    text = report.render()
+    # one block per file, the verdict last
+    assert text.count("\nvisits.csv: 2 errors, 1 warnings") == 1
+    assert text.splitlines()[-1].startswith(f"FAILED: {len(report.errors)} errors")
+
+
+def test_path_outside_the_cohort_is_never_opened(handmade_cohort, copy_cohort, tmp_path):
+    root = copy_cohort(handmade_cohort)
+    secret = tmp_path / "secret.png"
+    secret.write_bytes((root / "images" / "p1_0_hand_left.png").read_bytes())  # a valid image
+    set_cell("images.csv", 2, "path", "../secret.png")(root)
+    opened: list[str] = []
+    _AUDIT_SINKS.append(opened)
+    try:
+        report = validate_cohort(root, progress=False, workers=1)
+    finally:
+        _AUDIT_SINKS.remove(opened)
+    assert any("points outside the cohort directory" in p.message for p in report.errors)
+    assert any(path.endswith("p1_0_hand_right.png") for path in opened)  # the hook works
+    assert not any("secret" in path for path in opened)
+
+
+_AUDIT_SINKS: list[list[str]] = []
+
+
+def _audit_hook(event: str, args: tuple) -> None:
+    # Audit hooks cannot be removed: one hook forwards to the lists of running tests.
+    if event == "open" and _AUDIT_SINKS and args and isinstance(args[0], str | bytes | os.PathLike):
+        for sink in _AUDIT_SINKS:
+            sink.append(os.fsdecode(args[0]))
+
+
+sys.addaudithook(_audit_hook)
+
+
+def test_images_are_checked_in_worker_processes_with_the_same_result(handmade_cohort, copy_cohort):
+    root = copy_cohort(handmade_cohort)
+    replace_image("p1_1_hand_left.png", lambda p, b: b[:40])(root)
+    serial = validate_cohort(root, progress=False, workers=1)
+    parallel = validate_cohort(root, progress=False, workers=2)
+    assert serial.problems == parallel.problems and len(serial.errors) == 1
+
+
+def test_json_report_inside_the_cohort_is_refused(handmade_cohort, capsys):
+    code = cli.main(["validate", str(handmade_cohort), "--json", str(handmade_cohort / "r.json")])
+    assert code == 2
+    assert "inside the cohort directory" in capsys.readouterr().err
+    assert not (handmade_cohort / "r.json").exists()
+
+
+def test_human_report_names_file_line_and_fix(handmade_cohort, copy_cohort, capsys):
+    root = copy_cohort(handmade_cohort)
+    set_cell("visits.csv", 3, "visit_date", "2020-1-20")(root)
+    assert cli.main(["validate", str(root)]) == 1
+    out = capsys.readouterr().out
+    assert "visits.csv: " in out
+    assert "error   line 3 [visit_date]: '2020-1-20' is not a date in YYYY-MM-DD form" in out
+    assert "fix: write the date as YYYY-MM-DD" in out
