@@ -84,7 +84,7 @@ def test_report_for_many_visits_references_only_existing_images(tmp_path):
     )
     html_path = render_report(report, tmp_path / "P1")
     sources = referenced_images(html_path)
-    assert len(sources) == 1 + 4 * 2 * 2  # chart + (radiograph, heatmap) x 2 regions x 4 visits
+    assert len(sources) == 1 + 4 * 2 * 2  # chart + (radiograph, forecast map) x 2 regions x 4 visits
     for src in sources:
         assert not Path(src).is_absolute()
         with Image.open(html_path.parent / src) as png:

@@ -25,7 +25,7 @@ def test_extremity_cr_monochrome1_shows_bone_bright_and_air_dark():
     # 18-23 (checked by eye on a saved PNG).
     image = load_image(_testdata("RG3_UNCR.dcm"), 64)
     assert image.shape == (64, 64) and image.dtype == np.float32
-    assert 0.0 <= image.min() and image.max() <= 1.0
+    assert image.min() >= 0.0 and image.max() <= 1.0
     tibia, air = image[0:40, 33:37].mean(), image[0:40, 18:24].mean()
     assert tibia > 0.55
     assert air < 0.2
@@ -34,7 +34,7 @@ def test_extremity_cr_monochrome1_shows_bone_bright_and_air_dark():
 def test_chest_cr_15bit_monochrome1_shows_spine_brighter_than_lungs_and_pads_sides():
     # RG1_UNCR: chest PA, CR, MONOCHROME1, 15-bit, 1955 x 1841 (taller than wide).
     image = load_image(_testdata("RG1_UNCR.dcm"), 64)
-    assert 0.0 <= image.min() and image.max() <= 1.0
+    assert image.min() >= 0.0 and image.max() <= 1.0
     spine, left_lung, right_lung = (
         image[16:48, 30:34].mean(),
         image[16:40, 10:20].mean(),
@@ -248,7 +248,7 @@ def test_random_bytes_only_ever_raise_image_error(tmp_path, suffix, data):
         image = load_image(path, 8)
     except ImageError:
         return
-    assert image.shape == (8, 8) and 0.0 <= image.min() and image.max() <= 1.0
+    assert image.shape == (8, 8) and image.min() >= 0.0 and image.max() <= 1.0
 
 
 @settings(
@@ -270,4 +270,4 @@ def test_damaged_valid_files_only_ever_raise_image_error(tmp_path, write_dicom, 
         image = load_image(path, 8)
     except ImageError:
         return
-    assert image.shape == (8, 8) and 0.0 <= image.min() and image.max() <= 1.0
+    assert image.shape == (8, 8) and image.min() >= 0.0 and image.max() <= 1.0

@@ -69,6 +69,14 @@ def drop_column(file: str, column: str) -> Callable[[Path], None]:
     return edit
 
 
+def all_of(*edits: Callable[[Path], None]) -> Callable[[Path], None]:
+    def edit(root: Path) -> None:
+        for one in edits:
+            one(root)
+
+    return edit
+
+
 def replace_image(name: str, make: Callable[[Path, bytes], bytes | None]) -> Callable[[Path], None]:
     def edit(root: Path) -> None:
         path = root / "images" / name
@@ -81,11 +89,13 @@ def replace_image(name: str, make: Callable[[Path, bytes], bytes | None]) -> Cal
 
 def _header_only_dicom(path: Path, _: bytes) -> None:
     from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
+    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
     ds.PatientID = "p2"
     ds.save_as(path, enforce_file_format=True)
 
@@ -96,6 +106,17 @@ def _zero_spacing_dicom(path: Path, _: bytes) -> None:
     ds = pydicom.dcmread(path)
     ds.ImagerPixelSpacing = [0.0, 0.0]
     ds.save_as(path)
+
+
+def _complete_joint_scores_summing_to_0(root: Path) -> None:
+    """Every SvdH joint of p1's first visit graded 0, while visits.csv says total 10."""
+    from progression.scoring import JOINTS
+
+    rows = [["patient_id", "visit_date", "joint", "erosion", "jsn"]]
+    for joint in JOINTS:
+        grades = ["0" if m is not None else "" for m in (joint.erosion_max, joint.jsn_max)]
+        rows.append(["p1", "2019-01-15", joint.name, *grades])
+    _write(root / "joint_scores.csv", rows)
 
 
 def _mostly_numeric_bmi(root: Path) -> None:
@@ -132,431 +153,67 @@ def run_validate(root: Path, tmp_path: Path) -> tuple[int, dict]:
     return code, json.loads(out.read_text())
 
 
-# (what, edit, severity, file, line, column, text in the message)
+# (what, edit, file, line, column, text in the message); one case per line, unformatted.
+# fmt: off
 ERRORS = [
-    (
-        "missing file",
-        lambda r: (r / "images.csv").unlink(),
-        "images.csv",
-        None,
-        None,
-        "required file is missing",
-    ),
-    (
-        "missing column",
-        drop_column("visits.csv", "visit_date"),
-        "visits.csv",
-        None,
-        "visit_date",
-        "required column visit_date is missing",
-    ),
-    (
-        "unparsable date",
-        set_cell("visits.csv", 3, "visit_date", "20/01/2020"),
-        "visits.csv",
-        3,
-        "visit_date",
-        "'20/01/2020' is not a date in YYYY-MM-DD form",
-    ),
-    (
-        "impossible date",
-        set_cell("patients.csv", 3, "birth_date", "1955-02-30"),
-        "patients.csv",
-        3,
-        "birth_date",
-        "not a calendar date",
-    ),
-    (
-        "future date",
-        set_cell("visits.csv", 7, "visit_date", "2999-01-01"),
-        "visits.csv",
-        7,
-        "visit_date",
-        "2999-01-01 is in the future",
-    ),
-    (
-        "visit before birth",
-        set_cell("visits.csv", 2, "visit_date", "1950-01-01"),
-        "visits.csv",
-        2,
-        "visit_date",
-        "before the patient's birth_date 1960-05-01",
-    ),
-    (
-        "two images of one region",
-        append(
-            "images.csv",
-            {
-                "patient_id": "p1",
-                "visit_date": "2019-01-15",
-                "region": "hand_left",
-                "path": "images/p1_1_hand_left.png",
-            },
-        ),
-        "images.csv",
-        14,
-        None,
-        "p1 / 2019-01-15 / hand_left also on line 2",
-    ),
-    (
-        "two visits on one date",
-        append("visits.csv", {"patient_id": "p1", "visit_date": "2019-01-15", "svdh_total": "11"}),
-        "visits.csv",
-        8,
-        None,
-        "p1 / 2019-01-15 also on line 2",
-    ),
-    (
-        "duplicate patients row",
-        copy_line("patients.csv", 2),
-        "patients.csv",
-        5,
-        None,
-        "duplicate row: identical to line 2",
-    ),
-    (
-        "duplicate visits row",
-        copy_line("visits.csv", 2),
-        "visits.csv",
-        8,
-        None,
-        "duplicate row: identical to line 2",
-    ),
-    (
-        "duplicate images row",
-        copy_line("images.csv", 2),
-        "images.csv",
-        14,
-        None,
-        "duplicate row: identical to line 2",
-    ),
-    (
-        "duplicate joint row",
-        copy_line("joint_scores.csv", 2),
-        "joint_scores.csv",
-        5,
-        None,
-        "duplicate row: identical to line 2",
-    ),
-    (
-        "image missing",
-        set_cell("images.csv", 2, "path", "images/nothere.png"),
-        "images.csv",
-        2,
-        "path",
-        "image file images/nothere.png not found",
-    ),
-    (
-        "image corrupt",
-        replace_image("p1_0_hand_right.png", lambda p, b: b[: len(b) // 2]),
-        "images.csv",
-        3,
-        "path",
-        "p1_0_hand_right.png: cannot decode the image",
-    ),
-    (
-        "image zero bytes",
-        replace_image("p1_1_hand_left.png", lambda p, b: b""),
-        "images.csv",
-        4,
-        "path",
-        "images/p1_1_hand_left.png is empty (0 bytes)",
-    ),
-    (
-        "image random bytes",
-        replace_image("p3_0_hand_left.tif", lambda p, b: os.urandom(300)),
-        "images.csv",
-        10,
-        "path",
-        "p3_0_hand_left.tif: not a readable TIF image",
-    ),
-    (
-        "DICOM without pixels",
-        replace_image("p2_0_hand_left.dcm", _header_only_dicom),
-        "images.csv",
-        6,
-        "path",
-        "DICOM without pixel data",
-    ),
-    (
-        "path traversal",
-        set_cell("images.csv", 2, "path", "../../etc/passwd"),
-        "images.csv",
-        2,
-        "path",
-        "'../../etc/passwd' points outside the cohort directory",
-    ),
-    (
-        "windows traversal",
-        set_cell("images.csv", 2, "path", "images\\..\\..\\x.png"),
-        "images.csv",
-        2,
-        "path",
-        "points outside the cohort directory",
-    ),
-    (
-        "absolute path",
-        set_cell("images.csv", 2, "path", "/etc/passwd"),
-        "images.csv",
-        2,
-        "path",
-        "'/etc/passwd' is an absolute path",
-    ),
-    (
-        "unknown region",
-        set_cell("images.csv", 10, "region", "hand_middle"),
-        "images.csv",
-        10,
-        "region",
-        "unknown region 'hand_middle'",
-    ),
-    (
-        "unsupported extension",
-        set_cell("images.csv", 2, "path", "images/scan.bmp"),
-        "images.csv",
-        2,
-        "path",
-        "unsupported file type '.bmp'",
-    ),
-    (
-        "patient only in visits",
-        append("visits.csv", {"patient_id": "p9", "visit_date": "2019-01-01"}),
-        "visits.csv",
-        8,
-        "patient_id",
-        "patient p9 (lines 8) is not in patients.csv",
-    ),
-    (
-        "patient without visits",
-        append("patients.csv", {"patient_id": "p4"}),
-        "patients.csv",
-        5,
-        "patient_id",
-        "patient p4 has no visits",
-    ),
-    (
-        "image without visit",
-        set_cell("images.csv", 2, "visit_date", "2019-01-16"),
-        "images.csv",
-        2,
-        "visit_date",
-        "no visit of patient p1 on 2019-01-16",
-    ),
-    (
-        "joint score without visit",
-        set_cell("joint_scores.csv", 2, "visit_date", "2019-01-16"),
-        "joint_scores.csv",
-        2,
-        "visit_date",
-        "no visit of patient p1 on 2019-01-16",
-    ),
-    (
-        "erosion out of range",
-        set_cell("visits.csv", 2, "svdh_erosion", "281"),
-        "visits.csv",
-        2,
-        "svdh_erosion",
-        "281 is outside the SvdH range 0-280",
-    ),
-    (
-        "jsn out of range",
-        set_cell("visits.csv", 2, "svdh_jsn", "-1"),
-        "visits.csv",
-        2,
-        "svdh_jsn",
-        "-1 is outside the SvdH range 0-168",
-    ),
-    (
-        "total out of range",
-        set_cell("visits.csv", 2, "svdh_total", "449"),
-        "visits.csv",
-        2,
-        "svdh_total",
-        "449 is outside the SvdH range 0-448",
-    ),
-    (
-        "total is not the sum",
-        set_cell("visits.csv", 2, "svdh_total", "12"),
-        "visits.csv",
-        2,
-        "svdh_total",
-        "svdh_total 12 differs from svdh_erosion + svdh_jsn = 10",
-    ),
-    (
-        "joint grade out of range",
-        set_cell("joint_scores.csv", 2, "erosion", "6"),
-        "joint_scores.csv",
-        2,
-        "erosion",
-        "6 is not an SvdH erosion grade for hand_left_mcp2 (0-5)",
-    ),
-    (
-        "joint grade not integer",
-        set_cell("joint_scores.csv", 2, "jsn", "1.5"),
-        "joint_scores.csv",
-        2,
-        "jsn",
-        "1.5 is not an SvdH jsn grade",
-    ),
-    (
-        "unknown joint",
-        set_cell("joint_scores.csv", 3, "joint", "hand_left_mcp9"),
-        "joint_scores.csv",
-        3,
-        "joint",
-        "unknown joint 'hand_left_mcp9'",
-    ),
-    (
-        "component not in SvdH",
-        set_cell("joint_scores.csv", 3, "jsn", "1"),
-        "joint_scores.csv",
-        3,
-        "jsn",
-        "joint hand_left_ip has no jsn component",
-    ),
-    (
-        "inf in covariate",
-        set_cell("visits.csv", 2, "crp", "inf"),
-        "visits.csv",
-        2,
-        "crp",
-        "'inf' is infinite",
-    ),
-    (
-        "text in score column",
-        set_cell("visits.csv", 2, "svdh_total", "ten"),
-        "visits.csv",
-        2,
-        "svdh_total",
-        "'ten' is not a number in numeric column svdh_total",
-    ),
-    (
-        "text in known numeric covariate",
-        set_cell("visits.csv", 3, "crp", "<5"),
-        "visits.csv",
-        3,
-        "crp",
-        "'<5' is not a number",
-    ),
-    (
-        "ragged row",
-        lambda r: (r / "visits.csv").write_text((r / "visits.csv").read_text() + "p1,2019-05-05\n"),
-        "visits.csv",
-        8,
-        None,
-        "row has 2 fields but the header has 8",
-    ),
-    (
-        "semicolon CSV",
-        lambda r: (r / "patients.csv").write_text("patient_id;sex\np1;F\n"),
-        "patients.csv",
-        1,
-        None,
-        "separated by ';'",
-    ),
-    (
-        "not UTF-8",
-        lambda r: (r / "patients.csv").write_bytes(b"patient_id,sex\np1,\xe9\n"),
-        "patients.csv",
-        2,
-        None,
-        "not UTF-8 text",
-    ),
+    ("missing file", lambda r: (r / "images.csv").unlink(), "images.csv", None, None, "required file is missing"),
+    ("missing column", drop_column("visits.csv", "visit_date"), "visits.csv", None, "visit_date", "required column visit_date is missing"),
+    ("unparsable date", set_cell("visits.csv", 3, "visit_date", "20/01/2020"), "visits.csv", 3, "visit_date", "'20/01/2020' is not a date in YYYY-MM-DD form"),
+    ("impossible date", set_cell("patients.csv", 3, "birth_date", "1955-02-30"), "patients.csv", 3, "birth_date", "not a calendar date"),
+    ("future date", set_cell("visits.csv", 7, "visit_date", "2999-01-01"), "visits.csv", 7, "visit_date", "2999-01-01 is in the future"),
+    ("visit before birth", set_cell("visits.csv", 2, "visit_date", "1950-01-01"), "visits.csv", 2, "visit_date", "before the patient's birth_date 1960-05-01"),
+    ("two images of one region", append("images.csv", {"patient_id": "p1", "visit_date": "2019-01-15", "region": "hand_left", "path": "images/p1_1_hand_left.png"}), "images.csv", 14, None, "p1 / 2019-01-15 / hand_left also on line 2"),
+    ("two visits on one date", append("visits.csv", {"patient_id": "p1", "visit_date": "2019-01-15", "svdh_total": "11"}), "visits.csv", 8, None, "p1 / 2019-01-15 also on line 2"),
+    ("duplicate patients row", copy_line("patients.csv", 2), "patients.csv", 5, None, "duplicate row: identical to line 2"),
+    ("duplicate visits row", copy_line("visits.csv", 2), "visits.csv", 8, None, "duplicate row: identical to line 2"),
+    ("duplicate images row", copy_line("images.csv", 2), "images.csv", 14, None, "duplicate row: identical to line 2"),
+    ("duplicate joint row", copy_line("joint_scores.csv", 2), "joint_scores.csv", 5, None, "duplicate row: identical to line 2"),
+    ("image missing", set_cell("images.csv", 2, "path", "images/nothere.png"), "images.csv", 2, "path", "image file images/nothere.png not found"),
+    ("image corrupt", replace_image("p1_0_hand_right.png", lambda p, b: b[: len(b) // 2]), "images.csv", 3, "path", "p1_0_hand_right.png: cannot decode the image"),
+    ("image zero bytes", replace_image("p1_1_hand_left.png", lambda p, b: b""), "images.csv", 4, "path", "images/p1_1_hand_left.png is empty (0 bytes)"),
+    ("image random bytes", replace_image("p3_0_hand_left.tif", lambda p, b: os.urandom(300)), "images.csv", 10, "path", "p3_0_hand_left.tif: not a readable TIF image"),
+    ("DICOM without pixels", replace_image("p2_0_hand_left.dcm", _header_only_dicom), "images.csv", 6, "path", "DICOM without pixel data"),
+    ("path traversal", set_cell("images.csv", 2, "path", "../../etc/passwd"), "images.csv", 2, "path", "'../../etc/passwd' points outside the cohort directory"),
+    ("windows traversal", set_cell("images.csv", 2, "path", "images\\..\\..\\x.png"), "images.csv", 2, "path", "points outside the cohort directory"),
+    ("absolute path", set_cell("images.csv", 2, "path", "/etc/passwd"), "images.csv", 2, "path", "'/etc/passwd' is an absolute path"),
+    ("unknown region", set_cell("images.csv", 10, "region", "hand_middle"), "images.csv", 10, "region", "unknown region 'hand_middle'"),
+    ("unsupported extension", set_cell("images.csv", 2, "path", "images/scan.bmp"), "images.csv", 2, "path", "unsupported file type '.bmp'"),
+    ("patient only in visits", append("visits.csv", {"patient_id": "p9", "visit_date": "2019-01-01"}), "visits.csv", 8, "patient_id", "patient p9 (lines 8) is not in patients.csv"),
+    ("patient without visits", append("patients.csv", {"patient_id": "p4"}), "patients.csv", 5, "patient_id", "patient p4 has no visits"),
+    ("image without visit", set_cell("images.csv", 2, "visit_date", "2019-01-16"), "images.csv", 2, "visit_date", "no visit of patient p1 on 2019-01-16"),
+    ("joint score without visit", set_cell("joint_scores.csv", 2, "visit_date", "2019-01-16"), "joint_scores.csv", 2, "visit_date", "no visit of patient p1 on 2019-01-16"),
+    ("erosion out of range", set_cell("visits.csv", 2, "svdh_erosion", "281"), "visits.csv", 2, "svdh_erosion", "281 is outside the SvdH range 0-280"),
+    ("jsn out of range", set_cell("visits.csv", 2, "svdh_jsn", "-1"), "visits.csv", 2, "svdh_jsn", "-1 is outside the SvdH range 0-168"),
+    ("total out of range", set_cell("visits.csv", 2, "svdh_total", "449"), "visits.csv", 2, "svdh_total", "449 is outside the SvdH range 0-448"),
+    ("total is not the sum", set_cell("visits.csv", 2, "svdh_total", "12"), "visits.csv", 2, "svdh_total", "svdh_total 12 differs from svdh_erosion + svdh_jsn = 10"),
+    ("joint grade out of range", set_cell("joint_scores.csv", 2, "erosion", "6"), "joint_scores.csv", 2, "erosion", "6 is not an SvdH erosion grade for hand_left_mcp2 (0-5)"),
+    ("joint grade not integer", set_cell("joint_scores.csv", 2, "jsn", "1.5"), "joint_scores.csv", 2, "jsn", "1.5 is not an SvdH jsn grade"),
+    ("unknown joint", set_cell("joint_scores.csv", 3, "joint", "hand_left_mcp9"), "joint_scores.csv", 3, "joint", "unknown joint 'hand_left_mcp9'"),
+    ("component not in SvdH", set_cell("joint_scores.csv", 3, "jsn", "1"), "joint_scores.csv", 3, "jsn", "joint hand_left_ip has no jsn component"),
+    ("inf in covariate", set_cell("visits.csv", 2, "crp", "inf"), "visits.csv", 2, "crp", "'inf' is infinite"),
+    ("text in score column", set_cell("visits.csv", 2, "svdh_total", "ten"), "visits.csv", 2, "svdh_total", "'ten' is not a number in numeric column svdh_total"),
+    ("text in known numeric covariate", set_cell("visits.csv", 3, "crp", "<5"), "visits.csv", 3, "crp", "'<5' is not a number"),
+    ("ragged row", lambda r: (r / "visits.csv").write_text((r / "visits.csv").read_text() + "p1,2019-05-05\n"), "visits.csv", 8, None, "row has 2 fields but the header has 8"),
+    ("semicolon CSV", lambda r: (r / "patients.csv").write_text("patient_id;sex\np1;F\n"), "patients.csv", 1, None, "separated by ';'"),
+    ("not UTF-8", lambda r: (r / "patients.csv").write_bytes(b"patient_id,sex\np1,\xe9\n"), "patients.csv", 2, None, "not UTF-8 text"),
     ("empty cohort", _empty_cohort, "patients.csv", None, None, "cohort is empty: no patients"),
 ]
 
 WARNINGS = [
-    (
-        "patient without images",
-        _no_images_for_p3,
-        "patients.csv",
-        4,
-        "patient_id",
-        "patient p3 has no images",
-    ),
-    (
-        "score falls",
-        set_cell("visits.csv", 3, "svdh_total", "2"),
-        "visits.csv",
-        3,
-        "svdh_total",
-        "falls from 10 (2019-01-15) to 2 (2020-01-20)",
-    ),
-    (
-        "crp implausible",
-        set_cell("visits.csv", 2, "crp", "500"),
-        "visits.csv",
-        2,
-        "crp",
-        "crp 500 is outside the plausible range 0-300 mg/L",
-    ),
-    (
-        "esr implausible",
-        set_cell("visits.csv", 2, "esr", "200"),
-        "visits.csv",
-        2,
-        "esr",
-        "esr 200 is outside the plausible range 0-150 mm/h",
-    ),
-    (
-        "das28 implausible",
-        set_cell("visits.csv", 2, "das28", "12"),
-        "visits.csv",
-        2,
-        "das28",
-        "das28 12 is outside the plausible range 0-10",
-    ),
-    (
-        "sjc28 implausible",
-        set_cell("visits.csv", 2, "sjc28", "30"),
-        "visits.csv",
-        2,
-        "sjc28",
-        "sjc28 30 is outside the plausible range 0-28",
-    ),
-    (
-        "tjc28 implausible",
-        set_cell("visits.csv", 2, "tjc28", "-1"),
-        "visits.csv",
-        2,
-        "tjc28",
-        "tjc28 -1 is outside the plausible range 0-28",
-    ),
-    (
-        "haq implausible",
-        set_cell("visits.csv", 2, "haq", "3.5"),
-        "visits.csv",
-        2,
-        "haq",
-        "haq 3.5 is outside the plausible range 0-3",
-    ),
-    (
-        "zero pixel spacing",
-        replace_image("p2_0_hand_right.dcm", _zero_spacing_dicom),
-        "images.csv",
-        7,
-        "path",
-        "ImagerPixelSpacing is 0/0",
-    ),
-    (
-        "score column typo",
-        lambda r: (r / "visits.csv").write_text(
-            (r / "visits.csv").read_text().replace("svdh_total", "svdh_totl", 1)
-        ),
-        "visits.csv",
-        None,
-        "svdh_totl",
-        "did you mean svdh_total?",
-    ),
-    (
-        "mostly numeric column",
-        _mostly_numeric_bmi,
-        "patients.csv",
-        2,
-        "bmi",
-        "numeric except 1 cell(s) (lines 2, e.g. 'n.d.')",
-    ),
+    ("patient without images", _no_images_for_p3, "patients.csv", 4, "patient_id", "patient p3 has no images"),
+    ("score falls", all_of(*(set_cell("visits.csv", 3, c, "2") for c in ("svdh_total", "svdh_erosion")), set_cell("visits.csv", 3, "svdh_jsn", "0")), "visits.csv", 3, "svdh_total", "falls from 10 (2019-01-15) to 2 (2020-01-20)"),
+    ("crp implausible", set_cell("visits.csv", 2, "crp", "500"), "visits.csv", 2, "crp", "crp 500 is outside the plausible range 0-300 mg/L"),
+    ("esr implausible", set_cell("visits.csv", 2, "esr", "200"), "visits.csv", 2, "esr", "esr 200 is outside the plausible range 0-150 mm/h"),
+    ("das28 implausible", set_cell("visits.csv", 2, "das28", "12"), "visits.csv", 2, "das28", "das28 12 is outside the plausible range 0-10"),
+    ("sjc28 implausible", set_cell("visits.csv", 2, "sjc28", "30"), "visits.csv", 2, "sjc28", "sjc28 30 is outside the plausible range 0-28"),
+    ("tjc28 implausible", set_cell("visits.csv", 2, "tjc28", "-1"), "visits.csv", 2, "tjc28", "tjc28 -1 is outside the plausible range 0-28"),
+    ("haq implausible", set_cell("visits.csv", 2, "haq", "3.5"), "visits.csv", 2, "haq", "haq 3.5 is outside the plausible range 0-3"),
+    ("zero pixel spacing", replace_image("p2_0_hand_right.dcm", _zero_spacing_dicom), "images.csv", 7, "path", "ImagerPixelSpacing is 0/0"),
+    ("score column typo", lambda r: (r / "visits.csv").write_text((r / "visits.csv").read_text().replace("svdh_total", "svdh_totl", 1)), "visits.csv", None, "svdh_totl", "did you mean svdh_total?"),
+    ("joint sum differs from total", _complete_joint_scores_summing_to_0, "visits.csv", 2, "svdh_total", "svdh_total 10 differs from the sum of joint_scores.csv (0)"),
+    ("mostly numeric column", _mostly_numeric_bmi, "patients.csv", 2, "bmi", "numeric except 1 cell(s) (lines 2, e.g. 'n.d.')"),
 ]
+# fmt: on
 
 
 def _find(report: dict, severity, file, line, column, text) -> list[dict]:

@@ -1,16 +1,26 @@
 """Cohort format v1: read and validate the tables, load radiographs, cache decoded images.
 
-See docs/cohort_format.md for the directory layout and every check.
+See docs/cohort_format.md for the directory layout and every check. Names are imported
+on first use, so an image-decoding worker process does not pay for pandas.
 """
 
 from __future__ import annotations
 
-from progression.cohort.cache import ImageCache
-from progression.cohort.images import SUPPORTED_EXTENSIONS, check_image, load_image
-from progression.cohort.problems import Problem, ValidationReport
-from progression.cohort.tables import Cohort, CohortSchema, read_cohort
-from progression.cohort.validate import validate_cohort
+import importlib
+from typing import TYPE_CHECKING
 
+_EXPORTS = {
+    "SUPPORTED_EXTENSIONS": "images",
+    "check_image": "images",
+    "load_image": "images",
+    "ImageCache": "cache",
+    "Problem": "problems",
+    "ValidationReport": "problems",
+    "Cohort": "tables",
+    "CohortSchema": "tables",
+    "read_cohort": "tables",
+    "validate_cohort": "validate",
+}
 __all__ = [
     "SUPPORTED_EXTENSIONS",
     "Cohort",
@@ -23,3 +33,16 @@ __all__ = [
     "read_cohort",
     "validate_cohort",
 ]
+
+if TYPE_CHECKING:
+    from progression.cohort.cache import ImageCache
+    from progression.cohort.images import SUPPORTED_EXTENSIONS, check_image, load_image
+    from progression.cohort.problems import Problem, ValidationReport
+    from progression.cohort.tables import Cohort, CohortSchema, read_cohort
+    from progression.cohort.validate import validate_cohort
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'progression.cohort' has no attribute '{name}'")
+    return getattr(importlib.import_module(f"progression.cohort.{_EXPORTS[name]}"), name)

@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from progression.cohort.images import load_image
-from progression.cohort.parallel import parallel_map
+from progression.cohort.parallel import auto_workers, parallel_map
+from progression.cohort.workers import decode_u8
 from progression.errors import ConfigError, ImageError
 from progression.io import atomic_write_text
 
@@ -84,7 +84,7 @@ class ImageCache:
 
         An entry is reused when the file's mtime and size match and its slot passes the
         crc32 check; otherwise the file is decoded again (in ``workers`` processes; None
-        = one per core for large batches). Unreadable images raise
+        = one per core when enough work is missing to gain from it). Unreadable images raise
         :class:`~progression.errors.ImageError` listing them, or with ``skip_bad`` get
         slot -1 and one logged warning with their count.
         """
@@ -116,7 +116,8 @@ class ImageCache:
                     self._counts["hits"] += 1
                     slot_of[path] = entry[0]
             jobs = [(path, self.image_size) for path in todo]
-            results = parallel_map(_decode_u8, jobs, workers, progress, "decoding images")
+            n_workers = auto_workers(todo) if workers is None else workers
+            results = parallel_map(decode_u8, jobs, n_workers, progress, "decoding images")
             written = 0
             for path, (pixels, error, mtime_ns, size) in zip(todo, results):
                 self.decode_count += 1
@@ -266,21 +267,6 @@ class ImageCache:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _decode_u8(job: tuple[str, int]) -> tuple[bytes | None, str | None, int, int]:
-    """(uint8 pixels, error, mtime_ns, size) of one image; runs in a worker process.
-
-    The file is stat-ed before decoding, so a file replaced during the decode is seen as
-    stale next time rather than cached under its new mtime with old pixels.
-    """
-    path, size = job
-    try:
-        stat = os.stat(path)
-        image = load_image(path, size)
-    except (ImageError, OSError) as exc:
-        return None, str(exc), 0, 0
-    return np.rint(image * 255.0).astype(np.uint8).tobytes(), None, stat.st_mtime_ns, stat.st_size
 
 
 def _refuse_cohort_directory(cache_dir: Path) -> None:

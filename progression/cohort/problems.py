@@ -94,7 +94,9 @@ class ValidationReport:
                 lines.append(f"  {p.severity:7s} {p.row_label()}{column}: {p.message}")
                 lines.append(f"          fix: {p.fix}")
             if len(shown) < len(problems):
-                lines.append(f"  ... and {len(problems) - len(shown)} more in {file} (--json FILE lists all)")
+                lines.append(
+                    f"  ... and {len(problems) - len(shown)} more in {file} (--json FILE lists all)"
+                )
         verdict = "OK" if self.ok else "FAILED"
         lines.append(
             f"\n{verdict}: {len(self.errors)} errors, {len(self.warnings)} warnings"

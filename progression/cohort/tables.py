@@ -21,7 +21,7 @@ import logging
 import math
 import os
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path, PureWindowsPath
@@ -34,6 +34,7 @@ from progression.cohort.problems import ValidationReport
 from progression.errors import CohortError
 from progression.scoring import (
     DEFAULT_SDC,
+    JOINTS,
     REGIONS,
     SVDH_MAX_EROSION,
     SVDH_MAX_JSN,
@@ -1012,8 +1013,9 @@ class _Checker:
         joint_dates: list[date | None],
     ) -> None:
         """Warn where complete joint scores do not add up to the visit's svdh_total."""
-        if not visits.has("svdh_total"):
-            return
+        per_visit = Counter(zip(joints.frame["patient_id"], joint_dates))
+        if not visits.has("svdh_total") or max(per_visit.values(), default=0) < len(JOINTS):
+            return  # no visit has every joint scored, so no total to compare
         frame = joints.frame[["patient_id", "joint", "erosion", "jsn"]].copy()
         frame["visit_date"] = joint_dates
         for column in ("erosion", "jsn"):

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from progression.cohort.images import check_image
-from progression.cohort.parallel import parallel_map
+from progression.cohort.parallel import auto_workers, parallel_map
 from progression.cohort.problems import ValidationReport
 from progression.cohort.tables import IMAGES, check_tables
-from progression.errors import ImageError
+from progression.cohort.workers import inspect_image
 
 _IMAGE_FIX = "replace the file with a readable export, or correct its path in images.csv"
 
@@ -26,12 +25,12 @@ def validate_cohort(
 
     Never raises for bad data: problems are errors (the cohort cannot be used until they
     are fixed) or warnings (suspicious but usable). ``workers`` processes decode the
-    images (None = one per CPU core for large cohorts); ``progress`` shows a bar.
+    images (None = one per CPU core when the job is large enough to gain); ``progress`` shows a bar.
     """
     report, _, image_files = check_tables(root)
-    results = parallel_map(
-        _check_one, [path for _, path in image_files], workers, progress, "checking images"
-    )
+    paths = [path for _, path in image_files]
+    workers = auto_workers(paths) if workers is None else workers
+    results = parallel_map(inspect_image, paths, workers, progress, "checking images")
     for (line, path), (error, warnings) in zip(image_files, results):
         if error is not None:
             report.add("error", IMAGES, line, "path", error, _IMAGE_FIX)
@@ -45,13 +44,3 @@ def validate_cohort(
                 "fix the file's header if you can; the image is still used",
             )
     return report
-
-
-def _check_one(path: str) -> tuple[str | None, list[str]]:
-    """(error message or None, warnings) for one image; runs in a worker process."""
-    try:
-        return None, check_image(path)
-    except ImageError as exc:
-        return str(exc), []
-    except Exception as exc:  # noqa: BLE001 - validation reports, it never crashes
-        return f"{path}: unexpected failure while reading ({type(exc).__name__}: {exc})", []

@@ -42,6 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fraction of enrolled patients expected to miss the endpoint")
     parser.add_argument("--method", choices=("t", "z"), default="t",
                         help="mean-change sizing: exact t-test power (default) or z approximation")
+    parser.add_argument("--mean-sizing", choices=("simulation", "formula"), default="simulation",
+                        help="mean-change sizes: simulated from the forecasts (default; right "
+                             "for skewed SvdH change) or the closed-form formula")
     parser.add_argument("--interval-level", type=float, default=0.9,
                         help="coverage of delta_svdh_lo/hi in the predictions (default 0.9)")
     parser.add_argument("--outcomes",
@@ -59,7 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="MLflow tracking URI (default $MLFLOW_TRACKING_URI; no logging "
                              "when neither is set)")
     parser.add_argument("--experiment", default="progression", help="MLflow experiment name")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the simulated trials")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the simulations (sizing and simulated trials)")
     parser.add_argument("--n-sim", type=int, default=1000,
                         help="simulated trials per design (with --outcomes)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -86,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
             if any(v is not None for v in given) else SelectionRule(top_fraction=0.3))
     design = TrialDesign(horizon=args.horizon, effect=args.effect, alpha=args.alpha,
                          power=args.power, allocation=args.allocation, dropout=args.dropout,
-                         interval_level=args.interval_level, method=args.method)
+                         interval_level=args.interval_level, method=args.method,
+                         mean_sizing=args.mean_sizing, seed=args.seed)
     predictions = read_predictions(args.predictions)
     matrix, matrix_source = None, ""
     if args.matrix_predictions:

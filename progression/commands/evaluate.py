@@ -66,13 +66,10 @@ def defaults() -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> int:
-    from progression.evaluate import OutcomeRule, evaluate, training_cohort_of
+    from progression.evaluate import OutcomeRule, evaluate
 
     if not args.checkpoint and not args.predictions and not args.baselines:
         raise ProgressionError("give --checkpoint or --predictions (or baselines to evaluate)")
-    train = args.train_data
-    if train is None and args.checkpoint:
-        train = training_cohort_of(args.checkpoint)
     rule = OutcomeRule(horizons=tuple(args.horizons), event=args.event, sdc_units=args.sdc,
                        tolerance_years=args.tolerance, observed_followup=args.observed_followup)
     results = evaluate(
@@ -81,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         outcomes=args.outcomes,
         baselines=[b.strip() for b in args.baselines.split(",") if b.strip()],
         out_dir=args.out,
-        train_cohort=train,
+        train_cohort=args.train_data,
         rule=rule,
         n_boot=args.bootstrap,
         seed=args.seed,

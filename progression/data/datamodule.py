@@ -2,6 +2,8 @@
 
 The stage is chosen by epoch: epochs ``< image_epochs`` serve :class:`VisitImageDataset`
 batches (films + damage targets), later epochs serve :class:`SequenceDataset` batches.
+Lightning's validation loop only runs in the sequence stage (image-stage validation is run
+by the module at the end of each image epoch), so ``val/mae_delta_1y`` exists whenever it runs.
 Lightning reloads dataloaders every epoch (``reload_dataloaders_every_n_epochs=1``); the
 loader objects are kept per stage, so persistent workers survive across epochs.
 
@@ -174,7 +176,7 @@ class ProgressionDataModule(pl.LightningDataModule):
 
     # ---- loaders -------------------------------------------------------------------------------
     def _rank(self) -> tuple[int, int]:
-        trainer = self._trainer
+        trainer = self.trainer
         return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
     def _loader(self, stage: str, split: str) -> DataLoader:
@@ -199,7 +201,7 @@ class ProgressionDataModule(pl.LightningDataModule):
         return self._loaders[key]
 
     def _epoch(self) -> int:
-        return self._trainer.current_epoch if self._trainer is not None else 0
+        return self.trainer.current_epoch if self.trainer is not None else 0
 
     def train_dataloader(self) -> DataLoader:
         epoch = self._epoch()
@@ -208,9 +210,16 @@ class ProgressionDataModule(pl.LightningDataModule):
         return loader
 
     def val_dataloader(self) -> DataLoader | list:
-        if len(self.patients["val"]) == 0:
+        """Sequence-stage validation; empty in the image stage (see :meth:`image_val_loader`)."""
+        if len(self.patients["val"]) == 0 or self.stage(self._epoch()) == IMAGE_STAGE:
             return []
-        return self._loader(self.stage(self._epoch()), "val")
+        return self._loader(SEQUENCE_STAGE, "val")
+
+    def image_val_loader(self) -> DataLoader | None:
+        """Validation visits for the image stage, or None when there are none."""
+        if len(self.image_visits("val")) == 0:
+            return None
+        return self._loader(IMAGE_STAGE, "val")
 
     def feature_rows(self) -> np.ndarray:
         """Image rows of training and validation patients (encoded for the sequence stage)."""

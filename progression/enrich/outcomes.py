@@ -9,8 +9,8 @@
 * an outcomes table CSV (docs/evaluation.md: ``patient_id, index_date, horizon_years,
   delta_svdh_obs, time_to_event_years, event``).
 
-All three are read by :mod:`progression.evaluate.outcomes`, so ``progression evaluate``
-and ``progression enrich`` score the same outcomes. An event is rapid progression: the
+The definitions are those of :mod:`progression.evaluate.outcomes`, so ``progression
+evaluate`` and ``progression enrich`` score the same outcomes. An event is rapid progression: the
 first follow-up visit at which the change since the index reaches 5 SvdH units per
 elapsed year (``progression.scoring.is_rapid``); patients without one are censored at
 their last follow-up visit.
@@ -42,28 +42,59 @@ class Outcomes:
     times: pd.DataFrame | None
 
 
-def _table(path: Path, horizon: float) -> tuple[pd.DataFrame, str]:
-    from progression.evaluate.outcomes import OutcomeRule, derive_outcomes
-    from progression.evaluate.tables import load_cohort, read_outcomes
+def _from_truth(truth_dir: Path, horizon: float) -> pd.DataFrame:
+    """The outcomes table of a simulated cohort, read from ``truth/`` alone.
 
-    rule = OutcomeRule(horizons=(horizon,))
+    Reading only ``truth/`` (not the cohort tables) keeps this fast and works for cohorts
+    simulated without images. Same definitions as
+    :func:`progression.evaluate.outcomes.outcomes_from_truth` with noise-free follow-up.
+    """
+    from progression.evaluate.outcomes import OutcomeRule, first_event
+
+    truth = pd.read_csv(truth_dir / "truth.csv", dtype={"patient_id": str})
+    column = f"delta_true_{horizon:g}y"
+    if column not in truth.columns:
+        have = sorted(c.removeprefix("delta_true_") for c in truth.columns
+                      if c.startswith("delta_true_"))
+        raise ProgressionError(
+            f"{truth_dir / 'truth.csv'} has no column {column}; the truth has horizons "
+            f"{', '.join(have)}: pass one of them with --horizon"
+        )
+    table = truth[["patient_id", "index_date"]].assign(
+        horizon_years=horizon, delta_svdh_obs=truth[column].astype(float),
+        time_to_event_years=np.nan, event=np.nan)
+    followup_path = truth_dir / "followup.csv"
+    if followup_path.is_file():
+        followup = pd.read_csv(followup_path, dtype={"patient_id": str}).merge(
+            truth[["patient_id", "svdh_true_index"]], on="patient_id")
+        change = followup["svdh_total_true"] - followup["svdh_true_index"]
+        rule = OutcomeRule(horizons=(horizon,))
+        events = {pid: first_event(part["years_from_index"].to_numpy(float),
+                                   change[part.index].to_numpy(float), rule)
+                  for pid, part in followup.groupby("patient_id")}
+        table["time_to_event_years"] = table["patient_id"].map(lambda p: events.get(p, (np.nan,))[0])
+        table["event"] = table["patient_id"].map(lambda p: events.get(p, (np.nan, np.nan))[1])
+    return table
+
+
+def _table(path: Path, horizon: float) -> tuple[pd.DataFrame, str]:
+    if path.is_file() and path.name == "truth.csv":
+        return _from_truth(path.parent, horizon), "simulated truth (noise-free change)"
+    if (path / "truth" / "truth.csv").is_file():
+        return _from_truth(path / "truth", horizon), "simulated truth (noise-free change)"
     if path.is_dir():
-        cohort = load_cohort(path)
-        kind = ("simulated truth (noise-free change)" if cohort.truth_dir is not None
-                else "observed change (landmark split of a real cohort)")
-        return derive_outcomes(cohort, rule), kind
-    if path.name == "truth.csv":
-        if path.parent.name != "truth":
-            raise ProgressionError(
-                f"outcomes '{path}': a truth.csv is read from its simulated cohort "
-                "(<cohort>/truth/truth.csv); pass the cohort directory instead"
-            )
-        return _table(path.parent.parent, horizon)
+        from progression.evaluate.outcomes import OutcomeRule, landmark_outcomes
+        from progression.evaluate.tables import load_cohort
+
+        table = landmark_outcomes(load_cohort(path), OutcomeRule(horizons=(horizon,)))
+        return table, "observed change (landmark split of a real cohort)"
     if path.is_file():
+        from progression.evaluate.tables import read_outcomes
+
         return read_outcomes(path), "outcomes table"
     raise ProgressionError(
-        f"outcomes '{path}' not found; give a simulated cohort directory, its truth/truth.csv "
-        "or an outcomes table CSV"
+        f"outcomes '{path}' not found; give a simulated cohort directory, its truth/truth.csv, "
+        "a real cohort directory or an outcomes table CSV"
     )
 
 

@@ -25,11 +25,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 from tqdm.auto import tqdm
 
 from progression.enrich.plan import Sizing, TrialDesign
 from progression.enrich.sample_size import ArmSizes, power_two_means, power_two_proportions
+from progression.enrich.stat_tests import proportion_rejects, welch_rejects
 from progression.errors import ProgressionError
 from progression.scoring import is_rapid
 
@@ -70,29 +70,6 @@ def _masked_mean_var(values: np.ndarray, kept: np.ndarray) -> tuple[np.ndarray, 
     return count, mean, var
 
 
-def _welch_rejects(control: tuple, treated: tuple, alpha: float, method: str) -> np.ndarray:
-    (n_c, m_c, v_c), (n_t, m_t, v_t) = control, treated
-    with np.errstate(invalid="ignore", divide="ignore"):
-        a, b = v_c / n_c, v_t / n_t
-        t = (m_c - m_t) / np.sqrt(a + b)
-        if method == "z":
-            crit = stats.norm.isf(alpha / 2)
-        else:
-            df = (a + b) ** 2 / (a**2 / (n_c - 1) + b**2 / (n_t - 1))
-            crit = stats.t.isf(alpha / 2, df)
-        return np.nan_to_num(t > crit, nan=False) & (n_c >= 2) & (n_t >= 2)
-
-
-def _proportion_rejects(x_c: np.ndarray, n_c: np.ndarray, x_t: np.ndarray, n_t: np.ndarray,
-                        alpha: float) -> np.ndarray:
-    with np.errstate(invalid="ignore", divide="ignore"):
-        p_c, p_t = x_c / n_c, x_t / n_t
-        pbar = (x_c + x_t) / (n_c + n_t)
-        inv = 1 / n_c + 1 / n_t
-        z = (p_c - p_t - inv / 2) / np.sqrt(pbar * (1 - pbar) * inv)
-        return np.nan_to_num(z > stats.norm.isf(alpha / 2), nan=False)
-
-
 def simulate_power(pool: np.ndarray, sizing: Sizing, design: TrialDesign, n_sim: int,
                    seed: int, progress: bool = False, label: str = "") -> SimulatedPower:
     """Empirical power of ``sizing`` (mean or rapid endpoint) on realised changes ``pool``.
@@ -116,13 +93,13 @@ def simulate_power(pool: np.ndarray, sizing: Sizing, design: TrialDesign, n_sim:
         v_t, k_t = _draw(pool, enrolled.treated, size, design.dropout, rng)
         v_t = v_t * factor
         if sizing.endpoint == "mean_change":
-            rejects = _welch_rejects(_masked_mean_var(v_c, k_c), _masked_mean_var(v_t, k_t),
-                                     design.alpha, design.method)
+            rejects = welch_rejects(*_masked_mean_var(v_c, k_c), *_masked_mean_var(v_t, k_t),
+                                    design.alpha, design.method)
         else:
             x_c = (is_rapid(v_c, design.horizon) & k_c).sum(axis=1)
             x_t = (is_rapid(v_t, design.horizon) & k_t).sum(axis=1)
-            rejects = _proportion_rejects(x_c, k_c.sum(axis=1), x_t, k_t.sum(axis=1),
-                                          design.alpha)
+            rejects = proportion_rejects(x_c, k_c.sum(axis=1), x_t, k_t.sum(axis=1),
+                                         design.alpha)
         successes += int(rejects.sum())
     empirical = successes / n_sim
     return SimulatedPower(

@@ -54,7 +54,8 @@ def calibration_figure(frames: Mapping[str, pd.DataFrame], horizon_label: str) -
         ax_d.plot([lo, hi], [lo, hi], color="grey", lw=1, ls="--")
     ax_d.set(xlabel="predicted change, SvdH units (decile mean)",
              ylabel="observed change (mean)", title=f"Change in SvdH, {horizon_label}")
-    ax_p.legend(fontsize=8)
+    if ax_p.get_legend_handles_labels()[0]:
+        ax_p.legend(fontsize=8)
     return _png(fig)
 
 

@@ -146,9 +146,10 @@ def _index_scores(cohort: CohortTables, truth: pd.DataFrame, score: str) -> pd.D
 def landmark_outcomes(cohort: CohortTables, rule: OutcomeRule = OutcomeRule()) -> pd.DataFrame:
     """Landmark outcomes for a real cohort whose visits.csv has scores after the forecast origin.
 
-    Index visit, per patient: the latest visit that is scored (``svdh_total``), has at least one
-    image (any scored visit when the patient has no image at all) and has a scored visit within
-    ``tolerance_years`` of ``index + min(horizons)``. Patients without one are left out.
+    Index visit, per patient: among the visits that are scored (``svdh_total``) and imaged
+    (any scored visit when the patient has no image at all), the one from which the most
+    horizons can be observed (a scored visit within ``tolerance_years`` of ``index + h``);
+    among equals, the latest. Patients from whom no horizon can be observed are left out.
     Forecasts must then be made from the truncated history (``index_dates`` of
     ``predict_cohort`` and of the baselines), so the later visits are never seen.
 
@@ -161,21 +162,23 @@ def landmark_outcomes(cohort: CohortTables, rule: OutcomeRule = OutcomeRule()) -
     imaged = cohort.images[["patient_id", "visit_date"]].drop_duplicates().assign(imaged=True)
     scored = scored.merge(imaged, on=["patient_id", "visit_date"], how="left")
     scored["imaged"] = scored["imaged"].astype("boolean").fillna(False).astype(bool)
-    first_h, tol = min(rule.horizons), rule.tolerance_years
+    tol = rule.tolerance_years
+    horizons = np.asarray(rule.horizons, dtype=float)
 
     rows, later_rows = [], []
     for pid, visits in scored.groupby("patient_id", sort=True):
         dates = visits["visit_date"].to_numpy()
         scores = visits["svdh_total"].to_numpy(float)
-        imaged_any = visits["imaged"].any()
-        index_pos = None
-        for pos in range(len(dates) - 1, -1, -1):
-            if imaged_any and not visits["imaged"].iloc[pos]:
+        imaged = visits["imaged"].to_numpy(bool)
+        index_pos, best_count = None, 0
+        for pos in range(len(dates) - 1, -1, -1):  # latest first: ties keep the latest
+            if imaged.any() and not imaged[pos]:
                 continue
             elapsed = years_between(dates[pos], dates).to_numpy(float)
-            if np.any(np.abs(elapsed - first_h) <= tol):
-                index_pos = pos
-                break
+            elapsed[elapsed <= 0] = np.inf  # only later visits observe an outcome
+            count = int(np.sum(np.abs(elapsed[None, :] - horizons[:, None]).min(axis=1) <= tol))
+            if count > best_count:
+                index_pos, best_count = pos, count
         if index_pos is None:
             continue
         elapsed = years_between(dates[index_pos], dates).to_numpy(float)
@@ -191,8 +194,9 @@ def landmark_outcomes(cohort: CohortTables, rule: OutcomeRule = OutcomeRule()) -
         later_rows.append(pd.DataFrame({"patient_id": pid, "years": elapsed[after],
                                         "change": change[after]}))
     if not rows:
+        horizon_text = " or ".join(f"{h:g}" for h in rule.horizons)
         raise ProgressionError(
-            f"cohort '{cohort.root}': no patient has a scored visit {first_h:g} y "
+            f"cohort '{cohort.root}': no patient has a scored visit {horizon_text} y "
             f"(+-{tol:g} y) after a scored, imaged visit, so no outcome can be observed; "
             "give scores at later visits, widen --tolerance, or pass --outcomes FILE"
         )

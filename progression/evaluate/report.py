@@ -20,6 +20,7 @@ import json
 import logging
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -99,17 +100,24 @@ def _check_index_dates(predictions: pd.DataFrame, outcomes: pd.DataFrame, method
         )
 
 
+def _is_checkpoint(source: Any) -> bool:
+    return source is not None and not isinstance(source, pd.DataFrame) and (
+        Path(str(source)).suffix.lower() != ".csv")
+
+
 def _model_predictions(source: Any, cohort: CohortTables, outcomes: pd.DataFrame,
-                       horizons: Sequence[float]) -> pd.DataFrame:
+                       horizons: Sequence[float], progress: bool,
+                       tracking_uri: str | None) -> pd.DataFrame:
     """A predictions table from a DataFrame, a predictions CSV, or a checkpoint (predicted)."""
-    if isinstance(source, pd.DataFrame) or Path(source).suffix.lower() == ".csv":
+    if not _is_checkpoint(source):
         return _as_frame(source, read_predictions)
     from progression.predict import predict_cohort
 
     if cohort.root is None:
         raise ProgressionError("evaluating a checkpoint needs the cohort as a directory")
     index = as_index_dates(outcomes, cohort)
-    return predict_cohort(source, cohort.root, horizons=tuple(horizons), index_dates=index)
+    return predict_cohort(source, cohort.root, horizons=tuple(horizons), index_dates=index,
+                          progress=progress, tracking_uri=tracking_uri)
 
 
 def _index_scores(cohort: CohortTables, outcomes: pd.DataFrame) -> pd.DataFrame:
@@ -123,9 +131,41 @@ def _index_scores(cohort: CohortTables, outcomes: pd.DataFrame) -> pd.DataFrame:
     ]
 
 
-def training_cohort_of(checkpoint: str | Path) -> CohortTables | None:
-    """The training patients recorded with a checkpoint, or None when it records none."""
-    return None
+@dataclass
+class CheckpointData:
+    """What a checkpoint records about its training data (``progression train`` writes it)."""
+
+    cohort_path: Path
+    fingerprint: str | None
+    split: dict[str, list[str]]
+
+
+def checkpoint_data(checkpoint: str | Path, tracking_uri: str | None = None) -> CheckpointData:
+    """The training cohort directory, its fingerprint and the patient split of a checkpoint."""
+    from progression.models.checkpoint import read_checkpoint
+    from progression.predict import resolve_checkpoint
+
+    meta = read_checkpoint(resolve_checkpoint(checkpoint, tracking_uri))["progression"]
+    return CheckpointData(
+        cohort_path=Path(meta["config"]["data"]["path"]),
+        fingerprint=meta.get("cohort_fingerprint"),
+        split={k: [str(p) for p in v] for k, v in (meta.get("split") or {}).items()},
+    )
+
+
+def training_cohort_of(checkpoint: str | Path, tracking_uri: str | None = None
+                       ) -> CohortTables | None:
+    """The training split of the cohort a checkpoint was fitted on, or None when that cohort
+    directory is no longer readable (then the baselines are cross-fitted instead)."""
+    data = checkpoint_data(checkpoint, tracking_uri)
+    if not data.split.get("train") or not (data.cohort_path / "patients.csv").is_file():
+        return None
+    try:
+        return load_cohort(data.cohort_path).subset(data.split["train"])
+    except ProgressionError as exc:
+        log.warning("training cohort %s of the checkpoint cannot be read (%s)",
+                    data.cohort_path, str(exc).splitlines()[0])
+        return None
 
 
 # --------------------------------------------------------------------------- metrics
@@ -371,8 +411,11 @@ def evaluate(
     out_dir
         Report directory (created; files replaced atomically).
     train_cohort
-        Cohort to fit the baselines on. ``None``: 5-fold cross-fitting on ``cohort`` by
-        patient, so no patient's own outcome trains its baseline forecast.
+        Cohort to fit the baselines on. ``None``: the training split recorded in the
+        checkpoint when ``source`` is one and its cohort is still readable; otherwise 5-fold
+        cross-fitting on ``cohort`` by patient, so no patient's own outcome trains its
+        baseline forecast. When ``cohort`` is the checkpoint's own training cohort (same
+        fingerprint), only its recorded test split is evaluated.
     rule
         Horizons (years) and the progression-event definition (default: 1 and 2 years, rapid
         progression >= 5 SvdH units/yr).
@@ -397,6 +440,20 @@ def evaluate(
     out_dir = Path(out_dir)
     tables = load_cohort(cohort)
     train = load_cohort(train_cohort) if train_cohort is not None else None
+    if _is_checkpoint(source):
+        recorded = checkpoint_data(source, tracking_uri)
+        if tables.fingerprint and tables.fingerprint == recorded.fingerprint:
+            # The model trained on part of this very cohort: score its test patients only.
+            held_out = recorded.split.get("test") or []
+            if not held_out:
+                raise ProgressionError(
+                    "the cohort is the one the checkpoint was trained on and it records no "
+                    "test split; evaluate on another cohort or train with data.test_fraction > 0"
+                )
+            log.info("evaluating the checkpoint's %d test-split patients", len(held_out))
+            tables = tables.subset(held_out)
+        if train is None:
+            train = training_cohort_of(source, tracking_uri)
 
     if outcomes is None:
         outcomes = derive_outcomes(tables, rule)
@@ -413,7 +470,9 @@ def evaluate(
 
     methods: dict[str, pd.DataFrame] = {}
     if source is not None:
-        model = _normalise_predictions(_model_predictions(source, tables, outcomes, horizons))
+        model = _normalise_predictions(
+            _model_predictions(source, tables, outcomes, horizons, progress, tracking_uri)
+        )
         _check_index_dates(model, outcomes, model_name)
         methods[model_name] = model
     skipped: dict[str, str] = {}
@@ -442,8 +501,10 @@ def evaluate(
     table, joined = _compute_all(methods, outcomes, index_scores, horizons, model_key, n_boot,
                                  seed, progress)
 
-    # Survival analysis of the model (or, without one, of the first baseline).
-    survival_method = model_key or next(iter(methods))
+    # Survival analysis of the model (without one: of the first method whose risk varies).
+    survival_method = model_key or next(
+        (m for m, p in methods.items() if p["risk_score"].nunique() > 1), next(iter(methods))
+    )
     frame = survival_frame(methods[survival_method], outcomes)
     km = km_by_tertile(frame) if not frame.empty else None
     at = pd.DataFrame({"patient_id": index_dates.index, "date": index_dates.to_numpy()})

@@ -17,13 +17,14 @@ from the index to the first follow-up visit showing progression; see
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from lifelines import CoxPHFitter, KaplanMeierFitter
-from lifelines.exceptions import ConvergenceError
+from lifelines.exceptions import ConvergenceError, ConvergenceWarning
 from lifelines.statistics import multivariate_logrank_test
 
 from progression.evaluate.baselines import binary_status
@@ -117,15 +118,21 @@ def fit_cox(frame: pd.DataFrame, columns: list[str]) -> dict[str, Any]:
     if len(data) < 10 or data["event"].sum() < 2 or not used:
         return {"error": f"too few complete cases ({len(data)}) or events to fit", "n": len(data)}
     data = _standardise(data, used)
-    try:
-        cph = CoxPHFitter().fit(data, duration_col="time_to_event_years", event_col="event")
-    except ConvergenceError as exc:
-        return {"error": f"Cox model did not converge ({str(exc).splitlines()[0]})",
-                "n": len(data)}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            cph = CoxPHFitter().fit(data, duration_col="time_to_event_years", event_col="event")
+        except ConvergenceError as exc:
+            return {"error": f"Cox model did not converge ({str(exc).splitlines()[0]})",
+                    "n": len(data)}
+    # lifelines warns (e.g. near-separation of a covariate) instead of failing: keep the gist.
+    notes = sorted({str(w.message).strip().splitlines()[0] for w in caught
+                    if issubclass(w.category, ConvergenceWarning | RuntimeWarning)})
     summary = cph.summary
     return {
         "n": int(len(data)),
         "events": int(data["event"].sum()),
+        "warnings": notes,
         "concordance": float(cph.concordance_index_),
         "terms": {
             term: {

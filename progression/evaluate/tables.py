@@ -63,6 +63,7 @@ class CohortTables:
     patients: pd.DataFrame
     visits: pd.DataFrame
     images: pd.DataFrame
+    fingerprint: str | None = None  # the Cohort's fingerprint (None for a subset)
 
     @property
     def patient_ids(self) -> list[str]:
@@ -118,6 +119,7 @@ def load_cohort(cohort: Any) -> CohortTables:
         patients=_normalise(cohort.patients, ("birth_date",)),
         visits=visits.sort_values(["patient_id", "visit_date"]).reset_index(drop=True),
         images=_normalise(images, ("visit_date",)),
+        fingerprint=getattr(cohort, "fingerprint", None),
     )
 
 

@@ -31,6 +31,35 @@ def last_conv_layer(model: nn.Module) -> nn.Module:
     return convs[-1]
 
 
+def finest_semantic_layer(model: nn.Module, image_size: int, min_cells: int = 8) -> nn.Module:
+    """The last Conv2d whose output is still at least ``min_cells`` cells across.
+
+    The very last conv of a CNN is often 2x2 at 64 px (stride 32): too coarse to tell one
+    joint from the next. This picks the deepest layer that still resolves ``min_cells``
+    positions per side (falls back to the first conv for tiny inputs), found with one dummy
+    forward pass of a ``[1, C, image_size, image_size]`` input.
+    """
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    if not convs:
+        raise ValueError(f"{type(model).__name__} has no Conv2d layer; pass target_layer")
+    sizes: dict[nn.Module, int] = {}
+    handles = [
+        c.register_forward_hook(lambda m, _i, out: sizes.__setitem__(m, min(out.shape[-2:])))
+        for c in convs
+    ]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, convs[0].in_channels, image_size, image_size))
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    fine = [c for c in convs if sizes.get(c, 0) >= min_cells]
+    return fine[-1] if fine else convs[0]
+
+
 def grad_cam(
     model: nn.Module, images: torch.Tensor, target_layer: nn.Module | None = None
 ) -> np.ndarray:

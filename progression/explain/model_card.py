@@ -189,3 +189,76 @@ def write_model_card(card: ModelCardInputs, path: str | Path) -> Path:
     """Write the card as markdown (atomically) and return its path."""
     atomic_write_text(path, render_model_card(card))
     return Path(path)
+
+
+def flatten_metrics(results: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Metric name -> value from a nested results dict (e.g. ``metrics.json`` of evaluate).
+
+    A leaf is a number or a mapping with a ``value`` key; other nesting levels are joined
+    with ``/`` (``{"model": {"test/mae_delta_1y": {...}}}`` -> ``model/test/mae_delta_1y``).
+    """
+    out: dict[str, Any] = {}
+    for key, value in results.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and "value" not in value:
+            out.update(flatten_metrics(value, name + "/"))
+        elif isinstance(value, Mapping | int | float) and not isinstance(value, bool):
+            out[name] = value
+    return out
+
+
+def checkpoint_card(
+    checkpoint: str | Path, metrics: Mapping[str, Any] | None = None
+) -> ModelCardInputs:
+    """Card inputs from a checkpoint's stored metadata (config, split, fingerprint, calibration)."""
+    from progression.models.checkpoint import read_checkpoint
+
+    meta = read_checkpoint(checkpoint)["progression"]
+    cfg = meta["config"]
+    data_path = cfg["data"]["path"]
+    split = meta.get("split", {})
+    data = {
+        "cohort": f"`{data_path}`",
+        "cohort fingerprint": f"`{meta.get('cohort_fingerprint', 'unknown')}`",
+        **{f"{name} patients": len(ids) for name, ids in split.items()},
+        "image size": f"{cfg['data']['image_size']} px",
+        "backbone": cfg["model"]["backbone"],
+    }
+    calibration = meta.get("calibration")
+    return ModelCardInputs(
+        name=Path(checkpoint).stem if not meta["mlflow"].get("run_id") else meta["mlflow"]["run_id"],
+        run_id=meta["mlflow"].get("run_id") or "",
+        data=data,
+        metrics=dict(metrics or {}),
+        calibration=ConformalCalibration.from_dict(calibration) if calibration else None,
+        config=cfg,
+        simulated_data=bool(data_path) and (Path(data_path) / "truth").is_dir(),
+    )
+
+
+def write_checkpoint_card(
+    checkpoint: str | Path,
+    path: str | Path,
+    metrics: Mapping[str, Any] | None = None,
+    metrics_path: str | Path | None = None,
+) -> Path:
+    """Write the model card of ``checkpoint`` to ``path``.
+
+    ``metrics``: a results dict; ``metrics_path``: a JSON file holding one (evaluate's
+    ``metrics.json``). A missing or unreadable JSON file raises ProgressionError.
+    """
+    import json
+
+    from progression.errors import ProgressionError
+
+    results = dict(metrics or {})
+    if metrics_path is not None:
+        try:
+            results.update(json.loads(Path(metrics_path).read_text()))
+        except (OSError, ValueError) as exc:
+            raise ProgressionError(
+                f"metrics file '{metrics_path}' cannot be read as JSON ({exc}); give the "
+                "metrics.json written by `progression evaluate`"
+            ) from None
+    card = checkpoint_card(checkpoint, flatten_metrics(results))
+    return write_model_card(card, path)

@@ -38,11 +38,13 @@ REGION_LABELS = {
 @dataclass
 class RegionImage:
     """One radiograph of a visit as the model saw it (``[H, W]`` in 0-1, bone bright) and its
-    Grad-CAM map for the forecast (same shape, >= 0; None when not computed)."""
+    Grad-CAM maps (same shape, >= 0; None when not computed): ``heatmap`` for the change
+    forecast, ``damage_heatmap`` for the model's reading of damage on this film."""
 
     region: str
     image: np.ndarray
     heatmap: np.ndarray | None = None
+    damage_heatmap: np.ndarray | None = None
 
 
 @dataclass
@@ -171,21 +173,26 @@ def render_report(report: PatientReport, out_dir: str | Path) -> Path:
     figures = out_dir / "figures"
     _scores_figure(report, figures / "scores.png")
 
-    maps = [im.heatmap for v in report.visits for im in v.images if im.heatmap is not None]
-    vmax = max((float(m.max()) for m in maps), default=0.0)
+    # one colour scale per kind of map for the whole patient, so films compare
+    vmax = {
+        kind: max((float(getattr(im, kind).max()) for v in report.visits for im in v.images
+                   if getattr(im, kind) is not None), default=0.0)
+        for kind in ("heatmap", "damage_heatmap")
+    }
     timeline = []
     for number, visit in enumerate(report.visits, start=1):
         images = []
         for im in visit.images:
             stem = f"v{number:02d}_{im.region}"
             save_png(im.image, figures / f"{stem}.png")
-            heat = None
-            if im.heatmap is not None:
-                save_png(overlay(im.image, im.heatmap, vmax=vmax), figures / f"{stem}_heat.png")
-                heat = f"figures/{stem}_heat.png"
-            images.append(
-                {"label": REGION_LABELS.get(im.region, im.region), "src": f"figures/{stem}.png", "heat": heat}
-            )
+            entry = {"label": REGION_LABELS.get(im.region, im.region), "src": f"figures/{stem}.png"}
+            for kind, suffix in (("damage_heatmap", "damage"), ("heatmap", "forecast")):
+                entry[suffix] = None
+                if getattr(im, kind) is not None:
+                    name = f"figures/{stem}_{suffix}.png"
+                    save_png(overlay(im.image, getattr(im, kind), vmax=vmax[kind]), out_dir / name)
+                    entry[suffix] = name
+            images.append(entry)
         timeline.append(
             {
                 "date": visit.visit_date,
@@ -231,7 +238,7 @@ def render_report(report: PatientReport, out_dir: str | Path) -> Path:
         sdc=f"{DEFAULT_SDC:g}",
         notes=notes,
         timeline=timeline,
-        has_heatmaps=bool(maps),
+        has_heatmaps=any(e["damage"] or e["forecast"] for v in timeline for e in v["images"]),
         covariates=covariates,
         model_name=report.model_name,
         generated_on=report.generated_on,

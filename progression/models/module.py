@@ -150,22 +150,56 @@ class ForecastModule(pl.LightningModule):
             self._collect("current", torch.stack([current.float(), observed.float()], -1))
         return losses
 
-    def _step(self, batch: dict[str, torch.Tensor], train: bool) -> torch.Tensor:
-        stage = self.stage()
-        losses = self._image_step(batch, train) if stage == "image" else self._sequence_step(batch, train)
-        prefix = "train" if train else "val"
-        size = int(batch["visit_target"].shape[0] if stage == "image" else batch["visit_mask"].shape[0])
+    def _log_losses(self, losses: dict[str, torch.Tensor], prefix: str, size: int) -> None:
         for name, value in losses.items():
             key = f"{prefix}/loss" if name == "loss" else f"{prefix}/loss_{name}"
             self.log(key, value.detach(), on_step=False, on_epoch=True, sync_dist=True,
                      batch_size=size, prog_bar=name == "loss")
-        return losses["loss"]
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        return self._step(batch, train=True)
+        if self.stage() == "image":
+            losses = self._image_step(batch, train=True)
+            size = batch["visit_target"].shape[0]
+        else:
+            losses = self._sequence_step(batch, train=True)
+            size = batch["visit_mask"].shape[0]
+        self._log_losses(losses, "train", int(size))
+        return losses["loss"]
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._step(batch, train=False)
+        # Lightning validates only in the sequence stage (see on_train_epoch_end).
+        losses = self._sequence_step(batch, train=False)
+        self._log_losses(losses, "val", int(batch["visit_mask"].shape[0]))
+
+    def on_train_epoch_end(self) -> None:
+        """Image-stage validation, run here so that Lightning's validation loop (and callbacks
+        watching it, e.g. Optuna pruning on ``val/mae_delta_1y``) only runs when forecasts exist."""
+        if self.stage() != "image":
+            return
+        loader = self.trainer.datamodule.image_val_loader()
+        if loader is None:
+            return
+        self._val_rows = {}
+        totals: dict[str, float] = {}
+        n = 0
+        was_training = self.model.training
+        self.model.eval()
+        bf16 = "bf16" in str(self.trainer.precision)
+        with torch.no_grad():
+            for batch in loader:
+                batch = {k: v.to(self.device) for k, v in batch.items()}
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
+                    losses = self._image_step(batch, train=False)
+                size = int(batch["visit_target"].shape[0])
+                for name, value in losses.items():
+                    totals[name] = totals.get(name, 0.0) + float(value) * size
+                n += size
+        self.model.train(was_training)
+        mean = {k: torch.tensor(v / max(n, 1), device=self.device) for k, v in totals.items()}
+        for name, value in mean.items():
+            key = "val/loss" if name == "loss" else f"val/loss_{name}"
+            self.log(key, value, sync_dist=True)
+        self._log_val_metrics()
 
     # ---- validation metrics ----------------------------------------------------------------
     def _collect(self, name: str, rows: torch.Tensor) -> None:
@@ -187,6 +221,9 @@ class ForecastModule(pl.LightningModule):
         self._val_rows = {}
 
     def on_validation_epoch_end(self) -> None:
+        self._log_val_metrics()
+
+    def _log_val_metrics(self) -> None:
         metrics: dict[str, float] = {}
         current = self._gathered("current", 2)
         current = current[np.isfinite(current).all(1)]

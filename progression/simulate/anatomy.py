@@ -129,7 +129,12 @@ def _space(g, name, inner, outer, centre, toward, rho, width, half_length) -> No
 def hand_geometry() -> Geometry:
     """Left hand, PA view, thumb on the right."""
     g = Geometry("hand")
-    mc = ((0.025, 0.016, 0.029), (0.026, 0.016, 0.023), (0.021, 0.013, 0.018), (0.017, 0.010, 0.012))
+    mc = (
+        (0.025, 0.016, 0.029),
+        (0.026, 0.016, 0.023),
+        (0.021, 0.013, 0.018),
+        (0.017, 0.010, 0.012),
+    )
     fingers = {  # finger: base (CMC), MCP, phalanx lengths, splay (rad), scale
         2: ((0.455, 0.70), (0.505, 0.47), (0.165, 0.10, 0.07), 0.05, 1.0),
         3: ((0.385, 0.705), (0.39, 0.455), (0.185, 0.115, 0.075), 0.0, 1.0),
@@ -181,22 +186,52 @@ def hand_geometry() -> Geometry:
     _space(g, "cmc4", ("hamate",), ("f4_b0",), (0.33, 0.74), (0.325, 0.705), 0.0, 0.016, 0.02)
     _space(g, "cmc5", ("hamate",), ("f5_b0",), (0.30, 0.745), (0.265, 0.715), 0.0, 0.016, 0.02)
     # scaphoid distal pole (inner) -> trapezium and trapezoid (outer)
-    _space(g, "stt", ("scaphoid",), ("trapezium", "trapezoid"), (0.45, 0.80), (0.47, 0.765), 0.0, 0.016, 0.024)
+    _space(
+        g,
+        "stt",
+        ("scaphoid",),
+        ("trapezium", "trapezoid"),
+        (0.45, 0.80),
+        (0.47, 0.765),
+        0.0,
+        0.016,
+        0.024,
+    )
     # capitate head (inner) -> scaphoid and lunate (outer)
-    _space(g, "csl", ("capitate",), ("scaphoid", "lunate"), (0.387, 0.775), (0.39, 0.81), 0.0, 0.016, 0.026)
+    _space(
+        g,
+        "csl",
+        ("capitate",),
+        ("scaphoid", "lunate"),
+        (0.387, 0.775),
+        (0.39, 0.81),
+        0.0,
+        0.016,
+        0.026,
+    )
     # proximal carpal row (inner, convex proximally) -> radius (outer)
-    _space(g, "radiocarpal", ("scaphoid", "lunate"), ("radius", "styloid_r"), (0.41, 0.77), (0.40, 0.877), 0.0, 0.02, 0.06)
+    _space(
+        g,
+        "radiocarpal",
+        ("scaphoid", "lunate"),
+        ("radius", "styloid_r"),
+        (0.41, 0.77),
+        (0.40, 0.877),
+        0.0,
+        0.02,
+        0.06,
+    )
     for site in ("cmc3", "cmc4", "cmc5", "stt", "csl", "radiocarpal"):
         g.jsn_space[site] = site
         g.locations[site] = ("space", site)
     g.erosion_anchors["cmc1"] = [Anchor("cmc1", "outer")]
     g.locations["cmc1"] = ("space", "cmc1")
     explicit = {  # site: (point on the bone margin, inward direction, local half-width)
-        "trapezium": ((0.558, 0.735), (-1.0, 0.0), 0.02),
-        "scaphoid": ((0.463, 0.822), (-1.0, 0.0), 0.018),
-        "lunate": ((0.354, 0.835), (1.0, 0.0), 0.02),
-        "radius": ((0.487, 0.875), (-1.0, 0.2), 0.016),
-        "ulna": ((0.261, 0.885), (1.0, 0.3), 0.012),
+        "trapezium": ((0.558, 0.735), (-1.0, 0.0), 0.024),
+        "scaphoid": ((0.463, 0.822), (-1.0, 0.0), 0.02),
+        "lunate": ((0.354, 0.835), (1.0, 0.0), 0.022),
+        "radius": ((0.487, 0.875), (-1.0, 0.2), 0.024),
+        "ulna": ((0.262, 0.89), (1.0, 0.2), 0.02),
     }
     for site, (point, inward, radius) in explicit.items():
         anchor = Anchor(point=point, inward=tuple(_unit(inward)), radius=radius)
@@ -220,7 +255,9 @@ def foot_geometry() -> Geometry:
     for toe, (base, mtp, lengths, splay, scale) in rays.items():
         radii = big if toe == 1 else tuple(tuple(scale * r for r in rr) for rr in small)
         widths = (0.026, 0.018) if toe == 1 else (0.026 * 0.9, 0.011, 0.009)
-        sp = _add_ray(g, f"t{toe}", base, mtp, lengths, radii, widths, splay, 0.045 if toe == 1 else 0.03)
+        sp = _add_ray(
+            g, f"t{toe}", base, mtp, lengths, radii, widths, splay, 0.045 if toe == 1 else 0.03
+        )
         g.jsn_space[f"mtp{toe}"] = sp[0]
         g.erosion_anchors[f"mtp{toe}"] = [Anchor(sp[0], "inner"), Anchor(sp[0], "outer")]
         g.locations[f"mtp{toe}"] = ("space", sp[0])
@@ -241,12 +278,38 @@ def foot_geometry() -> Geometry:
             Bone("calcaneus", (0.25, 1.1), (0.225, 0.90), 0.06, 0.05, 0.04),
         ]
     )
-    _space(g, "tmt1", ("cuneiform_m",), ("t1_b0",), (0.405, 0.745), (0.405, 0.70), 0.045, 0.012, 0.03)
-    _space(g, "tmt2", ("cuneiform_i",), ("t2_b0",), (0.345, 0.735), (0.345, 0.695), 0.04, 0.011, 0.02)
+    _space(
+        g, "tmt1", ("cuneiform_m",), ("t1_b0",), (0.405, 0.745), (0.405, 0.70), 0.045, 0.012, 0.03
+    )
+    _space(
+        g, "tmt2", ("cuneiform_i",), ("t2_b0",), (0.345, 0.735), (0.345, 0.695), 0.04, 0.011, 0.02
+    )
     _space(g, "tmt3", ("cuneiform_l",), ("t3_b0",), (0.29, 0.74), (0.29, 0.70), 0.04, 0.011, 0.02)
-    _space(g, "tmt45", ("cuboid",), ("t4_b0", "t5_b0"), (0.22, 0.765), (0.22, 0.715), 0.05, 0.011, 0.035)
-    _space(g, "talonavicular", ("talus",), ("navicular",), (0.37, 0.90), (0.37, 0.85), 0.0, 0.012, 0.04)
-    _space(g, "calcaneocuboid", ("calcaneus",), ("cuboid",), (0.23, 0.92), (0.225, 0.86), 0.0, 0.012, 0.04)
+    _space(
+        g,
+        "tmt45",
+        ("cuboid",),
+        ("t4_b0", "t5_b0"),
+        (0.22, 0.765),
+        (0.22, 0.715),
+        0.05,
+        0.011,
+        0.035,
+    )
+    _space(
+        g, "talonavicular", ("talus",), ("navicular",), (0.37, 0.90), (0.37, 0.85), 0.0, 0.012, 0.04
+    )
+    _space(
+        g,
+        "calcaneocuboid",
+        ("calcaneus",),
+        ("cuboid",),
+        (0.23, 0.92),
+        (0.225, 0.86),
+        0.0,
+        0.012,
+        0.04,
+    )
     g.soft.append(((0.30, 0.75), (0.29, 1.2), 0.2))  # midfoot and heel
     g.soft.append(((0.16, 0.50), (0.20, 0.75), 0.055))  # lateral border
     return g

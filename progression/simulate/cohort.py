@@ -22,11 +22,18 @@ from tqdm import tqdm
 
 from progression.errors import ConfigError
 from progression.io import atomic_write_csv
+from progression.scoring import JOINT_NAMES as _JOINT_NAMES
 from progression.scoring import JOINTS, REGIONS, is_rapid
 from progression.simulate import process
 from progression.simulate.config import SimulationConfig
 from progression.simulate.render import ImagingProfile, render_region
-from progression.simulate.writers import EXTENSIONS, DicomStyle, encode_dicom, encode_pil, write_image
+from progression.simulate.writers import (
+    EXTENSIONS,
+    DicomStyle,
+    encode_dicom,
+    encode_pil,
+    write_image,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +65,7 @@ class _Records:
     truth: list[dict] = field(default_factory=list)
     truth_visits: list[dict] = field(default_factory=list)
     followup: list[dict] = field(default_factory=list)
-    joint_truth: list[dict] = field(default_factory=list)
+    joint_truth: list[tuple] = field(default_factory=list)  # (patient, date, kind, grades)
     joint_locations: list[dict] = field(default_factory=list)
 
 
@@ -75,7 +82,9 @@ def _read(grades: np.ndarray, error: float, rng: np.random.Generator) -> np.ndar
     """A reader's grades: off by one with chance ``error`` where damaged, rare false +1."""
     damaged = grades > 0
     u = rng.random(grades.shape)
-    step = np.where(damaged, (u < error / 2) * -1 + ((u >= error / 2) & (u < error)), u < error / 12)
+    step = np.where(
+        damaged, (u < error / 2) * -1 + ((u >= error / 2) & (u < error)), u < error / 12
+    )
     return np.clip(grades + step, 0, process.CAPS)
 
 
@@ -97,7 +106,9 @@ def _biomarkers(p: process.Patient, u: float, svdh: int, cfg, rng) -> dict:
     z = rng.normal(size=5)
     crp = float(np.clip(np.exp(1.5 + 0.9 * u + 0.45 * z[0]), 0.1, 250.0))
     esr = float(
-        np.clip(np.exp(3.0 + 0.45 * u + 0.15 * p.female + 0.008 * (p.age - 55) + 0.3 * z[1]), 1, 140)
+        np.clip(
+            np.exp(3.0 + 0.45 * u + 0.15 * p.female + 0.008 * (p.age - 55) + 0.3 * z[1]), 1, 140
+        )
     )
     sjc = int(min(28, rng.poisson(np.exp(0.9 + 0.8 * u))))
     tjc = int(min(28, rng.poisson(np.exp(1.2 + 0.6 * u + 0.4 * p.pain))))
@@ -137,7 +148,11 @@ def simulate_patient(index: int, cfg: SimulationConfig, out_dir: Path | None) ->
     times = days / 365.25
     grid, index_pos = process.time_grid(times, cfg.followup_years)
     treat0 = process.initial_treatment(patient, rng_p)
-    u0 = patient.inflammation_mean + process._INFLAMMATION_SHIFT[treat0] + process._SD_U * rng_p.normal()
+    u0 = (
+        patient.inflammation_mean
+        + process._INFLAMMATION_SHIFT[treat0]
+        + process._SD_U * rng_p.normal()
+    )
     u, tr = process.simulate_paths(
         np.array([u0]), np.array([treat0]), patient.inflammation_mean, np.diff(grid), rng_p
     )
@@ -225,16 +240,20 @@ def simulate_patient(index: int, cfg: SimulationConfig, out_dir: Path | None) ->
                 "svdh_erosion_true": erosion,
                 "svdh_jsn_true": jsn,
                 "inflammation_true": round(float(u[visit_pos[v]]), 4),
-                "rate_true": round(float(process.damage_rate(patient, u[visit_pos[v]], tr[visit_pos[v]])), 4),
+                "rate_true": round(
+                    float(process.damage_rate(patient, u[visit_pos[v]], tr[visit_pos[v]])), 4
+                ),
             }
         )
-        _joint_truth(rec, pid, date, "history", g_true)
+        rec.joint_truth.append((pid, date, "history", g_true))
         for r, region in enumerate(REGIONS):
             if not region_present[v, r]:
                 continue
             fmt = _format(rng_o.random(), cfg.dicom_fraction, png_format)
             path = f"images/{pid}/{date}_{region}{EXTENSIONS[fmt]}"
-            rec.images.append({"patient_id": pid, "visit_date": date, "region": region, "path": path})
+            rec.images.append(
+                {"patient_id": pid, "visit_date": date, "region": region, "path": path}
+            )
             if not cfg.render_images:
                 continue
             img, locations = _render(region, g_true, cfg.image_size, rng_img, patient, site_profile)
@@ -268,7 +287,7 @@ def simulate_patient(index: int, cfg: SimulationConfig, out_dir: Path | None) ->
                 "svdh_total_true": _totals(g_true)[0],
             }
         )
-        _joint_truth(rec, pid, date, "followup", g_true)
+        rec.joint_truth.append((pid, date, "followup", g_true))
     truth = {
         "patient_id": pid,
         "index_date": _date(index_day),
@@ -320,18 +339,23 @@ def _render(region, grades, size, rng, patient, profile):
     )
 
 
-def _joint_truth(rec: _Records, pid: str, date: str, kind: str, grades: np.ndarray) -> None:
-    for j, joint in enumerate(JOINTS):
-        rec.joint_truth.append(
-            {
-                "patient_id": pid,
-                "visit_date": date,
-                "kind": kind,
-                "joint": joint.name,
-                "erosion": int(grades[j]) if _IS_EROSION_SCORED[j] else None,
-                "jsn": int(grades[_N + j]) if _IS_JSN_SCORED[j] else None,
-            }
-        )
+def _joint_truth_frame(snapshots: list[tuple[str, str, str, np.ndarray]]) -> pd.DataFrame:
+    """Long table of true grades: one row per (patient, visit, joint); empty = not scored."""
+    n = len(snapshots)
+    grades = np.stack([g for *_, g in snapshots]) if n else np.zeros((0, 2 * _N), np.int64)
+    erosion = np.where(_IS_EROSION_SCORED, grades[:, :_N], -1).ravel()
+    jsn = np.where(_IS_JSN_SCORED, grades[:, _N:], -1).ravel()
+    keys = [np.repeat([snap[i] for snap in snapshots], _N) for i in range(3)]
+    return pd.DataFrame(
+        {
+            "patient_id": keys[0],
+            "visit_date": keys[1],
+            "kind": keys[2],
+            "joint": np.tile(_JOINT_NAMES, n),
+            "erosion": pd.arrays.IntegerArray(np.maximum(erosion, 0), erosion < 0),
+            "jsn": pd.arrays.IntegerArray(np.maximum(jsn, 0), jsn < 0),
+        }
+    )
 
 
 def _run(args: tuple[int, SimulationConfig, Path | None]) -> _Records:
@@ -377,18 +401,31 @@ def simulate_cohort(
             bar.update()
     else:
         with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-            for rec in pool.map(_run, jobs, chunksize=max(1, min(8, cfg.n_patients // (4 * workers)))):
+            for rec in pool.map(
+                _run, jobs, chunksize=max(1, min(8, cfg.n_patients // (4 * workers)))
+            ):
                 records.append(rec)
                 bar.update()
     bar.close()
-    tables = {name: [row for rec in records for row in getattr(rec, name)] for name in _Records.__dataclass_fields__}
+    tables = {
+        name: [row for rec in records for row in getattr(rec, name)]
+        for name in _Records.__dataclass_fields__
+    }
     _write(out, tables, cfg)
     log.info("simulated %d patients -> %s", cfg.n_patients, out)
     return out
 
 
-def _write(out: Path, tables: dict[str, list[dict]], cfg: SimulationConfig) -> None:
-    frame = {name: pd.DataFrame(rows) for name, rows in tables.items()}
+# columns holding whole numbers that may be empty: written as integers ("3", not "3.0")
+_INTEGER_COLUMNS = ("svdh_total", "svdh_erosion", "svdh_jsn", "sjc28", "tjc28", "erosion", "jsn")
+
+
+def _write(out: Path, tables: dict[str, list], cfg: SimulationConfig) -> None:
+    frame = {name: pd.DataFrame(rows) for name, rows in tables.items() if name != "joint_truth"}
+    for table in frame.values():
+        for col in _INTEGER_COLUMNS:
+            if col in table.columns:
+                table[col] = table[col].astype("Int64")
     atomic_write_csv(out / "patients.csv", frame["patients"])
     atomic_write_csv(out / "visits.csv", frame["visits"])
     images = frame["images"]
@@ -401,8 +438,8 @@ def _write(out: Path, tables: dict[str, list[dict]], cfg: SimulationConfig) -> N
     atomic_write_csv(truth / "truth.csv", frame["truth"])
     atomic_write_csv(truth / "truth_visits.csv", frame["truth_visits"])
     atomic_write_csv(truth / "followup.csv", frame["followup"])
-    atomic_write_csv(truth / "joint_truth.csv", frame["joint_truth"])
-    if cfg.render_images:
+    if cfg.render_images:  # per-joint truth and positions serve attribution checks on images
+        atomic_write_csv(truth / "joint_truth.csv", _joint_truth_frame(tables["joint_truth"]))
         locations = frame["joint_locations"]
         if locations.empty:
             locations = pd.DataFrame(columns=["path", "joint", "x", "y"])

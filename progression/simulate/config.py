@@ -62,7 +62,9 @@ class SimulationConfig:
             rules.append((name, 0.0 <= value <= 1.0, "a fraction between 0 and 1"))
         for name, ok, what in rules:
             if not ok:
-                raise ConfigError(f"simulation setting '{name}' = {getattr(self, name)!r}; use {what}")
+                raise ConfigError(
+                    f"simulation setting '{name}' = {getattr(self, name)!r}; use {what}"
+                )
         if round(1.0 / self.followup_interval, 6) % 1:
             raise ConfigError(
                 f"simulation setting 'followup_interval' = {self.followup_interval}; use a "

@@ -80,6 +80,6 @@ class Oracle:
                 )
             )
         out = pd.concat(rows, ignore_index=True)
-        return out.sort_values(["patient_id", "horizon_years"], kind="stable").reset_index(drop=True)[
-            PREDICTION_COLUMNS
-        ]
+        return out.sort_values(["patient_id", "horizon_years"], kind="stable").reset_index(
+            drop=True
+        )[PREDICTION_COLUMNS]

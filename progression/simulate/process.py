@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import poisson
+from scipy.special import gammainc
 
 from progression.scoring import EROSION_MAX, JOINTS, JSN_MAX, RAPID_RATE
 
@@ -58,7 +58,9 @@ def _site_weights() -> np.ndarray:
     ero, jsn = [], []
     for j in JOINTS:
         e_table, j_table = (
-            (_EROSION_WEIGHT, _JSN_WEIGHT) if j.is_hand else (_FOOT_EROSION_WEIGHT, _FOOT_JSN_WEIGHT)
+            (_EROSION_WEIGHT, _JSN_WEIGHT)
+            if j.is_hand
+            else (_FOOT_EROSION_WEIGHT, _FOOT_JSN_WEIGHT)
         )
         ero.append(e_table.get(j.site, 0.0) if j.erosion_max else 0.0)
         jsn.append(0.8 * j_table.get(j.site, 0.0) if j.jsn_max else 0.0)
@@ -73,10 +75,6 @@ _NAMES = sorted(set(_SIDE_FREE))
 _SITE_KEY = np.array([_NAMES.index(k) for k in _SIDE_FREE] * 2) + np.repeat(
     [0, len(_NAMES)], N_JOINTS
 )
-
-
-def _sigmoid(x):
-    return 1.0 / (1.0 + np.exp(-x))
 
 
 @dataclass
@@ -156,23 +154,40 @@ def initial_treatment(patient: Patient, rng: np.random.Generator) -> int:
 def simulate_paths(
     u0: np.ndarray, treat0: np.ndarray, mean: float, dts: np.ndarray, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Inflammation and treatment at the grid times (paths x len(dts)+1), exact OU steps."""
-    n = len(u0)
-    u = np.empty((n, len(dts) + 1))
-    tr = np.empty((n, len(dts) + 1), dtype=np.int64)
+    """Inflammation and treatment at the grid times (paths x len(dts)+1), exact OU steps.
+
+    Treatment escalates (none -> csDMARD at up to 2/yr, csDMARD -> bDMARD at up to
+    0.6/yr, faster when inflamed) and rarely steps down from bDMARD when quiet.
+    """
+    n, k_steps = len(u0), len(dts)
+    u = np.empty((n, k_steps + 1))
+    tr = np.empty((n, k_steps + 1), dtype=np.int64)
     u[:, 0], tr[:, 0] = u0, treat0
-    for k, dt in enumerate(dts):
+    uniforms = rng.random((k_steps, 2, n))
+    normals = rng.normal(size=(k_steps, n))
+    decay = np.exp(-_THETA * np.asarray(dts))
+    spread = _SD_U * np.sqrt(1 - decay * decay)
+    up_scale = np.array([2.0, 0.6, 0.0])
+    up_shift = np.array([0.0, 0.3, 0.0])
+    for k in range(k_steps):
         cur, uk = tr[:, k], u[:, k]
-        hazard_up = np.where(cur == 0, 2.0 * _sigmoid(2 * uk), 0.6 * _sigmoid(2 * (uk - 0.3)))
-        hazard_up = np.where(cur == 2, 0.0, hazard_up)
-        hazard_down = np.where(cur == 2, 0.15 * _sigmoid(-2 * (uk + 0.5)), 0.0)
-        draws = rng.random((2, n))
-        new = cur + (draws[0] < -np.expm1(-hazard_up * dt)) - (draws[1] < -np.expm1(-hazard_down * dt))
+        hazard_up = up_scale[cur] / (1.0 + np.exp(-2.0 * (uk - up_shift[cur])))
+        hazard_down = (cur == 2) * 0.15 / (1.0 + np.exp(2.0 * (uk + 0.5)))
+        new = (
+            cur
+            + (uniforms[k, 0] < -np.expm1(-hazard_up * dts[k]))
+            - (uniforms[k, 1] < -np.expm1(-hazard_down * dts[k]))
+        )
         target = mean + _INFLAMMATION_SHIFT[new]
-        a = np.exp(-_THETA * dt)
-        u[:, k + 1] = target + (uk - target) * a + _SD_U * np.sqrt(1 - a * a) * rng.normal(size=n)
+        u[:, k + 1] = target + (uk - target) * decay[k] + spread[k] * normals[k]
         tr[:, k + 1] = new
     return u, tr
+
+
+def _poisson_sf(k, lam):
+    """P(N > k) for N ~ Poisson(lam) (regularised incomplete gamma; avoids scipy.stats)."""
+    k = np.asarray(k, dtype=float)
+    return np.where(k < 0, 1.0, gammainc(np.maximum(k, 0.0) + 1.0, lam))
 
 
 def damage_rate(patient: Patient, u: np.ndarray, treatment: np.ndarray) -> np.ndarray:
@@ -214,7 +229,11 @@ def oracle_forecast(
     months = int(round(max(horizons) / _STEP))
     dts = np.full(months, _STEP)
     u, tr = simulate_paths(
-        np.full(n_draws, u_index), np.full(n_draws, treat_index), patient.inflammation_mean, dts, rng
+        np.full(n_draws, u_index),
+        np.full(n_draws, treat_index),
+        patient.inflammation_mean,
+        dts,
+        rng,
     )
     rates = damage_rate(patient, u[:, :-1], tr[:, :-1])
     cumulative = np.cumsum(rates * _STEP, axis=1)
@@ -223,11 +242,11 @@ def oracle_forecast(
     for h in horizons:
         lam = cumulative[:, int(round(h / _STEP)) - 1]
         # E[min(N, room)] = L - E[(N - room)+] = L - (L P(N >= room) - room P(N > room))
-        expected = lam - (lam * poisson.sf(room - 1, lam) - room * poisson.sf(room, lam))
+        expected = lam - (lam * _poisson_sf(room - 1, lam) - room * _poisson_sf(room, lam))
         threshold = int(np.ceil(RAPID_RATE * h - 1e-9))
-        p_rapid = poisson.sf(threshold - 1, lam) if room >= threshold else np.zeros_like(lam)
+        p_rapid = _poisson_sf(threshold - 1, lam) if room >= threshold else np.zeros_like(lam)
         ks = np.arange(int(lam.max() * 2 + 6 * np.sqrt(lam.max()) + 10))
-        cdf = poisson.cdf(ks[:, None], lam[None, :]).mean(axis=1)
+        cdf = 1.0 - _poisson_sf(ks[:, None], lam[None, :]).mean(axis=1)
         out.delta[h] = float(expected.mean())
         out.p_rapid[h] = float(p_rapid.mean())
         out.q05[h] = float(min(ks[np.searchsorted(cdf, 0.05)], room))

@@ -86,14 +86,33 @@ def _segment_distance(xs, ys, p0, p1):
     dx, dy = float(p1[0]) - ax, float(p1[1]) - ay
     length2 = max(dx * dx + dy * dy, 1e-9)
     rx, ry = xs - ax, ys - ay
-    s = np.clip((rx * (dx / length2) + ry * (dy / length2)), 0.0, 1.0)
+    s = _unit_clip(rx * (dx / length2) + ry * (dy / length2))
     return np.hypot(rx - s * dx, ry - s * dy), s
+
+
+def _unit_clip(x: np.ndarray) -> np.ndarray:
+    """``x`` clipped to [0, 1] in place (np.clip's Python wrapper is slow on small arrays)."""
+    return np.minimum(np.maximum(x, 0.0, out=x), 1.0, out=x)
 
 
 def _flare(ends: np.ndarray) -> np.ndarray:
     """1 within 1.2 end-radii of a bone end (the head/base), easing to 0 (shaft) by 3.2."""
-    t = np.clip((ends - 1.2) / 2.0, 0.0, 1.0)
+    t = _unit_clip((ends - 1.2) / 2.0)
     return 1.0 - t * t * (3 - 2 * t)
+
+
+def _clip_lists(g: Geometry) -> dict[str, list[tuple[str, str]]]:
+    """Bone name -> the joints that shape it, and on which side of the joint arc."""
+    clips: dict[str, list[tuple[str, str]]] = {}
+    for sp in g.spaces:
+        for name in sp.inner:
+            clips.setdefault(name, []).append((sp.name, "inner"))
+        for name in sp.outer:
+            clips.setdefault(name, []).append((sp.name, "outer"))
+    return clips
+
+
+_CLIPS = {kind: _clip_lists(g) for kind, g in GEOMETRY.items()}
 
 
 def _spaces_px(g: Geometry, frame: _Frame, jsn: dict[str, int]) -> dict[str, tuple]:
@@ -139,8 +158,8 @@ def _notches(anchor: Anchor, severity: int, side: float, spaces, frame: _Frame):
     discs = []
     for k, (point, inward) in enumerate(margins):
         if k == 0 or severity >= 3:
-            radius = r * (0.3 + 0.08 * severity - 0.1 * k)
-            depth = r * (0.22 + 0.12 * severity - 0.15 * k)
+            radius = r * (0.4 + 0.08 * severity - 0.1 * k)
+            depth = r * (0.32 + 0.12 * severity - 0.15 * k)
             discs.append((point + inward * (depth - radius), radius))
     if severity >= 4:  # subchondral destruction under the joint surface
         discs.append((c0 - v * 0.1 * r, r * (0.1 + 0.08 * (severity - 3))))
@@ -172,7 +191,7 @@ def _soft_tissue(g: Geometry, frame: _Frame) -> np.ndarray:
             continue
         sl, xs, ys = box
         d, _ = _segment_distance(xs, ys, a, b)
-        np.maximum(soft[sl], np.sqrt(np.clip(1.0 - (d / r) ** 2, 0.0, 1.0)), out=soft[sl])
+        np.maximum(soft[sl], np.sqrt(_unit_clip(1.0 - (d / r) ** 2)), out=soft[sl])
     soft = np.repeat(np.repeat(soft, 2, axis=0), 2, axis=1)[: frame.h, : frame.w]
     return gaussian_filter(soft, 0.7)
 
@@ -206,12 +225,7 @@ def render_region(
     bone_max = np.zeros_like(soft)
     bone_sum = np.zeros_like(soft)
     r_ref = frame.length(_R_REF)
-    clips: dict[str, list[tuple[str, str]]] = {}
-    for sp in g.spaces:
-        for name in sp.inner:
-            clips.setdefault(name, []).append((sp.name, "inner"))
-        for name in sp.outer:
-            clips.setdefault(name, []).append((sp.name, "outer"))
+    clips = _CLIPS[kind]
     for bone in g.bones:
         a, b = frame.point(bone.p0), frame.point(bone.p1)
         r0, rm, r1 = (frame.length(r) for r in (bone.r0, bone.rm, bone.r1))
@@ -221,23 +235,27 @@ def render_region(
         sl, xs, ys = box
         d, s = _segment_distance(xs, ys, a, b)
         length = float(np.hypot(*(b - a)))
-        r = rm + (r0 - rm) * _flare(s * length / r0) + (r1 - rm) * _flare((1 - s) * length / r1)
-        inner_frac = 0.6 + 0.3 * (1 - 4 * s * (1 - s))  # thin cortex at the ends
-        outer = np.sqrt(np.clip(r * r - d * d, 0, None))
-        ri = r * inner_frac
-        inner = np.sqrt(np.clip(ri * ri - d * d, 0, None))
+        r = np.full_like(d, rm)
+        if r0 != rm:
+            r += (r0 - rm) * _flare(s * (length / r0))
+        if r1 != rm:
+            r += (r1 - rm) * _flare((1 - s) * (length / r1))
+        d2 = d * d
+        ri = r * (0.9 - 1.2 * s * (1 - s))  # medulla: 60% of the shaft, thin cortex at the ends
+        outer = np.sqrt(np.maximum(r * r - d2, 0.0))
+        inner = np.sqrt(np.maximum(ri * ri - d2, 0.0))
         # thickness-weighted attenuation, compressed so big bones do not saturate
-        val = (outer - 0.7 * inner) / r * (r / r_ref) ** 0.3
-        val *= np.clip(r - d + 0.5, 0, 1)  # anti-aliased outline
+        val = (outer - 0.7 * inner) * ((rm / r_ref) ** 0.3 / r)
+        val *= _unit_clip(r - d + 0.5)  # anti-aliased outline
         for space_name, side in clips.get(bone.name, ()):
             centre, u, rho, width, _ = spaces[space_name]
             dx, dy = xs - float(centre[0]), ys - float(centre[1])
             dist = np.hypot(dx, dy)
-            facing = np.clip((dx * float(u[0]) + dy * float(u[1])) + 0.5, 0, 1)
+            facing = _unit_clip(dx * float(u[0]) + dy * float(u[1]) + 0.5)
             if side == "inner":
-                keep = np.clip(rho - width / 2 - dist + 0.5, 0, 1)
+                keep = _unit_clip(rho - width / 2 + 0.5 - dist)
             else:
-                keep = np.clip(dist - rho - width / 2 + 0.5, 0, 1)
+                keep = _unit_clip(dist - (rho + width / 2 - 0.5))
             val *= 1 - facing * (1 - keep)
         np.maximum(bone_max[sl], val, out=bone_max[sl])
         bone_sum[sl] += val
@@ -246,25 +264,27 @@ def render_region(
     for site, anchors in g.erosion_anchors.items():
         grade = int(erosion.get(site, 0))
         for k, (anchor, severity) in enumerate(zip(anchors, _split(kind, grade, len(anchors)))):
-            for centre, radius in _notches(anchor, severity, 1.0 if k == 0 else -1.0, spaces, frame):
+            for centre, radius in _notches(
+                anchor, severity, 1.0 if k == 0 else -1.0, spaces, frame
+            ):
                 box = _box(frame, centre, centre, radius + 1)
                 if box is None:
                     continue
                 sl, xs, ys = box
                 dist = np.hypot(xs - float(centre[0]), ys - float(centre[1]))
-                disc = np.clip(radius - dist + 0.5, 0, 1)
+                disc = _unit_clip(radius + 0.5 - dist)
                 bone[sl] *= 1 - disc
 
     px = size / 256.0
-    texture = gaussian_filter(rng.normal(0.0, 1.0, bone.shape).astype(np.float32), 0.8 * px)
+    texture = gaussian_filter(rng.standard_normal(bone.shape, dtype=np.float32), 0.8 * px)
     bone_density = (1 - np.exp(-1.3 * bone)) * (1 + 0.12 * texture)
     img = 0.04 + profile.soft_tissue * soft + 0.7 * bone_density
     img = np.clip(profile.gain * img + profile.offset, 0, 1) ** profile.gamma
     rows = np.linspace(-0.5, 0.5, frame.h, dtype=np.float32)[:, None]
     img = img * (1 + profile.heel * rows)
     img = gaussian_filter(img, profile.blur_px * px)
-    img = img + rng.normal(0.0, 1.0, img.shape).astype(np.float32) * profile.noise * (0.5 + img)
-    img = np.clip(img, 0.0, 1.0).astype(np.float32)
+    img = img + rng.standard_normal(img.shape, dtype=np.float32) * profile.noise * (0.5 + img)
+    img = _unit_clip(img.astype(np.float32))
 
     locations = {}
     for site, (what, name) in g.locations.items():

@@ -55,7 +55,7 @@ class OptunaPruning(pl.Callback):
                 self.reported_here = True
                 if self.trial.should_prune():
                     decision = _PRUNE
-        pass
+        decision = trainer.strategy.broadcast(decision, src=0)
         if decision == _MISSING:
             logged = ", ".join(sorted(trainer.callback_metrics)) or "none"
             raise ConfigError(

@@ -84,7 +84,7 @@ def open_storage(
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         try:
             return optuna.storages.RDBStorage(
-                storage,
+                _with_installed_driver(storage),
                 engine_kwargs={"pool_pre_ping": True} if scheme != "sqlite" else None,
                 heartbeat_interval=heartbeat_interval,
                 grace_period=grace_period,
@@ -95,6 +95,16 @@ def open_storage(
                 f"cannot open the Optuna storage '{describe_storage(storage)}': {exc}; check the "
                 "URL, that the database server is running, and that the database exists"
             ) from None
+
+
+def _with_installed_driver(url: str) -> str:
+    """``postgresql://`` means psycopg (3) to SQLAlchemy 2.1; use psycopg2 when only it is installed."""
+    import importlib.util
+
+    if url.startswith("postgresql://") and importlib.util.find_spec("psycopg") is None:
+        if importlib.util.find_spec("psycopg2") is not None:
+            return "postgresql+psycopg2://" + url[len("postgresql://") :]
+    return url
 
 
 def _proc_stat(pid: int) -> tuple[str, int] | None:

@@ -1,0 +1,310 @@
+"""Explain one patient's forecast with a trained checkpoint: the data behind the HTML report.
+
+For the patient's history (up to the index visit, as ``predict`` sees it) this computes
+
+- the forecast rows, exactly as ``progression predict`` writes them (calibrated interval);
+- Grad-CAM maps over every film for the change forecast at ``explained_horizon`` (the whole
+  sequence model is differentiated, so earlier films count through the change they show) and
+  for the current-score head (the film's own damage reading);
+- per-visit effects: integrated gradients over each visit's inputs except the patient's static
+  covariates, from an empty visit (SvdH units);
+- covariate effects in SvdH units compared with an average patient of the training split:
+  integrated gradients from the training mean for numeric covariates (standardised value 0),
+  and for categorical ones the forecast with the patient's level minus the mean forecast over
+  all training levels. A covariate that was not recorded has no effect.
+
+Everything runs on the CPU: one patient is small, and attribution needs gradients.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from progression.cohort import Cohort, ImageCache, read_cohort
+from progression.data.covariates import MISSING_CODE, CovariateSpec
+from progression.data.datasets import SequenceDataset, collate_sequences
+from progression.data.tables import CohortArrays, build_arrays
+from progression.errors import CohortError
+from progression.explain.attributions import integrated_gradients
+from progression.explain.gradcam import finest_semantic_layer, grad_cam
+from progression.explain.report import CovariateEffect, PatientReport, RegionImage, VisitView
+from progression.models.checkpoint import checkpoint_config, model_from_checkpoint, read_checkpoint
+from progression.models.forecaster import Forecaster
+from progression.predict import predict_cohort, resolve_checkpoint
+from progression.scoring import REGIONS
+
+logger = logging.getLogger(__name__)
+
+# How a covariate is shown to a clinician: label and unit (format-v1 names, docs/architecture.md).
+COVARIATE_LABELS: dict[str, tuple[str, str]] = {
+    "crp": ("CRP (C-reactive protein)", "mg/L"),
+    "esr": ("ESR (sedimentation rate)", "mm/h"),
+    "das28": ("DAS28 disease activity", ""),
+    "sjc28": ("Swollen joints (of 28)", ""),
+    "tjc28": ("Tender joints (of 28)", ""),
+    "haq": ("HAQ disability index (0-3)", ""),
+    "rf": ("Rheumatoid factor", ""),
+    "acpa": ("ACPA (anti-CCP antibodies)", ""),
+    "smoker": ("Smoker", ""),
+    "treatment": ("Treatment", ""),
+    "age": ("Age", "years"),
+    "age_at_visit": ("Age", "years"),
+    "sex": ("Sex", ""),
+    "site": ("Centre", ""),
+}
+
+# 0/1-coded covariates shown in words
+BINARY_WORDS: dict[str, tuple[str, str]] = {
+    "rf": ("negative", "positive"),
+    "acpa": ("negative", "positive"),
+    "smoker": ("no", "yes"),
+}
+
+
+@dataclass
+class _Patient:
+    """One patient's model inputs on the CPU."""
+
+    arrays: CohortArrays
+    batch: dict[str, torch.Tensor]
+    images: torch.Tensor | None  # float [n, s, s] in 0-1 (the films as the model sees them)
+    regions: torch.Tensor | None  # [n] region index
+
+
+def _repeat(batch: dict[str, torch.Tensor], n: int) -> dict[str, torch.Tensor]:
+    """``n`` copies of a one-patient batch (the change-target pairs are not needed)."""
+    return {
+        k: v.repeat(n, *([1] * (v.ndim - 1))) for k, v in batch.items() if not k.startswith("pair_")
+    }
+
+
+def _change(model: Forecaster, feats: torch.Tensor | None, batch: dict[str, torch.Tensor],
+            horizon: float) -> torch.Tensor:
+    """Forecast change ``[B]`` (SvdH units) at ``horizon`` years from the last visit."""
+    out = model.sequence(feats, batch)
+    rows = torch.arange(out["state"].shape[0])
+    state = out["state"][rows, batch["length"] - 1]
+    return model.sequence.pair_outputs(state, torch.full((len(rows),), horizon))["delta"]
+
+
+class _ChangeFromFilms(nn.Module):
+    """Films -> one patient's change forecast (for Grad-CAM over every film at once)."""
+
+    def __init__(self, model: Forecaster, patient: _Patient, horizon: float) -> None:
+        super().__init__()
+        self.model, self.patient, self.horizon = model, patient, horizon
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        feats = self.model.image_features(self.model.encoder(images, self.patient.regions))
+        return _change(self.model, feats, self.patient.batch, self.horizon)
+
+
+class _DamageFromFilms(nn.Module):
+    """Films -> each film's damage reading (SvdH units: erosion + JSN of its region)."""
+
+    def __init__(self, model: Forecaster, regions: torch.Tensor) -> None:
+        super().__init__()
+        self.model, self.regions = model, regions
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.expm1(self.model.encoder(images, self.regions)["region_log"]).sum(-1)
+
+
+def _load_patient(model: Forecaster, spec: CovariateSpec, cohort: Cohort, image_size: int,
+                  cache_dir: str | Path | None) -> _Patient:
+    use_images = model.encoder is not None
+    arrays = build_arrays(cohort, spec, use_images, truncate_to_index=True)
+    images = regions = None
+    if use_images and arrays.image_path:
+        cache = ImageCache(cache_dir, image_size)
+        slots = cache.ensure(arrays.image_path, progress=False, skip_bad=True)
+        if (slots < 0).any():
+            bad = {p for p, s in zip(arrays.image_path, slots) if s < 0}
+            arrays = build_arrays(cohort, spec, True, truncate_to_index=True, drop_images=bad)
+            slots = slots[slots >= 0]
+        if len(slots):
+            images = torch.from_numpy(cache.get(slots)).float() / 255.0
+            regions = torch.from_numpy(arrays.image_region)
+    batch = collate_sequences([SequenceDataset(arrays, np.array([0]))[0]])
+    return _Patient(arrays, batch, images, regions)
+
+
+def _features(model: Forecaster, patient: _Patient) -> torch.Tensor | None:
+    if patient.images is None:
+        return None
+    with torch.no_grad():
+        return model.image_features(model.encoder(patient.images, patient.regions))
+
+
+def _visit_effects(model: Forecaster, patient: _Patient, feats: torch.Tensor | None,
+                   horizon: float, steps: int) -> np.ndarray:
+    """Integrated gradients over each visit's own inputs (static covariates held fixed)."""
+    seq = model.sequence
+    with torch.no_grad():
+        x, _ = seq.visit_inputs(feats, patient.batch)  # [1, T, F]
+    layout = seq.layout
+    n_static = 2 * layout.n_static_num + sum(e.embedding_dim for e in seq.static_cat)
+    baseline = x.clone()
+    baseline[..., : x.shape[-1] - n_static] = 0.0  # an empty visit, same patient
+
+    def fn(path: torch.Tensor) -> torch.Tensor:  # [S, 1, T, F] -> [S]
+        replace = seq.input.register_forward_pre_hook(lambda _m, _a: (path[:, 0],))
+        try:
+            return _change(model, feats, _repeat(patient.batch, path.shape[0]), horizon)
+        finally:
+            replace.remove()
+
+    attr = integrated_gradients(fn, x, baseline, steps)[0]  # [T, F]
+    return attr.sum(-1).numpy()
+
+
+def _covariate_effects(model: Forecaster, spec: CovariateSpec, patient: _Patient,
+                       feats: torch.Tensor | None, horizon: float,
+                       steps: int) -> list[CovariateEffect]:
+    batch = patient.batch
+    effects: list[CovariateEffect] = []
+
+    def forecast_with(key: str) -> Callable[[torch.Tensor], torch.Tensor]:
+        def fn(path: torch.Tensor) -> torch.Tensor:
+            big = _repeat(batch, path.shape[0])
+            big[key] = path[:, 0]
+            return _change(model, feats, big, horizon)
+        return fn
+
+    def shown(name: str, raw: object, latest: bool) -> tuple[str, str]:
+        label, unit = COVARIATE_LABELS.get(name, (name, ""))
+        if isinstance(raw, float):
+            raw = round(raw, 4)  # undo float32 standardisation noise (1.0 -> 0.99999994)
+        if name in BINARY_WORDS and raw in (0.0, 1.0):
+            text = BINARY_WORDS[name][int(raw)]
+        else:
+            text = f"{raw:.3g}" if isinstance(raw, float) else str(raw)
+        text = f"{text} {unit}".strip()
+        return label, text + (" (latest)" if latest else "")
+
+    for key, group, per_visit in (
+        ("static_num", spec.static_numeric, False),
+        ("visit_num", spec.visit_numeric, True),
+    ):
+        if not group:
+            continue
+        x = batch[key]
+        attr = integrated_gradients(forecast_with(key), x, torch.zeros_like(x), steps)[0]
+        mask = batch[f"{key}_mask"][0]
+        for k, cov in enumerate(group):
+            if per_visit:
+                seen = np.flatnonzero(mask[:, k].numpy() > 0)
+                if not len(seen):
+                    continue
+                raw = float(x[0, seen[-1], k]) * cov.std + cov.mean
+                effect = float(attr[:, k].sum())
+            else:
+                if mask[k] <= 0:
+                    continue
+                raw = float(x[0, k]) * cov.std + cov.mean
+                effect = float(attr[k])
+            effects.append(CovariateEffect(*shown(cov.name, raw, per_visit), effect))
+
+    for key, group, per_visit in (
+        ("static_cat", spec.static_categorical, False),
+        ("visit_cat", spec.visit_categorical, True),
+    ):
+        for k, cov in enumerate(group):
+            codes = batch[key][..., k]
+            present = codes != MISSING_CODE
+            if not bool(present.any()) or not cov.levels:
+                continue
+            trials = torch.arange(2, 2 + len(cov.levels))
+            big = _repeat(batch, len(trials) + 1)
+            column = big[key][..., k]
+            column[1:] = torch.where(present, trials.view(-1, *([1] * (column.ndim - 1))), column[1:])
+            with torch.no_grad():
+                out = _change(model, feats, big, horizon)
+            effect = float(out[0] - out[1:].mean())
+            last = int(codes.flatten()[present.flatten()][-1])
+            level = cov.levels[last - 2] if last >= 2 else "not seen in training"
+            effects.append(CovariateEffect(*shown(cov.name, level, per_visit), effect))
+    return effects
+
+
+def explain_patient(
+    checkpoint: str | Path,
+    data: str | Path | Cohort,
+    patient_id: str,
+    horizons: Sequence[float] = (1.0, 2.0),
+    explained_horizon: float | None = None,
+    steps: int = 32,
+    cache_dir: str | Path | None = None,
+) -> PatientReport:
+    """Everything the report shows for ``patient_id`` of cohort ``data``.
+
+    ``explained_horizon`` (years; default the first of ``horizons``) is the forecast the
+    heatmaps and effects refer to; ``steps`` is the number of integrated-gradient steps.
+    Raises CohortError when the patient is not in the cohort.
+    """
+    path = resolve_checkpoint(checkpoint)
+    ckpt = read_checkpoint(path)
+    cfg = checkpoint_config(ckpt, path)
+    model = model_from_checkpoint(ckpt, path).cpu().eval()
+    spec = CovariateSpec.from_dict(ckpt["progression"]["covariates"])
+    cohort = data if isinstance(data, Cohort) else read_cohort(data)
+    pid = str(patient_id)
+    if pid not in set(cohort.patient_ids):
+        where = cohort.root or "the cohort"
+        raise CohortError(f"patient '{pid}' is not in {where}/patients.csv; give a patient_id "
+                          "listed there (--patient)")
+    one = cohort.subset([pid])
+    horizon = float(explained_horizon if explained_horizon is not None else horizons[0])
+    forecasts = predict_cohort(path, one, horizons=horizons, progress=False,
+                               cache_dir=cfg.data.cache_dir if cache_dir is None else cache_dir)
+    patient = _load_patient(model, spec, one, cfg.data.image_size,
+                            cfg.data.cache_dir if cache_dir is None else cache_dir)
+    feats = _features(model, patient)
+
+    change_maps = damage_maps = None
+    if patient.images is not None:
+        layer = finest_semantic_layer(model.encoder.backbone, cfg.data.image_size)
+        change_maps = grad_cam(_ChangeFromFilms(model, patient, horizon), patient.images, layer)
+        damage_maps = grad_cam(_DamageFromFilms(model, patient.regions), patient.images, layer)
+    with torch.no_grad():
+        current = torch.expm1(model.sequence(feats, patient.batch)["current_log"][0, :, 0])
+    a = patient.arrays
+    n_visits = int(a.patient_start[1])
+    effects = _visit_effects(model, patient, feats, horizon, steps) if n_visits else np.zeros(0)
+    visits = []
+    for v in range(n_visits):
+        films = []
+        for r, region in enumerate(REGIONS):
+            row = int(a.image_index[v, r])
+            if row < 0 or patient.images is None:
+                continue
+            films.append(RegionImage(region, patient.images[row].numpy(),
+                                     change_maps[row], damage_maps[row]))
+        observed = float(a.obs[v, 0])
+        visits.append(VisitView(
+            visit_date=str(a.visit_date[v]),
+            observed_svdh=observed if np.isfinite(observed) else None,
+            estimated_svdh=float(current[v]),
+            contribution=float(effects[v]),
+            images=films,
+        ))
+    calibration = ckpt["progression"].get("calibration")
+    return PatientReport(
+        patient_id=pid,
+        forecasts=forecasts,
+        visits=visits,
+        covariates=_covariate_effects(model, spec, patient, feats, horizon, steps),
+        interval_level=float(calibration["level"]) if calibration else cfg.model.interval_level,
+        interval_calibrated=calibration is not None,
+        explained_horizon=horizon,
+        model_name=str(ckpt["progression"]["mlflow"].get("run_id") or Path(path).name),
+        generated_on=date.today().isoformat(),
+    )

@@ -1,0 +1,232 @@
+"""Forecasts for every patient of a cohort: encode each film once, then run the sequence model.
+
+``predict_cohort(checkpoint, data)`` returns the predictions table of docs/architecture.md:
+one row per patient x horizon with columns :data:`PREDICTION_COLUMNS`. It needs no scores
+at all: films and covariates are enough, and a patient without any usable film still gets a
+forecast from covariates (and any observed scores), flagged in ``note``. Observed scores,
+where a cohort has them, are used as inputs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from progression.cohort import Cohort, ImageCache, read_cohort
+from progression.config import Config
+from progression.data.covariates import CovariateSpec
+from progression.data.datasets import GroupedBatchSampler, SequenceDataset, collate_sequences
+from progression.data.tables import CohortArrays, build_arrays
+from progression.errors import CheckpointError, ConfigError
+from progression.models.checkpoint import checkpoint_config, model_from_checkpoint, read_checkpoint
+from progression.models.forecaster import Forecaster
+
+logger = logging.getLogger(__name__)
+
+PREDICTION_COLUMNS = [
+    "patient_id", "index_date", "horizon_years", "svdh_index_pred", "delta_svdh_pred",
+    "delta_svdh_lo", "delta_svdh_hi", "p_rapid", "risk_score", "note",
+]
+NOTE_NO_IMAGE = "no usable image: covariates only"
+NOTE_NO_VISIT = "no visit before the index date: covariates only"
+_MLFLOW_SCHEMES = ("runs:/", "models:/", "mlflow-artifacts:/")
+
+
+def resolve_checkpoint(ref: str | Path, tracking_uri: str | None = None) -> Path:
+    """A local checkpoint file for ``ref``: a path, or an MLflow URI (``runs:/<id>/model``,
+    ``models:/<name>@<alias>``, ``models:/<name>/<version>``) downloaded from the tracking
+    store (``tracking_uri``, else $MLFLOW_TRACKING_URI, else ./mlruns.db)."""
+    text = str(ref)
+    if not text.startswith(_MLFLOW_SCHEMES):
+        return Path(ref)
+    import mlflow
+
+    from progression.tracking import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(tracking_uri or "")
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=text, tracking_uri=uri))
+    except Exception as exc:  # noqa: BLE001 - MlflowException, store or network errors
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise CheckpointError(f"cannot fetch model '{text}' from the tracking store {uri} "
+                              f"({first}); check the run id / model name and the tracking URI "
+                              "(MLFLOW_TRACKING_URI)") from None
+    if local.is_file():
+        return local
+    found = sorted(local.rglob("*.ckpt"))
+    if not found:
+        raise CheckpointError(f"model '{text}' holds no checkpoint (.ckpt); it was not logged by "
+                              "`progression train`")
+    return found[0]
+
+
+def _index_dates(index_dates: Any) -> dict[str, pd.Timestamp] | None:
+    """Mapping / Series ``patient_id -> date`` or a frame with ``patient_id, index_date``."""
+    if index_dates is None:
+        return None
+    if isinstance(index_dates, pd.DataFrame):
+        if not {"patient_id", "index_date"} <= set(index_dates.columns):
+            raise ConfigError("index_dates: a DataFrame needs columns patient_id and index_date")
+        index_dates = index_dates.drop_duplicates("patient_id").set_index("patient_id")["index_date"]
+    series = pd.Series(dict(index_dates) if isinstance(index_dates, Mapping) else index_dates)
+    series.index = series.index.astype(str)
+    try:
+        return pd.to_datetime(series).to_dict()
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"index_dates: dates must be YYYY-MM-DD ({exc})") from None
+
+
+@torch.inference_mode()
+def encode_images(model: Forecaster, cache: ImageCache, slots: np.ndarray, regions: np.ndarray,
+                  device: torch.device, batch_size: int = 256, progress: bool = True) -> torch.Tensor:
+    """The per-image feature table ``[n, 2 + embed_dim]``; every film goes through once."""
+    from tqdm.auto import tqdm
+
+    from progression.data.datamodule import image_batches
+
+    n = len(slots)
+    feats = torch.zeros(n, 2 + model.encoder.embed_dim, device=device)
+    bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    with tqdm(total=n, desc="encoding images", unit="img", disable=not progress) as bar:
+        for rows, images, region in image_batches(cache, slots, regions, np.arange(n), batch_size):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                out = model.encoder(images.to(device), region.to(device))
+            feats[torch.from_numpy(rows).to(device)] = model.image_features(out).float()
+            bar.update(len(rows))
+    return feats
+
+
+def predict_cohort(
+    checkpoint: str | Path,
+    data: str | Path | Cohort,
+    horizons: Sequence[float] = (1.0, 2.0),
+    index_dates: Mapping[str, Any] | pd.Series | pd.DataFrame | None = None,
+    batch_size: int = 64,
+    progress: bool = True,
+    cache_dir: str | Path | None = None,
+    tracking_uri: str | None = None,
+) -> pd.DataFrame:
+    """Forecast every patient of ``data`` (a cohort directory or :class:`Cohort`).
+
+    ``checkpoint``: a .ckpt path or an MLflow model URI (see :func:`resolve_checkpoint`).
+    ``horizons``: years after the index date. ``index_dates``: per-patient forecast origin;
+    the history is cut there (visits after it are not seen) and the index visit is the last
+    visit on or before it with a film (default: each patient's last such visit).
+    ``batch_size``: patients per sequence batch (films are encoded 4x that many at a time).
+    ``cache_dir``: decoded-image cache (default: the training config's, else the default).
+    Returns one row per patient x horizon (:data:`PREDICTION_COLUMNS`); SvdH units, and
+    ``risk_score`` in SvdH units/year.
+    """
+    horizons = tuple(float(h) for h in horizons)
+    if not horizons or any(not np.isfinite(h) or h <= 0 for h in horizons):
+        raise ConfigError(f"horizons must be positive numbers of years, got {horizons}")
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    path = resolve_checkpoint(checkpoint, tracking_uri)
+    ckpt = read_checkpoint(path)
+    cfg = checkpoint_config(ckpt, path)
+    model = model_from_checkpoint(ckpt, path)
+    spec = CovariateSpec.from_dict(ckpt["progression"]["covariates"])
+    cohort = data if isinstance(data, Cohort) else read_cohort(data)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device)
+    dates = _index_dates(index_dates)
+    arrays = build_arrays(cohort, spec, cfg.model.use_images, dates, truncate_to_index=True)
+    feats, skipped = None, {}
+    if model.encoder is not None and arrays.image_path:
+        cache = ImageCache(cfg.data.cache_dir if cache_dir is None else cache_dir, cfg.data.image_size)
+        slots = cache.ensure(arrays.image_path, progress=progress, skip_bad=True)
+        if (slots < 0).any():
+            bad = {p for p, s in zip(arrays.image_path, slots) if s < 0}
+            skipped = cohort.images[cohort.images["abs_path"].isin(bad)].groupby("patient_id").size().to_dict()
+            arrays = build_arrays(cohort, spec, True, dates, truncate_to_index=True, drop_images=bad)
+            slots = slots[slots >= 0]
+        feats = encode_images(model, cache, slots, arrays.image_region, device, 4 * batch_size, progress)
+    return _forecast(model, cfg, arrays, feats, horizons, batch_size, device, skipped)
+
+
+@torch.inference_mode()
+def _forecast(model: Forecaster, cfg: Config, arrays: CohortArrays, feats: torch.Tensor | None,
+              horizons: tuple[float, ...], batch_size: int, device: torch.device,
+              skipped: dict[str, int]) -> pd.DataFrame:
+    dataset = SequenceDataset(arrays, np.arange(arrays.n_patients))
+    sampler = GroupedBatchSampler(dataset.lengths(), batch_size, shuffle=False)
+    columns: dict[str, list] = {c: [] for c in PREDICTION_COLUMNS}
+    n_visits = np.diff(arrays.patient_start)
+    for idx in sampler:
+        batch = collate_sequences([dataset[i] for i in idx])
+        batch = {k: v.to(device) for k, v in batch.items()}
+        out = model.sequence(feats, batch)
+        rows = torch.arange(len(idx), device=device)
+        last = batch["length"] - 1
+        state = out["state"][rows, last]
+        current = torch.expm1(out["current_log"][rows, last, 0].float()).clamp(min=0).cpu().numpy()
+        imaged = (batch["image_index"][rows] >= 0).any(-1).any(-1).cpu().numpy()
+        for h in horizons:
+            pair = model.sequence.pair_outputs(state, torch.full((len(idx),), h, device=device))
+            values = {k: v.float().cpu().numpy() for k, v in pair.items()}
+            for k, i in enumerate(idx):
+                pid = str(arrays.patient_ids[dataset.patients[i]])
+                p = dataset.patients[i]
+                has_visit = n_visits[p] > 0
+                notes = []
+                if not has_visit:
+                    notes.append(NOTE_NO_VISIT)
+                elif model.encoder is not None and not imaged[k]:
+                    notes.append(NOTE_NO_IMAGE)
+                if skipped.get(pid):
+                    notes.append(f"{skipped[pid]} unreadable image(s) skipped")
+                date = arrays.visit_date[arrays.patient_start[p + 1] - 1] if has_visit else None
+                columns["patient_id"].append(pid)
+                columns["index_date"].append(str(date) if date is not None else None)
+                columns["horizon_years"].append(h)
+                columns["svdh_index_pred"].append(float(current[k]))
+                columns["delta_svdh_pred"].append(float(values["delta"][k]))
+                columns["delta_svdh_lo"].append(float(values["lo"][k]))
+                columns["delta_svdh_hi"].append(float(values["hi"][k]))
+                columns["p_rapid"].append(float(1.0 / (1.0 + np.exp(-values["rapid_logit"][k]))))
+                columns["risk_score"].append(float(values["delta"][k]) / h)
+                columns["note"].append("; ".join(notes))
+    frame = pd.DataFrame(columns, columns=PREDICTION_COLUMNS)
+    order = {p: i for i, p in enumerate(arrays.patient_ids)}
+    frame["_order"] = frame["patient_id"].map(order)
+    return (frame.sort_values(["_order", "horizon_years"], kind="stable")
+            .drop(columns="_order").reset_index(drop=True))
+
+
+def predict_frame(checkpoint: str | Path, frame: pd.DataFrame,
+                  horizons: Sequence[float] = (1.0, 2.0)) -> pd.DataFrame:
+    """Forecasts from one table with a row per film (format-v1 column names).
+
+    Columns: ``patient_id``, ``visit_date``, ``region``, ``path`` (absolute or relative to
+    the working directory; empty = a visit without a film) and any covariates; the
+    checkpoint's covariate list decides which are per patient and which per visit.
+    """
+    required = {"patient_id", "visit_date"}
+    if not required <= set(frame.columns):
+        raise ConfigError("model input needs a cohort_dir column, or patient_id, visit_date, "
+                          "region and path columns (one row per film)")
+    path = resolve_checkpoint(checkpoint)
+    meta = read_checkpoint(path)["progression"]
+    spec = CovariateSpec.from_dict(meta["covariates"])
+    frame = frame.copy()
+    frame["patient_id"] = frame["patient_id"].astype(str)
+    static = [c.name for c in spec.static_numeric + spec.static_categorical if c.name in frame]
+    if "birth_date" in frame.columns:
+        static.append("birth_date")
+    per_visit = [c.name for c in spec.visit_numeric + spec.visit_categorical if c.name in frame]
+    per_visit += [c for c in ("svdh_total", "svdh_erosion", "svdh_jsn") if c in frame.columns]
+    patients = frame.groupby("patient_id", sort=False)[static].first().reset_index()
+    visits = frame.groupby(["patient_id", "visit_date"], sort=False)[per_visit].first().reset_index()
+    images = None
+    if {"region", "path"} <= set(frame.columns):
+        has = frame["path"].notna() & (frame["path"].astype(str).str.strip() != "")
+        images = frame.loc[has, ["patient_id", "visit_date", "region", "path"]]
+    cohort = Cohort.from_frames(patients, visits, images)
+    return predict_cohort(path, cohort, horizons=horizons, progress=False)

@@ -1,0 +1,89 @@
+"""The MLflow model registry: give a trained run's model a name and an alias.
+
+``progression register --run RUN_ID --name progression-ra --alias champion`` registers the
+MLflow model that ``progression train`` logged for that run as a new version of the
+registered model ``progression-ra`` and points the alias ``champion`` at it, so that
+``progression predict --checkpoint models:/progression-ra@champion`` always uses the model
+the team promoted, without anyone copying checkpoint paths around.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from progression.errors import CheckpointError, ConfigError, TrackingError
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+ALIAS = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+
+
+@dataclass(frozen=True)
+class RegisteredVersion:
+    """One registered model version; ``uri`` is what ``predict`` accepts."""
+
+    name: str
+    version: str
+    alias: str | None
+    run_id: str
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}@{self.alias}" if self.alias else f"models:/{self.name}/{self.version}"
+
+
+def _logged_model_id(client, run) -> str:
+    """Id of the model logged by the run (MLflow 3 logged models; the newest if several)."""
+    models = client.search_logged_models(
+        experiment_ids=[run.info.experiment_id],
+        filter_string=f"source_run_id = '{run.info.run_id}'",
+    )
+    if not models:
+        raise CheckpointError(
+            f"run {run.info.run_id} has no logged MLflow model; train it with "
+            "tracking.log_model=true (the default), then register it"
+        )
+    return max(models, key=lambda m: m.creation_timestamp).model_id
+
+
+def register_run_model(
+    run_id: str, name: str, alias: str | None = None, tracking_uri: str | None = None
+) -> RegisteredVersion:
+    """Register the model logged by ``run_id`` as a new version of ``name``; set ``alias``.
+
+    An alias moves: setting ``champion`` on the new version takes it off the previous one.
+    """
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    if not NAME.match(name):
+        raise ConfigError(f"model name '{name}': use letters, digits, '.', '_' and '-' only")
+    if alias is not None and (not ALIAS.match(alias) or re.fullmatch(r"[vV]\d+", alias)):
+        raise ConfigError(
+            f"alias '{alias}': use letters, digits, '_' and '-', starting with a letter "
+            "(v1, v2, ... are reserved for versions)"
+        )
+    client = MlflowClient(tracking_uri)
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as exc:
+        raise TrackingError(
+            f"run '{run_id}' not found in the tracking store {client.tracking_uri}: {exc.message}; "
+            "check --run and the tracking URI (--tracking-uri or $MLFLOW_TRACKING_URI)"
+        ) from None
+    model_id = _logged_model_id(client, run)
+    try:
+        client.create_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+            raise
+    version = client.create_model_version(
+        name,
+        source=f"models:/{model_id}",
+        run_id=run_id,
+        tags={"progression.run_id": run_id},
+        model_id=model_id,
+    )
+    if alias:
+        client.set_registered_model_alias(name, alias, version.version)
+    return RegisteredVersion(name=name, version=str(version.version), alias=alias, run_id=run_id)

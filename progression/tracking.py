@@ -1,0 +1,204 @@
+"""MLflow helpers: where runs go, one run per fit, params/tags/artifacts, the pyfunc model.
+
+Tracking URI: ``tracking.tracking_uri`` from the config, else ``$MLFLOW_TRACKING_URI``, else
+``sqlite:///<cwd>/mlruns.db``. MLflow >= 3.13 refuses the old ``./mlruns`` file store (and
+Lightning's MLFlowLogger defaults to it and reads the environment at import), so the URI is
+always resolved here and passed explicitly. With a SQLite store, artifacts go to
+``mlartifacts/`` next to the database file (set as the experiment's artifact location).
+
+The store is checked before any training starts (:func:`check_tracking`), so a typo in the
+URI or a stopped server costs seconds, not a training run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import mlflow.pyfunc
+import pandas as pd
+from mlflow import MlflowClient
+
+from progression.config import Config
+from progression.errors import TrackingError
+
+# Short timeouts for the reachability check; MLflow's defaults retry for minutes.
+_CHECK_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+MODEL_ARTIFACT = "model"  # runs:/<run_id>/model is the pyfunc model
+CHECKPOINT_KEY = "checkpoint"  # name of the checkpoint inside the pyfunc model's artifacts
+
+
+def resolve_tracking_uri(configured: Config | str | None = None) -> str:
+    """The tracking URI a run will use (config, then $MLFLOW_TRACKING_URI, then local SQLite).
+
+    ``configured`` is a Config (its ``tracking.tracking_uri``) or a URI string.
+    """
+    if isinstance(configured, Config):
+        configured = configured.tracking.tracking_uri
+    uri = configured or os.environ.get("MLFLOW_TRACKING_URI", "")
+    if not uri:
+        return f"sqlite:///{Path.cwd() / 'mlruns.db'}"
+    if "://" not in uri and not uri.startswith("databricks"):
+        raise TrackingError(
+            f"tracking URI '{uri}' is a plain path: MLflow no longer accepts the file store; "
+            f"use a database such as sqlite:///{Path(uri).resolve()}.db or a server URL "
+            "(http://host:5000) in tracking.tracking_uri or MLFLOW_TRACKING_URI")
+    return uri
+
+
+def artifact_location(uri: str) -> str | None:
+    """``file://`` URI of ``mlartifacts/`` beside a SQLite database; None for servers."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri[len("sqlite:///"):]).resolve().parent / "mlartifacts").as_uri()
+    return None
+
+
+@contextlib.contextmanager
+def _quick_http() -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in _CHECK_ENV}
+    os.environ.update(_CHECK_ENV)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def check_tracking(uri: str) -> None:
+    """Fail fast with :class:`TrackingError` when the store at ``uri`` cannot be used."""
+    if uri.startswith("file:"):
+        raise TrackingError(
+            f"tracking URI '{uri}' is an MLflow file store, which MLflow 3.13+ refuses; use "
+            "sqlite:///path/mlruns.db or a tracking server URL instead")
+    if uri.startswith("sqlite:///"):
+        db = Path(uri[len("sqlite:///"):])
+        try:
+            db.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise TrackingError(
+                f"cannot create the directory of the MLflow database {db} ({exc.strerror}); "
+                "set tracking.tracking_uri to sqlite:///<writable dir>/mlruns.db") from None
+        if not os.access(db.parent, os.W_OK) or (db.exists() and not os.access(db, os.W_OK)):
+            raise TrackingError(
+                f"the MLflow database {db} is not writable; set tracking.tracking_uri to "
+                "sqlite:///<writable dir>/mlruns.db")
+    try:
+        with _quick_http():
+            MlflowClient(uri).search_experiments(max_results=1)
+    except Exception as exc:  # noqa: BLE001 - MLflow raises many types for an unusable store
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise TrackingError(
+            f"cannot reach the MLflow tracking store '{uri}' ({first}). Start the server "
+            "(e.g. `mlflow server --backend-store-uri sqlite:///mlruns.db --port 5000`), fix "
+            "tracking.tracking_uri / MLFLOW_TRACKING_URI, or leave both unset to use "
+            "./mlruns.db") from None
+
+
+def experiment_id(client, name: str, uri: str) -> str:
+    """Id of experiment ``name``, created (with the local artifact location) when missing."""
+    existing = client.get_experiment_by_name(name)
+    if existing is not None:
+        if existing.lifecycle_stage == "deleted":
+            raise TrackingError(
+                f"MLflow experiment '{name}' is deleted; restore it (`mlflow experiments "
+                f"restore --experiment-id {existing.experiment_id}`) or set tracking.experiment")
+        return existing.experiment_id
+    return client.create_experiment(name, artifact_location=artifact_location(uri))
+
+
+def run_tags(fingerprint: str, n_patients: int, n_images: int) -> dict[str, str]:
+    """Tags that say which data, code and command produced a run."""
+    tags = {
+        "cohort_fingerprint": fingerprint,
+        "n_patients": str(n_patients),
+        "n_images": str(n_images),
+        "command": " ".join(sys.argv),
+        "host": socket.gethostname(),
+    }
+    commit = git_commit()
+    if commit:
+        tags["git_commit"] = commit
+    return tags
+
+
+def git_commit() -> str:
+    """Commit of the progression source tree, or "" outside a git checkout."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
+                             capture_output=True, text=True, timeout=5, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return out.stdout.strip() if out.returncode == 0 else ""
+
+
+def log_params(client, run_id: str, params: Mapping[str, Any]) -> None:
+    """Log config values as params; on a resumed run, changed values become tags instead
+    (MLflow params are immutable), named ``resumed.<key>``."""
+    from mlflow.entities import Param, RunTag
+
+    logged = client.get_run(run_id).data.params
+    new = [Param(k, str(v)[:6000]) for k, v in params.items() if k not in logged]
+    changed = [RunTag(f"resumed.{k}", str(v)[:5000]) for k, v in params.items()
+               if k in logged and logged[k] != str(v)[:6000]]
+    for start in range(0, len(new), 100):
+        client.log_batch(run_id, params=new[start : start + 100])
+    if changed:
+        client.log_batch(run_id, tags=changed)
+
+
+class ProgressionPyfuncModel(mlflow.pyfunc.PythonModel):
+    """MLflow pyfunc wrapper around a progression checkpoint.
+
+    Input: a DataFrame with a ``cohort_dir`` column (each distinct directory is forecast),
+    or one row per image with format-v1 columns (``patient_id``, ``visit_date``, ``region``,
+    ``path`` + covariates; a row without ``path`` is a visit without a film). Output: the
+    predictions table (docs/architecture.md). ``params={"horizons": "1,2"}`` sets the
+    horizons (years).
+    """
+
+    def load_context(self, context) -> None:
+        self.checkpoint = context.artifacts[CHECKPOINT_KEY]
+
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None):
+        from progression.predict import predict_cohort, predict_frame
+
+        horizons = _parse_horizons((params or {}).get("horizons", "1,2"))
+        frame = pd.DataFrame(model_input)
+        if "cohort_dir" in frame.columns:
+            parts = [predict_cohort(self.checkpoint, d, horizons=horizons, progress=False)
+                     for d in dict.fromkeys(frame["cohort_dir"].astype(str))]
+            return pd.concat(parts, ignore_index=True)
+        return predict_frame(self.checkpoint, frame, horizons=horizons)
+
+
+def _parse_horizons(value: Any) -> tuple[float, ...]:
+    if isinstance(value, str):
+        return tuple(float(v) for v in value.split(",") if v.strip())
+    if isinstance(value, int | float):
+        return (float(value),)
+    return tuple(float(v) for v in value)
+
+
+def log_pyfunc_model(uri: str, run_id: str, checkpoint: Path) -> str:
+    """Log the checkpoint as an MLflow pyfunc model ``runs:/<run_id>/model``; returns its URI."""
+    from importlib.metadata import version
+
+    mlflow.set_tracking_uri(uri)
+    with mlflow.start_run(run_id=run_id):
+        info = mlflow.pyfunc.log_model(
+            name=MODEL_ARTIFACT,
+            python_model=ProgressionPyfuncModel(),
+            artifacts={CHECKPOINT_KEY: str(checkpoint)},
+            pip_requirements=[f"progression=={version('progression')}"],
+        )
+    return info.model_uri

@@ -1,0 +1,232 @@
+"""``fit(cfg) -> FitResult``: train a forecasting model, tracked as one MLflow run.
+
+The staged fit (see :mod:`progression.models.module`) runs in ONE Lightning ``Trainer``
+and ONE MLflow run: ``train.image_epochs`` epochs on single visits' films, then the
+sequence model on features of every film encoded once. Checkpoints (``best.ckpt`` by
+``train.monitor``, ``last.ckpt``) go to ``<train.output_dir>/<run_id>/checkpoints/`` and
+carry the MLflow run id, so ``fit(cfg, resume=".../last.ckpt")`` continues both the
+training and the same run.
+
+DDP (``train.strategy=ddp``): Lightning starts the other ranks by re-running the command;
+only rank 0 creates the MLflow run and writes to it, and hands the run id to the other
+ranks through the environment (they inherit it when Lightning starts them).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import MLFlowLogger
+from pytorch_lightning.utilities import rank_zero_only
+
+from progression.cohort import read_cohort
+from progression.config import Config, dump_config, flatten, to_dict
+from progression.data.covariates import CovariateSpec
+from progression.data.datamodule import ProgressionDataModule
+from progression.errors import CheckpointError, ConfigError
+from progression.io import atomic_write_csv
+from progression.models.checkpoint import CHECKPOINT_FORMAT, read_checkpoint
+from progression.models.forecaster import build_forecaster
+from progression.models.module import ForecastModule
+
+logger = logging.getLogger(__name__)
+
+RUN_ID_ENV = "PROGRESSION_MLFLOW_RUN_ID"  # rank 0 -> DDP ranks started by Lightning
+_HIGHER_IS_BETTER = ("auroc", "corr", "coverage")
+
+
+@dataclass
+class FitResult:
+    """What a fit produced. ``metrics``: the last epoch's logged values (``val/...``,
+    ``train/...``) plus ``best/<monitor>``; ``model_uri``: the logged MLflow pyfunc model."""
+
+    run_id: str | None
+    checkpoint_path: Path | None
+    metrics: dict[str, float] = field(default_factory=dict)
+    last_checkpoint_path: Path | None = None
+    model_uri: str | None = None
+
+
+class StageCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint that keeps ``last.ckpt`` in every epoch but ranks by ``monitor`` only in
+    epochs that log it (the image stage has no forecasts, so no ``val/mae_delta_1y``)."""
+
+    def _save_topk_checkpoint(self, trainer: pl.Trainer, monitor_candidates: dict) -> None:
+        if self.monitor is not None and self.monitor not in monitor_candidates:
+            return
+        super()._save_topk_checkpoint(trainer, monitor_candidates)
+
+
+def _strategy(name: str) -> Any:
+    if name == "ddp":
+        from pytorch_lightning.strategies import DDPStrategy
+
+        # Each stage leaves the other stage's parameters without gradients.
+        return DDPStrategy(find_unused_parameters=True)
+    return name
+
+
+def _resume_meta(resume: str | Path, cfg: Config) -> dict[str, Any]:
+    meta = read_checkpoint(resume)["progression"]
+    stored = meta["config"]["model"]
+    if stored != to_dict(cfg)["model"]:
+        diff = sorted(k for k in stored if stored[k] != to_dict(cfg)["model"].get(k))
+        raise CheckpointError(
+            f"cannot resume from {resume}: the config's model section differs from the "
+            f"checkpoint's ({', '.join('model.' + k for k in diff)}); resume with the same "
+            "model settings (omit --config to reuse the checkpoint's config)")
+    return meta
+
+
+def fit(
+    cfg: Config,
+    resume: str | Path | None = None,
+    callbacks: Sequence[pl.Callback] = (),
+    parent_run_id: str | None = None,
+    extra_tags: dict[str, str] | None = None,
+    progress: bool | None = None,
+) -> FitResult:
+    """Train on the cohort at ``cfg.data.path``; returns the run id, checkpoint and metrics.
+
+    ``resume``: a checkpoint of an earlier fit (e.g. ``last.ckpt``) to continue, in the
+    same MLflow run; its covariate statistics and split are reused. ``callbacks`` are extra
+    Lightning callbacks (e.g. Optuna pruning); ``parent_run_id`` nests the run under a
+    parent (a tuning study); ``extra_tags`` are added to the run. Raises
+    :class:`~progression.errors.TrackingError` before any training when the MLflow store
+    cannot be used.
+    """
+    from mlflow import MlflowClient
+
+    from progression import tracking
+
+    if not cfg.data.path:
+        raise ConfigError("config key 'data.path' is empty; give the cohort directory (--data DIR)")
+    if cfg.train.image_epochs > cfg.train.max_epochs:
+        raise ConfigError(
+            f"config key 'train.image_epochs' ({cfg.train.image_epochs}) exceeds "
+            f"'train.max_epochs' ({cfg.train.max_epochs}); the sequence stage needs epochs too")
+    progress = cfg.train.progress if progress is None else progress
+    is_main = rank_zero_only.rank == 0
+    meta_in = _resume_meta(resume, cfg) if resume is not None else None
+    uri = tracking.resolve_tracking_uri(cfg)
+    if is_main:
+        tracking.check_tracking(uri)  # fail fast, before reading images
+    pl.seed_everything(cfg.train.seed, workers=True, verbose=False)
+
+    cohort = read_cohort(cfg.data.path)
+    spec = CovariateSpec.from_dict(meta_in["covariates"]) if meta_in else None
+    dm = ProgressionDataModule(cfg, cohort, spec, progress=progress)
+    if is_main:
+        dm.prepare_data()
+    dm.setup("fit")
+    model = build_forecaster(cfg.model, dm.layout)
+    stats = dm.target_stats()
+    model.sequence.rate_scale.fill_(float(stats["rate_scale"]))
+    if model.encoder is not None:
+        import torch
+
+        model.encoder.init_damage_bias(torch.as_tensor(stats["region_log_mean"]),
+                                       torch.as_tensor(stats["joint_log_mean"]))
+
+    run_id: str | None = None
+    client = MlflowClient(uri) if is_main else None
+    if is_main:
+        if meta_in is not None:
+            run_id = meta_in["mlflow"]["run_id"]
+            try:
+                client.get_run(run_id)
+            except Exception:  # noqa: BLE001 - MlflowException or a store error
+                raise CheckpointError(
+                    f"cannot resume MLflow run {run_id} of {resume}: it is not in the tracking "
+                    f"store {uri}; use the tracking URI the run was logged to") from None
+            client.update_run(run_id, status="RUNNING")
+        else:
+            tags = tracking.run_tags(cohort.fingerprint, len(cohort.patients), len(dm.arrays.image_path))
+            tags.update(extra_tags or {})
+            if parent_run_id:
+                tags["mlflow.parentRunId"] = parent_run_id
+            exp = tracking.experiment_id(client, cfg.tracking.experiment, uri)
+            run_id = client.create_run(exp, run_name=cfg.tracking.run_name or None, tags=tags).info.run_id
+        params = flatten(to_dict(cfg))
+        params.update({f"data.n_{k}_patients": len(v) for k, v in dm.split.items()})
+        tracking.log_params(client, run_id, params)
+        os.environ[RUN_ID_ENV] = run_id
+    else:
+        run_id = os.environ.get(RUN_ID_ENV)
+
+    out_dir = Path(cfg.train.output_dir).resolve() / (run_id or "run")
+    meta = {
+        "format": CHECKPOINT_FORMAT,
+        "config": to_dict(cfg),
+        "covariates": dm.spec.to_dict(),
+        "layout": dm.layout.to_dict(),
+        "image_epochs": dm.image_epochs,
+        "split": dm.split,
+        "cohort_fingerprint": cohort.fingerprint,
+        "mlflow": {"run_id": run_id, "tracking_uri": uri, "experiment": cfg.tracking.experiment},
+    }
+    module = ForecastModule(model, cfg, dm.image_epochs, meta)
+    monitor = cfg.train.monitor
+    checkpoint = StageCheckpoint(
+        dirpath=out_dir / "checkpoints", filename="best", monitor=monitor,
+        mode="max" if any(k in monitor for k in _HIGHER_IS_BETTER) else "min",
+        save_top_k=1, save_last=True, auto_insert_metric_name=False,
+        enable_version_counter=False, save_on_train_epoch_end=True)
+    mlflow_logger = MLFlowLogger(experiment_name=cfg.tracking.experiment, tracking_uri=uri,
+                                 run_id=run_id, artifact_location=tracking.artifact_location(uri))
+    trainer = pl.Trainer(
+        max_epochs=cfg.train.max_epochs,
+        accelerator=cfg.train.accelerator,
+        devices=cfg.train.devices,
+        strategy=_strategy(cfg.train.strategy),
+        precision=cfg.train.precision,
+        deterministic=cfg.train.deterministic,
+        gradient_clip_val=cfg.train.gradient_clip_val or None,
+        logger=mlflow_logger,
+        callbacks=[checkpoint, *callbacks],
+        reload_dataloaders_every_n_epochs=1,
+        num_sanity_val_steps=0,
+        use_distributed_sampler=False,  # GroupedBatchSampler splits batches across ranks
+        enable_progress_bar=progress,
+        enable_model_summary=progress,
+        log_every_n_steps=cfg.train.log_every_n_steps,
+        default_root_dir=out_dir,
+    )
+    try:
+        trainer.fit(module, datamodule=dm, ckpt_path=str(resume) if resume is not None else None)
+    finally:
+        if is_main:
+            os.environ.pop(RUN_ID_ENV, None)
+
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else None
+    last = Path(checkpoint.last_model_path) if checkpoint.last_model_path else None
+    if checkpoint.best_model_score is not None:
+        metrics[f"best/{monitor}"] = float(checkpoint.best_model_score)
+    final = best or last
+    model_uri = None
+    if trainer.is_global_zero and run_id is not None and final is not None:
+        config_path = out_dir / "config.yaml"
+        dump_config(cfg, config_path)
+        client.log_artifact(run_id, str(config_path), "config")
+        import pandas as pd
+
+        split_path = out_dir / "split.csv"
+        atomic_write_csv(split_path, pd.DataFrame(
+            [(p, k) for k, ids in dm.split.items() for p in ids], columns=["patient_id", "split"]))
+        client.log_artifact(run_id, str(split_path), "config")
+        client.log_artifact(run_id, str(final), "checkpoints")
+        if cfg.tracking.log_model:
+            model_uri = tracking.log_pyfunc_model(uri, run_id, final)
+        if best is not None:
+            client.log_metric(run_id, f"best/{monitor}", metrics[f"best/{monitor}"],
+                              step=trainer.global_step)
+    return FitResult(run_id=run_id, checkpoint_path=final, metrics=metrics,
+                     last_checkpoint_path=last, model_uri=model_uri)
