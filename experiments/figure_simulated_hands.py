@@ -82,7 +82,13 @@ def _ladder(ax, what: str, size: int) -> None:
     ax.imshow(np.concatenate(tiles, axis=1), cmap="gray", vmin=0, vmax=1)
     step = tiles[0].shape[1]
     for k, g in enumerate(grades):
-        ax.text(k * step + step / 2, -4, f"{'E' if what == 'erosion' else 'N'}{g}", ha="center", fontsize=8)
+        ax.text(
+            k * step + step / 2,
+            -4,
+            f"{'E' if what == 'erosion' else 'N'}{g}",
+            ha="center",
+            fontsize=8,
+        )
     ax.set_title(f"MCP2, {what} grades ({size} px image)", fontsize=9, pad=14)
     ax.set_axis_off()
 
@@ -107,7 +113,7 @@ def main() -> None:
         fontsize=10,
     )
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=130, bbox_inches="tight")
+    fig.savefig(buffer, format="png", dpi=170, bbox_inches="tight")
     atomic_write_bytes(args.out, buffer.getvalue())
     print(f"wrote {args.out}")
 

@@ -97,6 +97,12 @@ def test_gradcam_restores_training_mode_and_leaves_weights_untouched(trained_cnn
     assert all(p.grad is None for p in trained_cnn.parameters())  # no .grad side effect
     assert all(torch.equal(a, b) for a, b in zip(before, trained_cnn.parameters()))
 
+    # a wrapper in training mode around a model in eval mode: each keeps its own mode
+    trained_cnn.eval()
+    wrapper = nn.Sequential(trained_cnn)
+    grad_cam(wrapper, _joint_images(2, seed=3)[0], target_layer=trained_cnn[3])
+    assert wrapper.training and not trained_cnn.training and not trained_cnn[0].training
+
 
 def test_image_that_does_not_move_a_joint_forecast_gets_an_empty_map():
     torch.manual_seed(0)

@@ -119,23 +119,24 @@ class ImageCache:
             n_workers = auto_workers(todo) if workers is None else workers
             results = parallel_map(decode_u8, jobs, n_workers, progress, "decoding images")
             written = 0
-            for path, (pixels, error, mtime_ns, size) in zip(todo, results):
-                self.decode_count += 1
-                if error is not None:
-                    bad[path] = error
-                    continue
-                if path in entries:
-                    slot = entries[path][0]
-                else:
-                    slot, next_slot = next_slot, next_slot + 1
-                crc = self._write_slot(slot, pixels)
-                entries[path] = [slot, mtime_ns, size, crc]
-                slot_of[path] = slot
-                written += 1
-                if written % _SAVE_EVERY == 0:
-                    self._save_index(entries)
-            if written:
-                self._save_index(entries)
+            with contextlib.closing(_ShardWriter(self)) as writer:
+                for path, (pixels, error, mtime_ns, size) in zip(todo, results):
+                    self.decode_count += 1
+                    if error is not None:
+                        bad[path] = error
+                        continue
+                    if path in entries:
+                        slot = entries[path][0]
+                    else:
+                        slot, next_slot = next_slot, next_slot + 1
+                    entries[path] = [slot, mtime_ns, size, writer.write(slot, pixels)]
+                    self._verified.add(slot)
+                    slot_of[path] = slot
+                    written += 1
+                    if written % _SAVE_EVERY == 0:
+                        self._commit(writer, entries)
+                if written % _SAVE_EVERY:
+                    self._commit(writer, entries)
         if bad:
             self._counts["bad"] += len(bad)
             listing = "\n".join(list(bad.values())[:20])
@@ -168,7 +169,7 @@ class ImageCache:
             **self._counts,
             "decodes": self.decode_count,
             "entries": len(self._load_index()),
-            "bytes": sum(f.stat().st_size for f in shard_files),
+            "bytes": sum(f.stat().st_blocks * 512 for f in shard_files),  # on disk (sparse)
         }
 
     # ---------------------------------------------------------------- storage
@@ -193,22 +194,6 @@ class ImageCache:
             )
             self._readers[shard] = reader
         return reader
-
-    def _write_slot(self, slot: int, pixels: bytes) -> int:
-        """Write one image into its slot and flush it to disk; returns its crc32."""
-        shard, offset = divmod(slot, self.shard_slots)
-        path = self._shard_path(shard)
-        total = self.shard_slots * self.image_size**2
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            if os.fstat(fd).st_size < total:
-                os.ftruncate(fd, total)  # sparse: unused slots take no disk space
-            os.pwrite(fd, pixels, offset * self.image_size**2)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        self._verified.add(slot)
-        return zlib.crc32(pixels)
 
     def _slot_intact(self, slot: int, crc: int) -> bool:
         if slot in self._verified:
@@ -247,6 +232,11 @@ class ImageCache:
             if isinstance(e, list) and len(e) == 4 and all(isinstance(v, int) for v in e)
         }
 
+    def _commit(self, writer: _ShardWriter, entries: dict[str, list[int]]) -> None:
+        """Slot data on disk first, then the index that points at it (atomically)."""
+        writer.sync()
+        self._save_index(entries)
+
     def _save_index(self, entries: dict[str, list[int]]) -> None:
         data = {
             "format": INDEX_FORMAT,
@@ -267,6 +257,37 @@ class ImageCache:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class _ShardWriter:
+    """Shard files opened for one :meth:`ImageCache.ensure`; ``sync`` makes writes durable."""
+
+    def __init__(self, cache: ImageCache):
+        self.cache = cache
+        self.fds: dict[int, int] = {}
+
+    def write(self, slot: int, pixels: bytes) -> int:
+        """Write one image into its slot; returns the crc32 of its bytes."""
+        cache = self.cache
+        shard, offset = divmod(slot, cache.shard_slots)
+        fd = self.fds.get(shard)
+        if fd is None:
+            fd = os.open(cache._shard_path(shard), os.O_RDWR | os.O_CREAT, 0o644)
+            self.fds[shard] = fd
+            total = cache.shard_slots * cache.image_size**2
+            if os.fstat(fd).st_size < total:
+                os.ftruncate(fd, total)  # sparse: unused slots take no disk space
+        os.pwrite(fd, pixels, offset * cache.image_size**2)
+        return zlib.crc32(pixels)
+
+    def sync(self) -> None:
+        for fd in self.fds.values():
+            os.fsync(fd)
+
+    def close(self) -> None:
+        for fd in self.fds.values():
+            os.close(fd)
+        self.fds.clear()
 
 
 def _refuse_cohort_directory(cache_dir: Path) -> None:

@@ -21,10 +21,11 @@ import logging
 import math
 import os
 import re
+import stat as stat_module
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import date
-from pathlib import Path, PureWindowsPath
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -80,6 +81,7 @@ PLAUSIBLE_RANGES: dict[str, tuple[float, float, str]] = {
 MISSING_TOKENS = frozenset({"", "NA", "N/A", "n/a", "NaN", "nan", "null", "NULL"})
 EARLIEST_YEAR = 1900
 _DATE = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
+_WINDOWS_DRIVE = re.compile(r"[A-Za-z]:")  # a Windows drive: C:\images or C:images
 _DATE_FIX = "write the date as YYYY-MM-DD, e.g. 2021-03-15"
 # A text column with more distinct values than this (and mostly unique) looks like free text.
 _MAX_LEVELS = 50
@@ -358,7 +360,7 @@ def _read_csv(path: Path, file: str, report: ValidationReport) -> _Table | None:
                 record = next(reader)
             except StopIteration:
                 break
-            if not any(cell.strip() for cell in record):
+            if not "".join(record).strip():
                 continue  # blank line
             if header is None:
                 header = [cell.strip() for cell in record]
@@ -496,6 +498,7 @@ class _Checker:
         self._dates: dict[str, tuple[date | None, str | None]] = {}
         # (images.csv line, absolute path) of image files that passed the path checks
         self.image_files: list[tuple[int, str]] = []
+        self.image_stats: dict[str, tuple[int, int]] = {}  # absolute path -> (bytes, mtime_ns)
 
     def error(
         self, table: _Table, i: int | None, column: str | None, message: str, fix: str
@@ -791,6 +794,7 @@ class _Checker:
         )
         abs_paths: list[str | None] = []
         seen_paths: dict[str, int] = {}
+        rows = list(map(tuple, table.frame.to_numpy()))
         for i, text in enumerate(table.frame["path"].tolist()):
             resolved = self._image_path(table, i, text)
             abs_paths.append(resolved)
@@ -798,7 +802,7 @@ class _Checker:
                 continue
             self.image_files.append((int(table.lines[i]), resolved))
             first = seen_paths.setdefault(resolved, i)
-            if first != i and not table.frame.iloc[i].equals(table.frame.iloc[first]):
+            if first != i and rows[i] != rows[first]:  # identical rows: reported as duplicates
                 self.warn(
                     table,
                     i,
@@ -841,9 +845,8 @@ class _Checker:
             self.error(table, i, "path", "path contains a NUL character", "correct the path")
             return None
         # Windows-style separators are accepted so a cohort written on Windows reads here.
-        win = PureWindowsPath(text)
         posix = text.replace("\\", "/")
-        is_absolute = posix.startswith("/") or bool(win.drive)
+        is_absolute = posix.startswith("/") or _WINDOWS_DRIVE.match(posix) is not None
         if self.confined:
             if is_absolute:
                 self.error(
@@ -895,7 +898,7 @@ class _Checker:
                 "make it readable",
             )
             return None
-        if not os.path.isfile(full):
+        if not stat_module.S_ISREG(stat.st_mode):
             self.error(table, i, "path", f"{text} is not a file", "point the path at an image file")
             return None
         if stat.st_size == 0:
@@ -903,6 +906,7 @@ class _Checker:
                 table, i, "path", f"image file {text} is empty (0 bytes)", "copy the image again"
             )
             return None
+        self.image_stats[full] = (stat.st_size, stat.st_mtime_ns)
         return full
 
     def _joints(
@@ -1220,11 +1224,13 @@ class _Checker:
             images=images_df,
             joint_scores=joints_df,
             schema=schema,
-            fingerprint=_fingerprint(patients_df, visits_df, images_df, joints_df),
+            fingerprint=_fingerprint(
+                patients_df, visits_df, images_df, joints_df, self.image_stats
+            ),
         )
 
 
-def _fingerprint(patients, visits, images, joints) -> str:
+def _fingerprint(patients, visits, images, joints, image_stats: dict[str, tuple[int, int]]) -> str:
     """Stable hash of the parsed tables and each image file's size and mtime (16 hex digits)."""
     digest = hashlib.sha256()
     for name, frame in (
@@ -1240,6 +1246,6 @@ def _fingerprint(patients, visits, images, joints) -> str:
             frame.drop(columns=["abs_path"], errors="ignore").to_csv(index=False).encode()
         )
     for path, full in zip(images["path"], images["abs_path"]):
-        stat = os.stat(full)
-        digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        size, mtime_ns = image_stats[full]
+        digest.update(f"{path}\0{size}\0{mtime_ns}\n".encode())
     return digest.hexdigest()[:16]

@@ -108,7 +108,8 @@ def summary_dict(result: EnrichmentResult, inputs: dict[str, str]) -> dict[str, 
                                      "reached_by_end": s.event_fraction}
                               for name, s in val.survival.items()},
             "simulated_trials": {
-                name: {ep: {**dataclasses.asdict(p), "enrolled": _arms(p.enrolled)}
+                name: {ep: {**dataclasses.asdict(p), "enrolled": _arms(p.enrolled),
+                     "total_se": p.total_se}
                        for ep, p in powers.items()}
                 for name, powers in val.power.items()
             },
@@ -236,7 +237,7 @@ def _figure_power(result: EnrichmentResult):
     x, ticks = 0, []
     for name, powers in val.power.items():
         for endpoint, p in powers.items():
-            ax.bar(x, p.empirical, yerr=2 * p.mc_se, color=COLOURS[name], capsize=4)
+            ax.bar(x, p.empirical, yerr=2 * p.total_se, color=COLOURS[name], capsize=4)
             ax.plot(x, p.implied, "kx")
             ticks.append((x, f"{LABELS[name]}\n{endpoint.replace('_', ' ')}\nn={p.enrolled.total}"))
             x += 1
@@ -244,7 +245,7 @@ def _figure_power(result: EnrichmentResult):
     ax.plot([], [], "kx", label="power implied by realised outcomes")
     ax.set_xticks([t[0] for t in ticks], [t[1] for t in ticks], fontsize=7)
     ax.set_ylim(0, 1)
-    ax.set_ylabel(f"empirical power ({val.n_sim} simulated trials, +-2 SE)")
+    ax.set_ylabel(f"empirical power ({val.n_sim} trials; +-2 SE)")
     ax.legend(fontsize=8, loc="lower right")
     return fig
 

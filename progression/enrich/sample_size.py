@@ -47,6 +47,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+import numpy.typing as npt
 from scipy import stats
 
 from progression.errors import ProgressionError
@@ -85,29 +87,32 @@ def _ceil(x: float) -> int:
 def power_two_means(
     n_control: int,
     n_treated: int,
-    delta: float,
-    sd_control: float,
-    sd_treated: float | None = None,
+    delta: npt.ArrayLike,
+    sd_control: npt.ArrayLike,
+    sd_treated: npt.ArrayLike | None = None,
     alpha: float = 0.05,
     method: str = "t",
-) -> float:
+) -> float | np.ndarray:
     """Power of the two-sided two-sample test of means with these arm sizes.
 
     ``delta``: true difference in mean change (SvdH units); ``sd_*``: SD of the change
-    in each arm (SvdH units; ``sd_treated`` defaults to ``sd_control``).
+    in each arm (SvdH units; ``sd_treated`` defaults to ``sd_control``). Arrays give one
+    power per element (e.g. per bootstrap resample).
     """
-    sd_t = sd_control if sd_treated is None else sd_treated
-    var_c, var_t = sd_control**2 / n_control, sd_t**2 / n_treated
-    ncp = abs(delta) / math.sqrt(var_c + var_t)
+    sd_c = np.asarray(sd_control, dtype=float)
+    sd_t = sd_c if sd_treated is None else np.asarray(sd_treated, dtype=float)
+    var_c, var_t = sd_c**2 / n_control, sd_t**2 / n_treated
+    ncp = np.abs(np.asarray(delta, dtype=float)) / np.sqrt(var_c + var_t)
     if method == "z":
         z = stats.norm.ppf(1 - alpha / 2)
-        return float(stats.norm.sf(z - ncp) + stats.norm.cdf(-z - ncp))
-    if math.isclose(sd_control, sd_t):
-        df = n_control + n_treated - 2
+        power = stats.norm.sf(z - ncp) + stats.norm.cdf(-z - ncp)
     else:
-        df = (var_c + var_t) ** 2 / (var_c**2 / (n_control - 1) + var_t**2 / (n_treated - 1))
-    t = stats.t.ppf(1 - alpha / 2, df)
-    return float(stats.nct.sf(t, df, ncp) + stats.nct.cdf(-t, df, ncp))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            welch = (var_c + var_t) ** 2 / (var_c**2 / (n_control - 1) + var_t**2 / (n_treated - 1))
+        df = np.where(np.isclose(sd_c, sd_t), n_control + n_treated - 2, welch)
+        t = stats.t.ppf(1 - alpha / 2, df)
+        power = stats.nct.sf(t, df, ncp) + stats.nct.cdf(-t, df, ncp)
+    return float(power) if np.ndim(power) == 0 else power
 
 
 def n_two_means(
@@ -188,29 +193,30 @@ def n_two_proportions(
 
 def power_two_proportions(
     n_control: int,
-    p_control: float,
-    p_treated: float,
+    p_control: npt.ArrayLike,
+    p_treated: npt.ArrayLike,
     alpha: float = 0.05,
     allocation: float = 1.0,
     continuity: bool = True,
-) -> float:
-    """Approximate power of the corrected two-proportion test (inverse of the Fleiss size)."""
-    _check_proportions(p_control, p_treated)
+) -> float | np.ndarray:
+    """Approximate power of the corrected two-proportion test (inverse of the Fleiss size).
+
+    Arrays of proportions give one power per element; equal proportions give power 0.
+    """
+    p_c, p_t = np.asarray(p_control, dtype=float), np.asarray(p_treated, dtype=float)
     k = allocation
-    diff = abs(p_control - p_treated)
-    n = float(n_control)
-    if continuity:
-        correction = (k + 1) / (2 * k * diff)
-        if n <= correction:
-            return 0.0
-        n = (n - correction) ** 2 / n
-    pbar = (p_control + k * p_treated) / (1 + k)
-    z_a = stats.norm.ppf(1 - alpha / 2)
-    spread = math.sqrt(k * p_control * (1 - p_control) + p_treated * (1 - p_treated))
-    return float(
-        stats.norm.cdf((diff * math.sqrt(k * n) - z_a * math.sqrt((k + 1) * pbar * (1 - pbar)))
-                       / spread)
-    )
+    diff = np.abs(p_c - p_t)
+    n = np.full(diff.shape, float(n_control))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if continuity:
+            correction = (k + 1) / (2 * k * diff)
+            n = np.where(n > correction, (n - correction) ** 2 / n, 0.0)
+        pbar = (p_c + k * p_t) / (1 + k)
+        z_a = stats.norm.ppf(1 - alpha / 2)
+        spread = np.sqrt(k * p_c * (1 - p_c) + p_t * (1 - p_t))
+        z = (diff * np.sqrt(k * n) - z_a * np.sqrt((k + 1) * pbar * (1 - pbar))) / spread
+    power = np.where((diff > 0) & (n > 0), stats.norm.cdf(z), 0.0)
+    return float(power) if np.ndim(power) == 0 else power
 
 
 def inflate_for_dropout(sizes: ArmSizes, dropout: float) -> ArmSizes:

@@ -34,16 +34,20 @@ from progression.errors import ProgressionError
 from progression.scoring import is_rapid
 
 CHUNK = 100  # simulated trials drawn at once (bounds memory for large unenriched trials)
+N_BOOT = 200  # bootstrap resamples of the pool for the cohort part of the uncertainty
 
 
 @dataclass(frozen=True)
 class SimulatedPower:
     """Empirical vs nominal power of one endpoint's sized trial.
 
-    ``implied`` is the power the formula gives when fed the realised outcomes of the
-    pool (their mean, SD, rapid fractions) instead of the forecasts: it separates an
-    error of the formula (empirical far from implied) from a miscalibrated forecast
-    (implied far from nominal).
+    ``implied`` is the power the closed-form formula gives when fed the realised
+    outcomes of the pool (their mean, SD, rapid fractions) instead of the forecasts.
+    ``mc_se`` is the Monte Carlo error of ``empirical``; ``cohort_se`` the error that
+    comes from validating on a finite cohort (its realised outcomes are one draw of what
+    the forecasts describe): the SD of the implied power over bootstrap resamples of the
+    pool. Nominal power within ``2 * sqrt(mc_se^2 + cohort_se^2)`` of the empirical power
+    is as close as this cohort can show.
     """
 
     endpoint: str
@@ -53,6 +57,11 @@ class SimulatedPower:
     empirical: float
     mc_se: float
     implied: float
+    cohort_se: float
+
+    @property
+    def total_se(self) -> float:
+        return math.sqrt(self.mc_se**2 + self.cohort_se**2)
 
 
 def _draw(pool: np.ndarray, n: int, n_sim: int, dropout: float,
@@ -109,23 +118,27 @@ def simulate_power(pool: np.ndarray, sizing: Sizing, design: TrialDesign, n_sim:
         nominal=design.power,
         empirical=empirical,
         mc_se=math.sqrt(empirical * (1 - empirical) / n_sim),
-        implied=implied_power(pool, sizing, design),
+        implied=float(implied_power(pool[None, :], sizing, design)[0]),
+        cohort_se=float(np.std(implied_power(
+            pool[rng.integers(0, len(pool), size=(N_BOOT, len(pool)))], sizing, design))),
     )
 
 
-def implied_power(pool: np.ndarray, sizing: Sizing, design: TrialDesign) -> float:
-    """The formula's power at the sized completers, fed the pool's realised outcomes."""
+def implied_power(pools: np.ndarray, sizing: Sizing, design: TrialDesign) -> np.ndarray:
+    """The formula's power at the sized completers, fed realised outcomes instead of forecasts.
+
+    ``pools``: one pool of realised changes per row (SvdH units); one power per row.
+    """
     n_c, n_t = sizing.completers.control, sizing.completers.treated
     if sizing.endpoint == "mean_change":
-        mean, sd = float(np.mean(pool)), float(np.std(pool))
-        if not (mean > 0 and sd > 0):
-            return 0.0
-        return power_two_means(n_c, n_t, design.effect * mean, sd, (1 - design.effect) * sd,
-                               design.alpha, design.method)
-    p_c = float(np.mean(is_rapid(pool, design.horizon)))
-    p_t = float(np.mean(is_rapid((1 - design.effect) * pool, design.horizon)))
-    if p_c == p_t:
-        return 0.0
+        mean, sd = pools.mean(axis=1), pools.std(axis=1)
+        ok = (mean > 0) & (sd > 0)
+        power = power_two_means(n_c, n_t, design.effect * mean, np.where(ok, sd, 1.0),
+                                (1 - design.effect) * np.where(ok, sd, 1.0), design.alpha,
+                                design.method)
+        return np.where(ok, power, 0.0)
+    p_c = is_rapid(pools, design.horizon).mean(axis=1)
+    p_t = is_rapid((1 - design.effect) * pools, design.horizon).mean(axis=1)
     return power_two_proportions(n_c, p_c, p_t, design.alpha, design.allocation)
 
 

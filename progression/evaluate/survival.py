@@ -90,7 +90,8 @@ def km_by_tertile(frame: pd.DataFrame) -> KaplanMeierResult | None:
     fitters, counts = {}, {}
     for group in TERTILES:
         part = frame[groups == group]
-        fitters[group] = KaplanMeierFitter(label=f"{group} risk").fit(
+        label = f"{group} risk (n={len(part)}, {int(part['event'].sum())} events)"
+        fitters[group] = KaplanMeierFitter(label=label).fit(
             part["time_to_event_years"], part["event"]
         )
         counts[group] = {"n": int(len(part)), "events": int(part["event"].sum())}
@@ -121,7 +122,10 @@ def fit_cox(frame: pd.DataFrame, columns: list[str]) -> dict[str, Any]:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            cph = CoxPHFitter().fit(data, duration_col="time_to_event_years", event_col="event")
+            # Half steps: lifelines' default Newton step (0.95) can jump to a wrong, diverging
+            # solution when a few patients have extreme risk scores (heavy-tailed rates).
+            cph = CoxPHFitter().fit(data, duration_col="time_to_event_years", event_col="event",
+                                    fit_options={"step_size": 0.5})
         except ConvergenceError as exc:
             return {"error": f"Cox model did not converge ({str(exc).splitlines()[0]})",
                     "n": len(data)}

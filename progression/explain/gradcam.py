@@ -23,6 +23,19 @@ from torch import nn
 from progression.io import atomic_write_bytes
 
 
+def _eval_mode(model: nn.Module) -> dict[nn.Module, bool]:
+    """Switch every submodule to eval mode; returns each one's previous mode."""
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    return modes
+
+
+def _restore_mode(modes: dict[nn.Module, bool]) -> None:
+    # per module: a wrapper's own flag must not overwrite the wrapped model's
+    for module, training in modes.items():
+        module.training = training
+
+
 def last_conv_layer(model: nn.Module) -> nn.Module:
     """The last ``nn.Conv2d`` of ``model``: the usual Grad-CAM layer (coarse but semantic)."""
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
@@ -47,15 +60,14 @@ def finest_semantic_layer(model: nn.Module, image_size: int, min_cells: int = 8)
         c.register_forward_hook(lambda m, _i, out: sizes.__setitem__(m, min(out.shape[-2:])))
         for c in convs
     ]
-    was_training = model.training
-    model.eval()
+    modes = _eval_mode(model)
     try:
         with torch.no_grad():
             model(torch.zeros(1, convs[0].in_channels, image_size, image_size))
     finally:
         for h in handles:
             h.remove()
-        model.train(was_training)
+        _restore_mode(modes)
     fine = [c for c in convs if sizes.get(c, 0) >= min_cells]
     return fine[-1] if fine else convs[0]
 
@@ -73,8 +85,7 @@ def grad_cam(
     layer = target_layer if target_layer is not None else last_conv_layer(model)
     activations: list[torch.Tensor] = []
     handle = layer.register_forward_hook(lambda _m, _i, out: activations.append(out))
-    was_training = model.training
-    model.eval()
+    modes = _eval_mode(model)
     try:
         # the input needs a gradient so the graph exists even when the weights are frozen
         x = images.detach().clone().requires_grad_(True)
@@ -85,7 +96,7 @@ def grad_cam(
             grads = torch.autograd.grad(output.sum(), activations)
     finally:
         handle.remove()
-        model.train(was_training)
+        _restore_mode(modes)
     feats = torch.cat([a.detach() for a in activations])
     grad = torch.cat(grads)
     if feats.shape[0] != images.shape[0] or feats.ndim != 4:

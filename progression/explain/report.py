@@ -89,10 +89,13 @@ class PatientReport:
 
 
 def _fmt(value: float, signed: bool = False) -> str:
+    """One decimal (SvdH units are read in whole grades); two for small signed effects, so
+    a +0.04 effect does not read as none."""
     if value is None or not np.isfinite(value):
         return "not available"
-    text = f"{value:+.1f}" if signed else f"{value:.1f}"
-    return "0.0" if text in ("+0.0", "-0.0") else text
+    decimals = 2 if signed and abs(value) < 0.095 else 1
+    text = f"{value:+.{decimals}f}" if signed else f"{value:.{decimals}f}"
+    return text.lstrip("+-") if float(text) == 0 else text
 
 
 def _years(h: float) -> str:

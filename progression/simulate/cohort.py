@@ -83,7 +83,7 @@ def _read(grades: np.ndarray, error: float, rng: np.random.Generator) -> np.ndar
     damaged = grades > 0
     u = rng.random(grades.shape)
     step = np.where(
-        damaged, (u < error / 2) * -1 + ((u >= error / 2) & (u < error)), u < error / 12
+        damaged, (u < error / 2) * -1 + ((u >= error / 2) & (u < error)), u < error / 30
     )
     return np.clip(grades + step, 0, process.CAPS)
 

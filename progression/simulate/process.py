@@ -8,7 +8,7 @@ Damage arrives as a Poisson process of single SvdH units with rate (units/year)
     rate(t) = rate_median * exp(0.4 rf + 0.5 acpa + 0.3 smoker + 0.15 log1p(erosion0 / 5)
                                + rate_sd * z + 0.6 u(t)) * protection[treatment(t)]
 
-with ``z`` ~ N(0, 1) the patient random effect and ``erosion0`` the erosion score at the
+with ``z`` ~ N(0, 1) truncated at +-2.5 the patient random effect and ``erosion0`` the erosion score at the
 first visit. Each unit lands on one joint component (erosion or JSN of one joint) with
 probability proportional to a per-patient propensity (site weights shared by both
 sides x log-normal noise) times (1 + 2 x the component's current fraction of its
@@ -106,17 +106,18 @@ def draw_patient(cfg, rng: np.random.Generator) -> tuple[Patient, np.ndarray]:
     site = int(rng.integers(cfg.n_sites))
     pain = float(rng.normal())
     early = rng.random() < 0.35
-    disease_years = float(rng.uniform(0.2, 2.0) if early else rng.gamma(1.5, 5.0))
+    disease_years = float(rng.uniform(0.2, 2.0) if early else min(rng.gamma(1.5, 5.0), 25.0))
     inflammation_mean = float(0.3 * rf + 0.3 * acpa + 0.2 * smoker - 0.4 + rng.normal(0.0, 0.7))
-    rate_z = float(rng.normal())
+    rate_z = float(np.clip(rng.normal(), -2.5, 2.5))  # truncated: no 100-units/yr outliers
     log_cov = np.log(cfg.rate_median) + 0.4 * rf + 0.5 * acpa + 0.3 * smoker + cfg.rate_sd * rate_z
     noise = rng.normal(0.0, 1.0, 2 * N_JOINTS)
     shared = rng.normal(0.0, 1.0, _SITE_KEY.max() + 1)[_SITE_KEY]
     propensity = SITE_WEIGHTS * np.exp(0.6 * shared + 0.4 * noise)
     anatomy_scale = float(np.clip(rng.normal(1.0, 0.03), 0.93, 1.06))
     grades = np.zeros(2 * N_JOINTS, dtype=np.int64)
-    # damage before the first visit: untreated, at the mean inflammation, in 8 chunks
-    pre_rate = np.exp(log_cov + _B_U * inflammation_mean) * 0.8
+    # damage before the first visit, in 8 chunks: at the mean inflammation, partly treated,
+    # at most 12 units/yr (so even 25 years of disease stay below the SvdH maximum)
+    pre_rate = min(0.6 * np.exp(log_cov + _B_U * inflammation_mean), 12.0)
     for n in rng.poisson(pre_rate * disease_years / 8.0, size=8):
         allocate(grades, int(n), propensity, rng)
     erosion0 = grades[:N_JOINTS].sum()
