@@ -99,7 +99,7 @@ class TrainConfig:
     output_dir: str = "runs"
     monitor: str = "val/mae_delta_1y"
     progress: bool = True  # Lightning progress bar
-    log_every_n_steps: int = 10
+    threads: int = 0  # torch CPU threads; 0 = torch's default (all cores); 1 for tiny models
 
 
 @dataclass

@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import MLFlowLogger
 from pytorch_lightning.utilities import rank_zero_only
@@ -130,8 +132,6 @@ def fit(
     stats = dm.target_stats()
     model.sequence.rate_scale.fill_(float(stats["rate_scale"]))
     if model.encoder is not None:
-        import torch
-
         model.encoder.init_damage_bias(torch.as_tensor(stats["region_log_mean"]),
                                        torch.as_tensor(stats["joint_log_mean"]))
 
@@ -196,12 +196,19 @@ def fit(
         use_distributed_sampler=False,  # GroupedBatchSampler splits batches across ranks
         enable_progress_bar=progress,
         enable_model_summary=progress,
-        log_every_n_steps=cfg.train.log_every_n_steps,
+        log_every_n_steps=1,  # metrics are logged per epoch; no step-level flush to wait for
         default_root_dir=out_dir,
     )
+    threads = torch.get_num_threads()
+    if cfg.train.threads > 0:
+        torch.set_num_threads(cfg.train.threads)
     try:
-        trainer.fit(module, datamodule=dm, ckpt_path=str(resume) if resume is not None else None)
+        with warnings.catch_warnings():
+            # The image stage has no Lightning validation loader on purpose.
+            warnings.filterwarnings("ignore", message=".*across ranks is zero.*")
+            trainer.fit(module, datamodule=dm, ckpt_path=str(resume) if resume is not None else None)
     finally:
+        torch.set_num_threads(threads)
         if is_main:
             os.environ.pop(RUN_ID_ENV, None)
 

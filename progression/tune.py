@@ -29,6 +29,7 @@ from typing import Any
 
 from progression.config import Config
 from progression.errors import ConfigError, ProgressionError
+from progression.tracking import check_tracking, resolve_tracking_uri
 from progression.tuning.mlflow_runs import (
     TAG_STATE,
     best_config,
@@ -45,7 +46,6 @@ from progression.tuning.storage import (
     OWNER_ATTR,
     default_storage,
     describe_storage,
-    is_rdb,
     open_storage,
     owner_record,
     reap_dead_trials,
@@ -108,12 +108,6 @@ def _count(study: Any, states: tuple[Any, ...]) -> int:
     return len(study.get_trials(deepcopy=False, states=states))
 
 
-def _tracking_uri(cfg: Config) -> str:
-    from progression.tracking import resolve_tracking_uri
-
-    return resolve_tracking_uri(cfg)
-
-
 class _Objective:
     """One trial = one ``fit`` with sampled params, pruning, and a child MLflow run."""
 
@@ -138,7 +132,11 @@ class _Objective:
         params = spec.space.suggest(trial)
         cfg = apply_params(
             best_config(spec.cfg, spec.space, params),
-            {"tracking.run_name": trial_run_name(spec.study_name, trial.number)},
+            {
+                "tracking.run_name": trial_run_name(spec.study_name, trial.number),
+                "train.monitor": spec.space.metric,  # the checkpoint kept is the trial's best
+                "train.progress": False,  # the study shows one bar for all workers
+            },
         )
         pruning = OptunaPruning(trial, spec.space.metric)
         tags = {
@@ -163,7 +161,8 @@ class _Objective:
         if pruning.pruned:
             client.set_tag(result.run_id, TAG_STATE, "PRUNED")
             pruning.raise_if_pruned()
-        value = result.metrics.get(spec.space.metric)
+        # The best epoch's value (that checkpoint is what the trial produced), else the last.
+        value = result.metrics.get(f"best/{spec.space.metric}", result.metrics.get(spec.space.metric))
         if value is None:
             client.set_tag(result.run_id, TAG_STATE, "FAIL")
             raise ConfigError(
@@ -299,7 +298,9 @@ def tune(
             "prefer the default journal file or PostgreSQL"
         )
     storage_text = describe_storage(storage)
-    cfg = apply_params(cfg, {"tracking.tracking_uri": _tracking_uri(cfg)})
+    # Resolved once, so every worker (and the parent run) uses the same store.
+    cfg = apply_params(cfg, {"tracking.tracking_uri": resolve_tracking_uri(cfg)})
+    check_tracking(cfg.tracking.tracking_uri)
     out_dir = Path(cfg.train.output_dir).resolve() / "tune" / study_name
 
     storage_obj = open_storage(

@@ -129,7 +129,9 @@ def tiny_cohort(tmp_path_factory) -> Path:
     from progression.simulate import SimulationConfig, simulate_cohort
 
     out = tmp_path_factory.mktemp("tiny") / "cohort"
-    return Path(simulate_cohort(out, SimulationConfig(n_patients=6, seed=0, image_size=64)))
+    return Path(
+        simulate_cohort(out, SimulationConfig(n_patients=6, seed=0, image_size=64), progress=False)
+    )
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ from progression.evaluate import (
     Oracle,
     load_cohort,
     make_baseline,
+    read_tables,
 )
 from progression.evaluate.baselines import features_at
 
@@ -207,6 +208,4 @@ def sim_tables(tmp_path_factory):
     root = Path(tmp_path_factory.mktemp("sim") / "cohort")
     simulate_cohort(root, SimulationConfig(n_patients=10, seed=4, render_images=False,
                                            oracle_draws=32))
-    cohort = Cohort.from_frames(pd.read_csv(root / "patients.csv"),
-                                pd.read_csv(root / "visits.csv"), None, root=root)
-    return load_cohort(cohort)
+    return read_tables(root)

@@ -129,10 +129,14 @@ def test_mlflow_run_gets_params_metrics_and_the_report(inputs, tmp_path, monkeyp
     import mlflow
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    monkeypatch.chdir(workdir)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     out = tmp_path / "out"
     code = run_cli("--predictions", inputs / "predictions.csv", "--out", out,
-                   "--tracking-uri", uri, "--experiment", "enrich-test")
+                   "--tracking-uri", uri, "--experiment", "enrich-test",
+                   "--mean-sizing", "formula")
     assert code == 0
     client = mlflow.MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name("enrich-test")
@@ -144,10 +148,29 @@ def test_mlflow_run_gets_params_metrics_and_the_report(inputs, tmp_path, monkeyp
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "enrichment")}
     assert {"enrichment/report.html", "enrichment/selected.csv",
             "enrichment/sample_size_vs_fraction.png"} <= artifacts
+    assert list(workdir.iterdir()) == []  # artifacts beside the database, not in the cwd
 
 
 def test_nothing_is_logged_without_a_tracking_uri(inputs, tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(tmp_path)
-    assert run_cli("--predictions", inputs / "predictions.csv", "--out", "out") == 0
+    assert run_cli("--predictions", inputs / "predictions.csv", "--out", "out",
+                   "--mean-sizing", "formula") == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_matrix_fitted_from_cohorts_selects_as_many_patients_as_the_model(tmp_path):
+    from progression.simulate import Oracle
+
+    for name, seed in (("train", 0), ("screen", 1)):
+        assert cli.main(["simulate", "--out", str(tmp_path / name), "--patients", "60",
+                         "--seed", str(seed), "--no-images", "--workers", "1", "--no-progress"]) == 0
+    Oracle.load(tmp_path / "screen").predictions().to_csv(tmp_path / "oracle.csv", index=False)
+    out = tmp_path / "out"
+    code = run_cli("--predictions", tmp_path / "oracle.csv", "--out", out, "--enrol", 20,
+                   "--matrix-from", tmp_path / "screen", "--matrix-train", tmp_path / "train",
+                   "--mean-sizing", "formula")
+    assert code == 0
+    selectors = json.loads((out / "enrichment.json").read_text())["selectors"]
+    assert selectors["model"]["n_selected"] == selectors["clinical_matrix"]["n_selected"] == 20
+    assert selectors["clinical_matrix"]["n_screened"] == 60

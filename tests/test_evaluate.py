@@ -19,8 +19,12 @@ from progression.evaluate import (
     evaluate,
     landmark_outcomes,
     load_cohort,
+    outcomes_from_truth,
     read_outcomes,
+    read_tables,
 )
+from progression.evaluate.baselines import cross_fit
+from progression.evaluate.tables import as_index_dates
 
 
 def _simulate_tables(root: Path, n: int, seed: int):
@@ -29,8 +33,7 @@ def _simulate_tables(root: Path, n: int, seed: int):
 
     simulate_cohort(root, SimulationConfig(n_patients=n, seed=seed, render_images=False,
                                            oracle_draws=32))
-    return load_cohort(Cohort.from_frames(pd.read_csv(root / "patients.csv"),
-                                          pd.read_csv(root / "visits.csv"), None, root=root))
+    return read_tables(root)
 
 
 def _noisy_model(cohort, seed: int = 0, noise: float = 1.5) -> pd.DataFrame:
@@ -136,6 +139,7 @@ def test_report_shows_the_side_by_side_table_and_survival_results(run):
     for method in run["results"]["methods"]:
         assert f"<th>{method}</th>" in html
     assert "Log-rank test" in html and "hazard ratio" in html
+    assert "(&gt;= 5 units/yr)" in html  # text is HTML-escaped
     mae = _value(run["results"], "model", "mae_delta", "1y")
     assert f"{mae:.2f}" in html
 
@@ -147,20 +151,25 @@ def test_baseline_predictions_are_written_as_selector_tables(run):
     assert table["index_date"].str.match(r"\d{4}-\d{2}-\d{2}$").all()
 
 
-def test_without_a_training_cohort_baselines_are_cross_fitted(run, tmp_path):
-    cohort = run["test"].subset(run["test"].patient_ids[:24])
-    results = evaluate(None, cohort, baselines=["cohort_mean"], out_dir=tmp_path, n_boot=20,
-                       progress=False)
-    assert results["settings"]["baselines_fitted_on"].startswith("5-fold cross-fitting")
-    rates = pd.read_csv(tmp_path / "predictions" / "cohort_mean.csv")["risk_score"]
-    assert rates.nunique() > 1  # each fold has its own training mean
-    assert results["model"] is None
+def test_without_a_training_cohort_baselines_are_cross_fitted(run):
+    cohort = run["test"]
+    index = as_index_dates(outcomes_from_truth(cohort), cohort)
+    table = cross_fit("cohort_mean", cohort, (1.0,), index, folds=5, seed=0)
+    assert sorted(table["patient_id"]) == cohort.patient_ids  # each patient predicted once
+    assert table["risk_score"].nunique() == 5  # one training mean per fold
+    assert run["results"]["settings"]["baselines_fitted_on"] == f"{run['train'].root} (40 patients)"
 
 
 def test_predictions_from_another_index_date_are_refused(run, tmp_path):
     model = run["model"].copy()
     model.loc[model["patient_id"] == model["patient_id"].iloc[0], "index_date"] = "1999-01-01"
     with pytest.raises(ProgressionError, match="index_date"):
+        evaluate(model, run["test"], baselines=[], out_dir=tmp_path, n_boot=10, progress=False)
+
+
+def test_a_patient_predicted_twice_for_one_horizon_is_refused(run, tmp_path):
+    model = pd.concat([run["model"], run["model"].iloc[:1]], ignore_index=True)
+    with pytest.raises(ProgressionError, match="more than once, e.g. patient"):
         evaluate(model, run["test"], baselines=[], out_dir=tmp_path, n_boot=10, progress=False)
 
 

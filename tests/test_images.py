@@ -234,6 +234,7 @@ def _valid_file_bytes(suffix: str, write_dicom) -> bytes:
     return _VALID_BYTES[suffix]
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")  # decoders warn about the damage
 @settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -251,6 +252,7 @@ def test_random_bytes_only_ever_raise_image_error(tmp_path, suffix, data):
     assert image.shape == (8, 8) and image.min() >= 0.0 and image.max() <= 1.0
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")  # decoders warn about the damage
 @settings(
     max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )

@@ -8,8 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from progression.cohort import Cohort
-from progression.evaluate import Oracle, OutcomeRule, load_cohort, outcomes_from_truth
+from progression.evaluate import Oracle, OutcomeRule, outcomes_from_truth, read_tables
 from progression.evaluate.baselines import features_at
 from progression.evaluate.outcomes import first_event
 from progression.evaluate.survival import (
@@ -28,9 +27,7 @@ def simulated(tmp_path_factory):
     root = Path(tmp_path_factory.mktemp("survival") / "cohort")
     simulate_cohort(root, SimulationConfig(n_patients=80, seed=2, render_images=False,
                                            oracle_draws=32))
-    cohort = Cohort.from_frames(pd.read_csv(root / "patients.csv"),
-                                pd.read_csv(root / "visits.csv"), None, root=root)
-    return load_cohort(cohort)
+    return read_tables(root)
 
 
 def test_first_event_is_the_first_visit_meeting_the_rule():

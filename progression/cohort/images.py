@@ -20,6 +20,7 @@ filter and pads the rest with 0 (centred), keeping the aspect ratio.
 
 from __future__ import annotations
 
+import stat as stat_module
 from pathlib import Path
 
 import numpy as np
@@ -76,7 +77,7 @@ def decode_image(path: str | Path) -> tuple[np.ndarray, list[str]]:
         raise ImageError(f"{path}: file not found; fix the path in images.csv") from None
     except OSError as exc:
         raise ImageError(f"{path}: cannot be read ({exc.strerror}); check permissions") from None
-    if not path.is_file():
+    if not stat_module.S_ISREG(stat.st_mode):
         raise ImageError(f"{path}: is not a regular file; point images.csv at an image file")
     if stat.st_size == 0:
         raise ImageError(f"{path}: file is empty (0 bytes); copy the image again")

@@ -23,9 +23,10 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 # Rough serial decode cost (2-core CPU): ~3 ms per small image plus ~10 ms per MB of file.
-# Starting worker processes costs 1-2 s, so jobs estimated under this stay in-process.
-POOL_BREAK_EVEN_S = 3.0
-# Items shown without a progress bar (a bar for a handful of files is noise).
+# Starting worker processes costs 1-6 s (imports; more on a busy machine), so jobs
+# estimated under this stay in-process.
+POOL_BREAK_EVEN_S = 10.0
+# Fewer items than this get no progress bar (a bar for a handful of files is noise).
 MIN_ITEMS_FOR_BAR = 50
 
 

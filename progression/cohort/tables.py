@@ -23,7 +23,7 @@ import os
 import re
 import stat as stat_module
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
@@ -487,6 +487,20 @@ def _parse_number(text: str) -> tuple[float, str | None]:
     return value, None
 
 
+@dataclass
+class _Parsed:
+    """What the checks parsed, kept so the Cohort is built without parsing twice."""
+
+    births: dict[str, date] = field(default_factory=dict)
+    visit_dates: list[date | None] = field(default_factory=list)
+    image_dates: list[date | None] = field(default_factory=list)
+    abs_paths: list[str | None] = field(default_factory=list)
+    joint_dates: list[date | None] = field(default_factory=list)
+    # (numeric column -> values, categorical column -> levels) of each covariate table
+    static: tuple[dict, dict] = field(default_factory=lambda: ({}, {}))
+    per_visit: tuple[dict, dict] = field(default_factory=lambda: ({}, {}))
+
+
 class _Checker:
     """Runs every check, adding problems to one report; returns the Cohort if all is well."""
 
@@ -520,23 +534,17 @@ class _Checker:
         images = self._required_columns(tables.get(IMAGES))
         joints = self._required_columns(tables.get(JOINT_SCORES))
 
-        births: dict[str, date] = {}
+        parsed = _Parsed()
         patient_rows: dict[str, int] = {}
         if patients is not None:
-            patient_rows, births = self._patients(patients)
-        visit_keys: dict[tuple[str, date], int] = {}
-        visit_dates: list[date | None] = []
+            patient_rows, parsed.births = self._patients(patients)
+        visit_keys: dict[tuple[str, date], int] | None = None
         if visits is not None:
-            visit_keys, visit_dates = self._visits(visits, births)
-        image_dates: list[date | None] = []
-        abs_paths: list[str | None] = []
+            visit_keys, parsed.visit_dates = self._visits(visits, parsed.births)
         if images is not None:
-            image_dates, abs_paths = self._images(
-                images, visit_keys if visits is not None else None
-            )
-        joint_dates: list[date | None] = []
+            parsed.image_dates, parsed.abs_paths = self._images(images, visit_keys)
         if joints is not None:
-            joint_dates = self._joints(joints, visit_keys if visits is not None else None)
+            parsed.joint_dates = self._joints(joints, visit_keys)
 
         if patients is not None and visits is not None:
             self._patients_vs_visits(patients, patient_rows, visits)
@@ -544,26 +552,20 @@ class _Checker:
             self._patients_without_images(patients, patient_rows, images)
 
         self.report.n_patients = len(patient_rows)
-        self.report.n_visits = len(visit_keys)
+        self.report.n_visits = len(visit_keys or {})
         self.report.n_images = 0 if images is None else len(images.frame)
         if patients is not None and not patient_rows:
             self.error(
                 patients, None, None, "cohort is empty: no patients", "add one row per patient"
             )
 
-        schema_static = (
-            self._covariates(patients, exclude=("patient_id", "birth_date"))
-            if patients is not None
-            else ({}, {})
-        )
-        schema_visit = (
-            self._covariates(visits, exclude=("patient_id", "visit_date", *SCORE_COLUMNS))
-            if visits is not None
-            else ({}, {})
-        )
-        if patients is not None and visits is not None:
-            both = sorted(set(schema_static[0]) | set(schema_static[1]))
-            for name in both:
+        if patients is not None:
+            parsed.static = self._covariates(patients, exclude=("patient_id", "birth_date"))
+        if visits is not None:
+            parsed.per_visit = self._covariates(
+                visits, exclude=("patient_id", "visit_date", *SCORE_COLUMNS)
+            )
+            for name in [*parsed.static[0], *parsed.static[1]]:
                 if name in visits.frame.columns:
                     self.error(
                         visits,
@@ -573,26 +575,13 @@ class _Checker:
                         "static (patients.csv) or per visit (visits.csv)",
                         "rename or remove one of the two",
                     )
-        if visits is not None and joints is not None and not self._has_errors(joints):
-            self._joints_vs_totals(joints, visits, visit_dates, joint_dates)
-        if visits is not None:
-            self._score_decreases(visits, visit_dates)
+            if joints is not None and not self._has_errors(joints):
+                self._joints_vs_totals(joints, visits, parsed.visit_dates, parsed.joint_dates)
+            self._score_decreases(visits, parsed.visit_dates)
 
         if not self.report.ok or patients is None or visits is None or images is None:
             return None
-        return self._build(
-            patients,
-            visits,
-            images,
-            joints,
-            births,
-            visit_dates,
-            image_dates,
-            abs_paths,
-            joint_dates,
-            schema_static,
-            schema_visit,
-        )
+        return self._build(patients, visits, images, joints, parsed)
 
     def _has_errors(self, table: _Table) -> bool:
         return any(p.severity == "error" and p.file == table.file for p in self.report.problems)
@@ -1128,17 +1117,11 @@ class _Checker:
 
     def _build(
         self,
-        patients,
-        visits,
-        images,
-        joints,
-        births,
-        visit_dates,
-        image_dates,
-        abs_paths,
-        joint_dates,
-        schema_static,
-        schema_visit,
+        patients: _Table,
+        visits: _Table,
+        images: _Table,
+        joints: _Table | None,
+        parsed: _Parsed,
     ) -> Cohort:
         def covariate_frame(table: _Table, numeric: dict, categorical: dict) -> dict:
             out: dict[str, object] = {}
@@ -1151,15 +1134,15 @@ class _Checker:
 
         pat = {"patient_id": patients.frame["patient_id"].astype(str).tolist()}
         if patients.has("birth_date"):
-            pat["birth_date"] = pd.to_datetime([births.get(p) for p in pat["patient_id"]])
-        pat.update(covariate_frame(patients, *schema_static))
+            pat["birth_date"] = pd.to_datetime([parsed.births.get(p) for p in pat["patient_id"]])
+        pat.update(covariate_frame(patients, *parsed.static))
         patients_df = (
             pd.DataFrame(pat).sort_values("patient_id", kind="stable").reset_index(drop=True)
         )
 
         vis: dict[str, object] = {
             "patient_id": visits.frame["patient_id"].astype(str).tolist(),
-            "visit_date": pd.to_datetime(visit_dates),
+            "visit_date": pd.to_datetime(parsed.visit_dates),
         }
         for column in SCORE_COLUMNS:
             vis[column] = (
@@ -1174,7 +1157,7 @@ class _Checker:
             & ~np.isnan(vis["svdh_jsn"])
         )
         vis["svdh_total"] = np.where(fill, vis["svdh_erosion"] + vis["svdh_jsn"], vis["svdh_total"])
-        vis.update(covariate_frame(visits, *schema_visit))
+        vis.update(covariate_frame(visits, *parsed.per_visit))
         visits_df = (
             pd.DataFrame(vis)
             .sort_values(["patient_id", "visit_date"], kind="stable")
@@ -1184,10 +1167,10 @@ class _Checker:
         images_df = pd.DataFrame(
             {
                 "patient_id": images.frame["patient_id"].astype(str).tolist(),
-                "visit_date": pd.to_datetime(pd.Series(image_dates, dtype=object)),
+                "visit_date": pd.to_datetime(pd.Series(parsed.image_dates, dtype=object)),
                 "region": images.frame["region"].tolist(),
                 "path": [p.replace("\\", "/") for p in images.frame["path"]],
-                "abs_path": abs_paths,
+                "abs_path": parsed.abs_paths,
             }
         )
         images_df = images_df.sort_values(
@@ -1200,7 +1183,7 @@ class _Checker:
                 pd.DataFrame(
                     {
                         "patient_id": joints.frame["patient_id"].astype(str).tolist(),
-                        "visit_date": pd.to_datetime(pd.Series(joint_dates, dtype=object)),
+                        "visit_date": pd.to_datetime(pd.Series(parsed.joint_dates, dtype=object)),
                         "joint": joints.frame["joint"].tolist(),
                         "erosion": [_parse_number(c)[0] for c in joints.frame["erosion"]],
                         "jsn": [_parse_number(c)[0] for c in joints.frame["jsn"]],
@@ -1211,11 +1194,11 @@ class _Checker:
             )
 
         schema = CohortSchema(
-            static_numeric=tuple(schema_static[0]),
-            static_categorical=tuple(schema_static[1]),
-            visit_numeric=tuple(schema_visit[0]),
-            visit_categorical=tuple(schema_visit[1]),
-            levels={k: tuple(v) for k, v in {**schema_static[1], **schema_visit[1]}.items()},
+            static_numeric=tuple(parsed.static[0]),
+            static_categorical=tuple(parsed.static[1]),
+            visit_numeric=tuple(parsed.per_visit[0]),
+            visit_categorical=tuple(parsed.per_visit[1]),
+            levels={k: tuple(v) for k, v in {**parsed.static[1], **parsed.per_visit[1]}.items()},
         )
         return Cohort(
             root=self.root,

@@ -98,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
     elif args.matrix_from:
         from progression.enrich.analysis import predict_matrix
 
-        matrix = predict_matrix(args.matrix_train, args.matrix_from, design.horizon)
+        matrix = predict_matrix(args.matrix_train, args.matrix_from, design.horizon,
+                                index_dates=predictions[["patient_id", "index_date"]])
         matrix_source = f"clinical matrix fitted on {args.matrix_train}"
     outcomes = load_outcomes(args.outcomes, design.horizon) if args.outcomes else None
 

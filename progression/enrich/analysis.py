@@ -7,13 +7,28 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from progression.enrich.outcomes import Outcomes
-from progression.enrich.plan import EnrichmentPlan, TrialDesign, plan_selector, strictness_curve
-from progression.enrich.selection import SelectionRule, at_horizon, check_predictions, select
+from progression.enrich.plan import (
+    EnrichmentPlan,
+    TrialDesign,
+    plan_selector,
+    size_mean,
+    strictness_curve,
+)
+from progression.enrich.sample_size import ArmSizes, inflate_for_dropout, n_two_proportions
+from progression.enrich.selection import (
+    SelectionRule,
+    at_horizon,
+    check_predictions,
+    select,
+    summarise,
+)
 from progression.enrich.trial import (
     SimulatedPower,
     SurvivalComparison,
@@ -22,6 +37,7 @@ from progression.enrich.trial import (
     simulate_power,
 )
 from progression.errors import ProgressionError
+from progression.scoring import is_rapid
 
 MODEL, MATRIX, NONE = "model", "clinical_matrix", "none"
 LABELS = {MODEL: "model", MATRIX: "clinical matrix", NONE: "no enrichment"}
@@ -30,13 +46,19 @@ CURVE_FRACTIONS = np.round(np.arange(0.05, 1.0001, 0.05), 2)
 
 @dataclass
 class Validation:
-    """What the outcomes say about each enriching selector (keyed by selector name)."""
+    """What the outcomes say about each selector (keyed by selector name).
+
+    ``needed``: patients to enrol per endpoint had the realised outcomes of the selected
+    patients been known (the same sizing, fed the outcomes instead of the forecasts):
+    the fair way to compare selectors whose forecasts are calibrated differently.
+    """
 
     outcome: str
     n_with_outcomes: int
     realised: dict[str, pd.DataFrame] = field(default_factory=dict)
     survival: dict[str, SurvivalComparison] = field(default_factory=dict)
     power: dict[str, dict[str, SimulatedPower]] = field(default_factory=dict)
+    needed: dict[str, dict[str, ArmSizes | None]] = field(default_factory=dict)
     n_sim: int = 0
     seed: int = 0
 
@@ -65,12 +87,45 @@ def align_matrix(model: pd.DataFrame, matrix: pd.DataFrame, source: str) -> pd.D
     return matrix[matrix["patient_id"].isin(set(model["patient_id"]))].reset_index(drop=True)
 
 
-def predict_matrix(train_cohort: str, cohort: str, horizon: float) -> pd.DataFrame:
-    """Fit the clinical matrix model on ``train_cohort`` and forecast ``cohort`` (directories)."""
-    from progression.evaluate.baselines import ClinicalMatrix
+def predict_matrix(train_cohort: Any, cohort: Any, horizon: float,
+                   index_dates: pd.DataFrame) -> pd.DataFrame:
+    """Fit the clinical matrix model on ``train_cohort`` and forecast ``cohort``.
 
-    frame = ClinicalMatrix().fit(train_cohort).predict(cohort, [horizon])
+    Cohorts are directories (read without their radiographs, which the matrix never
+    looks at, so table-only simulated cohorts work too) or ``CohortTables``.
+    ``index_dates`` (patient_id, index_date), e.g. the model's predictions table, make
+    the matrix forecast from the same visit as the model.
+    """
+    from progression.evaluate.baselines import ClinicalMatrix
+    from progression.evaluate.tables import read_tables
+
+    def tables(c: Any) -> Any:
+        return read_tables(c) if isinstance(c, str | Path) else c
+
+    frame = ClinicalMatrix().fit(tables(train_cohort)).predict(
+        tables(cohort), (horizon,), index_dates=index_dates)
     return check_predictions(frame, f"clinical matrix fitted on {train_cohort}")
+
+
+def needed_sizes(pool: np.ndarray, design: TrialDesign) -> dict[str, ArmSizes | None]:
+    """Patients to enrol per endpoint if the forecasts had been the realised changes ``pool``
+    (SvdH units): each patient's forecast is its outcome, with no spread."""
+    if len(pool) < 2:
+        return {"mean_change": None, "rapid": None}
+    exact = pd.DataFrame({"delta_svdh_pred": pool, "delta_svdh_lo": pool, "delta_svdh_hi": pool,
+                          "p_rapid": is_rapid(pool, design.horizon).astype(float)})
+    mean = size_mean(exact, summarise(exact, design.interval_level), design, len(pool))
+    return {"mean_change": mean.enrolled, "rapid": _realised_rapid(pool, design)}
+
+
+def _realised_rapid(pool: np.ndarray, design: TrialDesign) -> ArmSizes | None:
+    p_c = float(np.mean(is_rapid(pool, design.horizon)))
+    p_t = float(np.mean(is_rapid((1 - design.effect) * pool, design.horizon)))
+    try:
+        completers = n_two_proportions(p_c, p_t, design.alpha, design.power, design.allocation)
+    except ProgressionError:
+        return None
+    return inflate_for_dropout(completers, design.dropout)
 
 
 def run_enrichment(
@@ -140,6 +195,7 @@ def validate(result: EnrichmentResult, outcomes: Outcomes, n_sim: int, seed: int
                 val.survival[name] = compare_time_to_rapid(times, ids)
         pool = deltas.loc[deltas["patient_id"].isin(ids), "delta"].to_numpy(float)
         sized = result.plan.plans[name]
+        val.needed[name] = needed_sizes(pool, design)
         val.power[name] = {}
         for j, sizing in enumerate((sized.mean, sized.rapid)):
             if sizing.enrolled is None:

@@ -11,7 +11,13 @@ amount ``effect`` (a proportional effect: a treated patient's change is
 ``(1 - effect)`` times what it would have been). Then
 
 * mean endpoint: difference ``effect * mu``, control SD ``sigma``, treated SD
-  ``(1 - effect) * sigma``; sized by :func:`~progression.enrich.sample_size.n_two_means`.
+  ``(1 - effect) * sigma``; the closed-form size is
+  :func:`~progression.enrich.sample_size.n_two_means`. By default
+  (``mean_sizing="simulation"``) the size used is the smallest whose power, simulated
+  from the forecasts themselves (:func:`predictive_power_curve`), reaches the target:
+  SvdH change is right-skewed (most patients barely progress, a few progress fast), and
+  on such data Welch's t-test has more power than the normal-theory formula says (about
+  6 points at a nominal 80% on the simulator), so the formula over-sizes.
 * proportion endpoint: control ``p``; treated: the probability that ``(1 - effect)``
   times the change still reaches the rapid threshold ``RAPID_RATE * horizon``. Per
   patient this is computed from a normal predictive distribution anchored on the
@@ -31,6 +37,8 @@ fewer patients are needed.
 
 References: FDA. Enrichment Strategies for Clinical Trials to Support Determination of
 Effectiveness of Human Drugs and Biological Products. Guidance for Industry, March 2019.
+Landau S, Stahl D. Sample size and power calculations for medical studies by simulation
+when closed form expressions are not available. Stat Methods Med Res 2013;22:324-345.
 """
 
 from __future__ import annotations
@@ -207,11 +215,8 @@ def simulated_mean_size(frame: pd.DataFrame, design: TrialDesign,
     """Smallest completers per arm whose power simulated from the forecasts reaches the
     target (None if not found below 8x the formula's size).
 
-    Why: SvdH change is right-skewed (most patients barely progress, a few progress fast),
-    and on such data the t-test is more powerful than the normal-theory formula says
-    (about 6 points at a nominal 80% on the simulator), so the formula over-sizes.
-    Simulating the planned test from the forecasts themselves (Landau & Stahl 2013)
-    keeps the skew the forecasts predict.
+    Simulating the planned test from the forecasts themselves (Landau & Stahl 2013) keeps
+    the skew the forecasts predict, which the closed-form formula ignores (module docstring).
     """
     n_max = max(8, math.ceil(1.25 * formula.control))
     while n_max <= 8 * max(formula.control, 8):

@@ -55,6 +55,8 @@ def _sizing_dict(sizing: Sizing, saved: dict | None) -> dict[str, Any]:
         "control": sizing.control,
         "treated": sizing.treated,
         "completers_per_arm": _arms(sizing.completers),
+        "formula_completers_per_arm": _arms(sizing.formula),
+        "sized_by": sizing.sized_by,
         "enrolled_per_arm": _arms(sizing.enrolled),
         "screened": sizing.screened,
         "saved_vs_no_enrichment": saved,
@@ -107,6 +109,10 @@ def summary_dict(result: EnrichmentResult, inputs: dict[str, str]) -> dict[str, 
                                      "logrank_p": s.logrank_p,
                                      "reached_by_end": s.event_fraction}
                               for name, s in val.survival.items()},
+            "needed_given_outcomes": {
+                name: {ep: _arms(sizes) for ep, sizes in needed.items()}
+                for name, needed in val.needed.items()
+            },
             "simulated_trials": {
                 name: {ep: {**dataclasses.asdict(p), "enrolled": _arms(p.enrolled),
                      "total_se": p.total_se}

@@ -6,6 +6,7 @@ Only called when a tracking URI was given (``--tracking-uri`` or
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,22 +19,33 @@ def log_enrichment(summary: dict[str, Any], out_dir: Path, tracking_uri: str,
                    experiment: str, run_name: str = "enrich") -> str:
     """One MLflow run with ``enrich.*`` params, ``enrich/*`` metrics and ``out_dir`` files.
 
+    With a SQLite store the artifacts go to ``mlartifacts/`` beside the database
+    (:func:`progression.tracking.experiment_id`), never into the working directory.
     Returns the run id. Raises TrackingError when the store cannot be used.
     """
-    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+    from mlflow.exceptions import MlflowException
+
+    from progression.tracking import check_tracking, experiment_id, log_params
 
     params = {f"enrich.{k}": v for k, v in flatten(
         {"design": summary["design"], "inputs": summary["inputs"]}).items()}
     params["enrich.rule"] = summary["rule"]
+    check_tracking(tracking_uri)
     try:
-        mlflow.set_tracking_uri(tracking_uri)
-        mlflow.set_experiment(experiment)
-        with mlflow.start_run(run_name=run_name) as run:
-            mlflow.log_params(params)
-            mlflow.log_metrics(metrics(summary))
-            mlflow.log_artifacts(str(out_dir), artifact_path="enrichment")
-            return run.info.run_id
-    except mlflow.exceptions.MlflowException as exc:
+        client = MlflowClient(tracking_uri)
+        run = client.create_run(experiment_id(client, experiment, tracking_uri),
+                                run_name=run_name)
+        run_id = run.info.run_id
+        log_params(client, run_id, params)
+        now = int(time.time() * 1000)
+        client.log_batch(run_id, metrics=[Metric(key, value, now, 0)
+                                          for key, value in metrics(summary).items()])
+        client.log_artifacts(run_id, str(out_dir), artifact_path="enrichment")
+        client.set_terminated(run_id)
+        return run_id
+    except MlflowException as exc:
         raise TrackingError(
             f"cannot log to MLflow at '{tracking_uri}': {exc}; check --tracking-uri or "
             "$MLFLOW_TRACKING_URI"

@@ -30,6 +30,7 @@ from progression.evaluate.tables import (
     load_cohort,
     read_outcomes,
     read_predictions,
+    read_tables,
 )
 
 __all__ = [
@@ -52,5 +53,6 @@ __all__ = [
     "outcomes_from_truth",
     "read_outcomes",
     "read_predictions",
+    "read_tables",
     "training_cohort_of",
 ]

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from progression.evaluate.metrics import calibration_table
 from progression.evaluate.survival import KaplanMeierResult
 
-_DPI = 110
+_DPI = 100
 
 
 def _png(fig: Figure) -> bytes:

@@ -68,9 +68,6 @@ class Estimate:
     hi: float
     n: int
 
-    def as_dict(self) -> dict[str, float | int]:
-        return {"value": self.value, "ci_lo": self.lo, "ci_hi": self.hi, "n": self.n}
-
 
 def percentile_interval(samples: np.ndarray, level: float = 0.95) -> tuple[float, float]:
     """Central percentile interval of bootstrap ``samples``, ignoring undefined (NaN) resamples."""

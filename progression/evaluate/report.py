@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from jinja2 import Environment, FileSystemLoader, select_autoescape
+from jinja2 import Environment, FileSystemLoader
 from tqdm.auto import tqdm
 
 from progression.errors import ProgressionError, TrackingError
@@ -70,11 +70,19 @@ def _as_frame(value: pd.DataFrame | str | Path, reader: Any) -> pd.DataFrame:
     return value.copy() if isinstance(value, pd.DataFrame) else reader(value)
 
 
-def _normalise_predictions(frame: pd.DataFrame) -> pd.DataFrame:
+def _normalise_predictions(frame: pd.DataFrame, method: str) -> pd.DataFrame:
     frame = frame.copy()
     frame["patient_id"] = frame["patient_id"].astype(str)
     frame["index_date"] = pd.to_datetime(frame["index_date"])
     frame["horizon_years"] = frame["horizon_years"].astype(float)
+    twice = frame.duplicated(["patient_id", "horizon_years"], keep=False)
+    if twice.any():
+        first = frame[twice].iloc[0]
+        raise ProgressionError(
+            f"{method} predictions have {int(twice.sum())} rows for a patient and horizon seen "
+            f"more than once, e.g. patient {first['patient_id']} at "
+            f"{first['horizon_years']:g} years; keep one row per patient x horizon"
+        )
     return frame
 
 
@@ -363,7 +371,7 @@ METHOD_DESCRIPTIONS = {
 
 
 def _render_html(context: dict[str, Any]) -> str:
-    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]))
+    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True)
 
     def fmt(value: Any, digits: int = 2) -> str:
         if value is None or (isinstance(value, float) and not math.isfinite(value)):
@@ -471,7 +479,8 @@ def evaluate(
     methods: dict[str, pd.DataFrame] = {}
     if source is not None:
         model = _normalise_predictions(
-            _model_predictions(source, tables, outcomes, horizons, progress, tracking_uri)
+            _model_predictions(source, tables, outcomes, horizons, progress, tracking_uri),
+            model_name,
         )
         _check_index_dates(model, outcomes, model_name)
         methods[model_name] = model
@@ -490,7 +499,7 @@ def evaluate(
             log.warning("baseline %s skipped: %s", name, exc)
             skipped[name] = str(exc)
             continue
-        predictions = _normalise_predictions(predictions)
+        predictions = _normalise_predictions(predictions, name)
         methods[name] = predictions[predictions["patient_id"].isin(outcomes["patient_id"])]
     if not methods:
         raise ProgressionError(f"nothing to evaluate: no predictions and every baseline was "
@@ -542,7 +551,8 @@ def evaluate(
         "observed_followup": rule.observed_followup,
         "bootstrap_resamples": n_boot,
         "seed": seed,
-        "baselines_fitted_on": (str(train.root) if train is not None
+        "baselines_fitted_on": (f"{train.root} ({len(train.patient_ids)} patients)"
+                                if train is not None
                                 else f"{CROSS_FIT_FOLDS}-fold cross-fitting on the cohort"),
         "created": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }

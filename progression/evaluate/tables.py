@@ -123,6 +123,26 @@ def load_cohort(cohort: Any) -> CohortTables:
     )
 
 
+def read_tables(root: str | Path) -> CohortTables:
+    """A cohort's patients and visits, without images.csv or any image file.
+
+    For scoring baselines and predictions tables, which never look at radiographs: e.g. a
+    simulated cohort written with ``render_images=False`` (its images.csv names files that
+    were never rendered). The tables get the same checks as :func:`read_cohort`; index dates
+    must then come from the outcomes (the default rule needs to know which visits had films).
+    """
+    from progression.cohort import Cohort
+
+    root = Path(root)
+    frames = []
+    for name in ("patients.csv", "visits.csv"):
+        if not (root / name).is_file():
+            raise ProgressionError(f"cohort '{root}' has no {name}; give a format-v1 cohort")
+        frames.append(pd.read_csv(root / name, dtype=str, keep_default_na=False, na_values=[""]))
+    cohort = Cohort.from_frames(frames[0], frames[1], None, root=root)
+    return load_cohort(cohort)
+
+
 def default_index_dates(cohort: CohortTables) -> pd.Series:
     """Each patient's index date: the last visit with an image, else the last visit.
 
@@ -149,13 +169,6 @@ def as_index_dates(index_dates: Mapping[str, Any] | pd.Series | pd.DataFrame | N
     series = pd.Series(index_dates, dtype=object)
     series.index = series.index.astype(str)
     return pd.to_datetime(series).rename("index_date")
-
-
-def history(cohort: CohortTables, index_dates: pd.Series) -> pd.DataFrame:
-    """Visits on or before each patient's index date (what a forecast may look at)."""
-    visits = cohort.visits.merge(index_dates.rename("index_date"), left_on="patient_id",
-                                 right_index=True, how="inner")
-    return visits[visits["visit_date"] <= visits["index_date"]].drop(columns="index_date")
 
 
 def _read_csv(path: Path, what: str, required: tuple[str, ...], fix: str) -> pd.DataFrame:

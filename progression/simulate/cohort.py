@@ -147,12 +147,7 @@ def simulate_patient(index: int, cfg: SimulationConfig, out_dir: Path | None) ->
     days = _visit_times(cfg, rng_p)
     times = days / 365.25
     grid, index_pos = process.time_grid(times, cfg.followup_years)
-    treat0 = process.initial_treatment(patient, rng_p)
-    u0 = (
-        patient.inflammation_mean
-        + process._INFLAMMATION_SHIFT[treat0]
-        + process._SD_U * rng_p.normal()
-    )
+    u0, treat0 = process.initial_state(patient, rng_p)
     u, tr = process.simulate_paths(
         np.array([u0]), np.array([treat0]), patient.inflammation_mean, np.diff(grid), rng_p
     )

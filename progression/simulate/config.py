@@ -32,7 +32,7 @@ class SimulationConfig:
     no_image_fraction: float = 0.02  # patients without any radiograph
     rate_median: float = 0.9  # SvdH units/yr of a seronegative non-smoker at average inflammation
     rate_sd: float = 1.0  # SD of the log-normal patient random effect on the damage rate
-    reader_error: float = 0.06  # chance a reader is off by one grade on a damaged joint
+    reader_error: float = 0.1  # chance a reader is off by one grade on a damaged joint
     oracle_draws: int = 256  # Monte Carlo paths per patient for the oracle
 
     def check(self) -> None:

@@ -146,10 +146,13 @@ def allocate(grades: np.ndarray, n: int, propensity: np.ndarray, rng: np.random.
     return placed
 
 
-def initial_treatment(patient: Patient, rng: np.random.Generator) -> int:
+def initial_state(patient: Patient, rng: np.random.Generator) -> tuple[float, int]:
+    """Inflammation and treatment index at the first visit (bDMARD likelier when inflamed)."""
     p_bio = 0.12 * np.exp(0.8 * patient.inflammation_mean)
     r = rng.random()
-    return 2 if r < min(p_bio, 0.5) else (0 if r > 0.78 else 1)
+    treatment = 2 if r < min(p_bio, 0.5) else (0 if r > 0.78 else 1)
+    mean = patient.inflammation_mean + _INFLAMMATION_SHIFT[treatment]
+    return float(mean + _SD_U * rng.normal()), treatment
 
 
 def simulate_paths(

@@ -67,11 +67,12 @@ class _Frame:
         return r * self.scale * self.h
 
 
-def _box(frame: _Frame, lo: np.ndarray, hi: np.ndarray, pad: float):
+def _box(shape: tuple[int, int], lo: np.ndarray, hi: np.ndarray, pad: float):
+    """Pixel window around the points ``lo``/``hi`` (+ ``pad``), clipped to ``shape``."""
     x0 = max(int(np.floor(min(lo[0], hi[0]) - pad)), 0)
-    x1 = min(int(np.ceil(max(lo[0], hi[0]) + pad)) + 1, frame.w)
+    x1 = min(int(np.ceil(max(lo[0], hi[0]) + pad)) + 1, shape[1])
     y0 = max(int(np.floor(min(lo[1], hi[1]) - pad)), 0)
-    y1 = min(int(np.ceil(max(lo[1], hi[1]) + pad)) + 1, frame.h)
+    y1 = min(int(np.ceil(max(lo[1], hi[1]) + pad)) + 1, shape[0])
     if x0 >= x1 or y0 >= y1:
         return None
     # broadcasting row/column coordinates (float32; python-float scalars keep float32)
@@ -179,14 +180,11 @@ def _split(kind: str, grade: int, n_anchors: int) -> list[int]:
 
 def _soft_tissue(g: Geometry, frame: _Frame) -> np.ndarray:
     """Soft-tissue thickness 0-1, computed at half resolution (it is smooth) and upsampled."""
-    half = _Frame.__new__(_Frame)
-    half.__dict__.update(frame.__dict__)
-    half.h, half.w = (frame.h + 1) // 2, (frame.w + 1) // 2
-    soft = np.zeros((half.h, half.w), dtype=np.float32)
+    soft = np.zeros(((frame.h + 1) // 2, (frame.w + 1) // 2), dtype=np.float32)
     for p0, p1, radius in g.soft:
         a, b = frame.point(p0) / 2, frame.point(p1) / 2
         r = frame.length(radius) / 2
-        box = _box(half, a, b, r + 1)
+        box = _box(soft.shape, a, b, r + 1)
         if box is None:
             continue
         sl, xs, ys = box
@@ -229,7 +227,7 @@ def render_region(
     for bone in g.bones:
         a, b = frame.point(bone.p0), frame.point(bone.p1)
         r0, rm, r1 = (frame.length(r) for r in (bone.r0, bone.rm, bone.r1))
-        box = _box(frame, a, b, max(r0, rm, r1) + 1)
+        box = _box(bone_max.shape, a, b, max(r0, rm, r1) + 1)
         if box is None:
             continue
         sl, xs, ys = box
@@ -267,7 +265,7 @@ def render_region(
             for centre, radius in _notches(
                 anchor, severity, 1.0 if k == 0 else -1.0, spaces, frame
             ):
-                box = _box(frame, centre, centre, radius + 1)
+                box = _box(bone.shape, centre, centre, radius + 1)
                 if box is None:
                     continue
                 sl, xs, ys = box

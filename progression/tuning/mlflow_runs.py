@@ -20,6 +20,7 @@ from typing import Any
 
 from progression.config import Config, dump_config
 from progression.io import atomic_open, atomic_write_csv, atomic_write_text
+from progression.tracking import experiment_id
 from progression.tuning.space import SearchSpace, apply_params
 
 log = logging.getLogger(__name__)
@@ -44,11 +45,6 @@ def trial_tags(study_name: str, number: int) -> dict[str, str]:
     return {TAG_KIND: "trial", TAG_STUDY: study_name, TAG_TRIAL: str(number), TAG_STATE: "RUNNING"}
 
 
-def _experiment_id(client: Any, name: str) -> str:
-    experiment = client.get_experiment_by_name(name)
-    return experiment.experiment_id if experiment is not None else client.create_experiment(name)
-
-
 def open_parent_run(
     client: Any, experiment: str, study: Any, space: SearchSpace, storage_text: str
 ) -> str:
@@ -65,7 +61,7 @@ def open_parent_run(
         except MlflowException:
             pass  # recorded in another tracking store, or deleted
     run = client.create_run(
-        _experiment_id(client, experiment),
+        experiment_id(client, experiment, client.tracking_uri),
         run_name=parent_run_name(study.study_name),
         tags={
             TAG_KIND: "study",

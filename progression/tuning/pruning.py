@@ -6,11 +6,15 @@ monitored metric is reported to the trial; when the pruner says so the Trainer s
 the caller raises :class:`optuna.TrialPruned` after ``fit`` returns (raising inside the
 Trainer would leave the MLflow run and checkpoint half-written).
 
-DDP: only global rank 0 talks to the Optuna storage. Its decision (continue / prune /
-metric missing) is broadcast with ``trainer.strategy.broadcast`` so every rank stops at the
-same epoch; a rank that stopped alone would hang the others in the next collective. Under
-``ddp_spawn`` the callback runs in child processes, so afterwards the launching process
-asks the storage (where rank 0 wrote the reports) whether the trial was pruned.
+Steps are epochs counted from the start of the fit. Epochs that do not log the metric
+(the image stage of a staged fit has no forecasts, so no ``val/mae_delta_1y``) report
+nothing and are never pruned.
+
+DDP: only global rank 0 talks to the Optuna storage. Its decision (continue / prune) is
+broadcast with ``trainer.strategy.broadcast`` so every rank stops at the same epoch; a rank
+that stopped alone would hang the others in the next collective. Under ``ddp_spawn`` the
+callback runs in child processes, so afterwards the launching process asks the storage
+(where rank 0 wrote the reports) whether the trial was pruned.
 """
 
 from __future__ import annotations
@@ -20,9 +24,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 
-from progression.errors import ConfigError
-
-_CONTINUE, _PRUNE, _MISSING = 0, 1, 2
+_CONTINUE, _PRUNE = 0, 1
 
 
 class OptunaPruning(pl.Callback):
@@ -45,23 +47,14 @@ class OptunaPruning(pl.Callback):
             return
         epoch = trainer.current_epoch
         decision = _CONTINUE
-        if trainer.is_global_zero:
-            value = trainer.callback_metrics.get(self.monitor)
-            if value is None:
-                decision = _MISSING
-            else:
-                self.last_value = float(value)
-                self.trial.report(self.last_value, step=epoch)
-                self.reported_here = True
-                if self.trial.should_prune():
-                    decision = _PRUNE
+        value = trainer.callback_metrics.get(self.monitor)
+        if trainer.is_global_zero and value is not None:
+            self.last_value = float(value)
+            self.trial.report(self.last_value, step=epoch)
+            self.reported_here = True
+            if self.trial.should_prune():
+                decision = _PRUNE
         decision = trainer.strategy.broadcast(decision, src=0)
-        if decision == _MISSING:
-            logged = ", ".join(sorted(trainer.callback_metrics)) or "none"
-            raise ConfigError(
-                f"the search space's metric '{self.monitor}' was not logged during validation; "
-                f"logged metrics: {logged}. Set 'metric' in the search space to one of them."
-            )
         if decision == _PRUNE:
             self.pruned_epoch = epoch
             trainer.should_stop = True

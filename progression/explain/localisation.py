@@ -1,0 +1,169 @@
+"""Do the heatmaps land on the joints that truly changed? A check on simulated cohorts.
+
+The simulator writes, under ``<cohort>/truth/``, the true erosion/JSN grade of every joint at
+every visit (``joint_truth.csv``) and where each joint lies in each film
+(``joint_locations.csv``: ``path, joint, x, y`` as fractions of the film's width and height).
+For the films of each patient's index visit (the last one the forecast sees) this computes
+Grad-CAM maps, the share of each map inside a window around each joint (in the square,
+padded frame the model sees), and the top-k hit rate against three kinds of truth:
+
+- ``progressed_before_index`` (forecast maps): joints whose true grade rose between the
+  patient's first visit and the index visit, i.e. the change the films show;
+- ``progresses_next_year`` (forecast maps): joints whose true grade rises in the year after
+  the index (what the forecast is about, but not yet visible);
+- ``damaged_at_index`` (damage maps): joints with any true damage at the index visit.
+
+Each comes with the exact hit rate of k joints drawn at random from the same film.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from progression.cohort import Cohort, read_cohort
+from progression.data.covariates import CovariateSpec
+from progression.errors import CohortError
+from progression.explain.attributions import (
+    DEFAULT_WINDOW,
+    HitRate,
+    hit_rate,
+    joint_mass,
+    progressing_joints,
+)
+from progression.explain.gradcam import finest_semantic_layer, grad_cam
+from progression.explain.patient import _ChangeFromFilms, _DamageFromFilms, _load_patient
+from progression.models.checkpoint import checkpoint_config, model_from_checkpoint, read_checkpoint
+from progression.predict import resolve_checkpoint
+from progression.scoring import REGIONS
+
+
+@dataclass
+class FilmHeatmaps:
+    """Grad-CAM maps of one film as the model saw it (``[size, size]``, >= 0)."""
+
+    patient_id: str
+    visit_date: str
+    region: str
+    path: str  # absolute path of the film
+    change: np.ndarray  # for the change forecast at the explained horizon
+    damage: np.ndarray  # for the film's own damage reading
+
+
+def index_film_heatmaps(
+    checkpoint: str | Path,
+    cohort: Cohort,
+    patient_ids: Sequence[str],
+    horizon: float = 1.0,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+) -> Iterator[FilmHeatmaps]:
+    """Heatmaps of the index-visit films of each patient (patients without films are skipped)."""
+    from tqdm.auto import tqdm
+
+    path = resolve_checkpoint(checkpoint)
+    ckpt = read_checkpoint(path)
+    cfg = checkpoint_config(ckpt, path)
+    model = model_from_checkpoint(ckpt, path).cpu().eval()
+    if model.encoder is None:
+        raise CohortError(f"{path}: a covariates-only model has no image heatmaps")
+    spec = CovariateSpec.from_dict(ckpt["progression"]["covariates"])
+    layer = finest_semantic_layer(model.encoder.backbone, cfg.data.image_size)
+    cache = cfg.data.cache_dir if cache_dir is None else cache_dir
+    for pid in tqdm(list(patient_ids), desc="heatmaps", unit="patient", disable=not progress):
+        patient = _load_patient(model, spec, cohort.subset([pid]), cfg.data.image_size, cache)
+        if patient.images is None:
+            continue
+        a = patient.arrays
+        last = int(a.patient_start[1]) - 1
+        rows = [int(r) for r in a.image_index[last] if r >= 0]
+        if not rows:
+            continue
+        change = grad_cam(_ChangeFromFilms(model, patient, horizon), patient.images, layer)
+        damage = grad_cam(_DamageFromFilms(model, patient.regions), patient.images, layer)
+        for row in rows:
+            yield FilmHeatmaps(pid, str(a.visit_date[last]), REGIONS[int(a.image_region[row])],
+                               a.image_path[row], change[row], damage[row])
+
+
+def square_frame(locations: pd.DataFrame, height: int, width: int, size: int) -> pd.DataFrame:
+    """Joint positions (fractions of a ``height`` x ``width`` film) in the ``size`` x ``size``
+    frame of :func:`progression.cohort.load_image` (longest side resized, centred padding)."""
+    scale = size / max(height, width)
+    nh, nw = max(1, round(height * scale)), max(1, round(width * scale))
+    top, left = (size - nh) // 2, (size - nw) // 2
+    return locations.assign(x=(left + locations["x"] * nw) / size,
+                            y=(top + locations["y"] * nh) / size)
+
+
+def _film_shape(path: str) -> tuple[int, int]:
+    from progression.cohort.images import decode_image
+
+    return decode_image(path)[0].shape
+
+
+def _grades(joint_truth: pd.DataFrame, pid: str, date: str) -> pd.Series:
+    rows = joint_truth[(joint_truth["patient_id"] == pid) & (joint_truth["visit_date"] == date)]
+    return (rows["erosion"].fillna(0) + rows["jsn"].fillna(0)).set_axis(rows["joint"])
+
+
+def localisation_hit_rates(
+    checkpoint: str | Path,
+    data: str | Path,
+    patient_ids: Sequence[str] | None = None,
+    k: int = 3,
+    half_width: float = DEFAULT_WINDOW,
+    horizon: float = 1.0,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, HitRate]:
+    """Top-k joint hit rates of the index films' heatmaps on a simulated cohort (see module).
+
+    ``patient_ids`` default: every patient. Raises CohortError when ``data`` has no
+    ``truth/joint_truth.csv`` and ``truth/joint_locations.csv`` (not a simulated cohort).
+    """
+    root = Path(data)
+    truth_dir = root / "truth"
+    needed = [truth_dir / "joint_truth.csv", truth_dir / "joint_locations.csv", truth_dir / "followup.csv"]
+    missing = [str(p) for p in needed if not p.is_file()]
+    if missing:
+        raise CohortError(f"{', '.join(missing)} not found: the joint hit rate needs a simulated "
+                          "cohort with rendered images (progression simulate)")
+    cohort = read_cohort(root)
+    joint_truth = pd.read_csv(needed[0], dtype={"patient_id": str})
+    locations = pd.read_csv(needed[1])
+    locations["abs_path"] = [str((root / p).resolve()) for p in locations["path"]]
+    followup = pd.read_csv(needed[2], dtype={"patient_id": str})
+    next_year = followup[np.isclose(followup["years_from_index"], horizon)]
+    next_date = dict(zip(next_year["patient_id"], next_year["visit_date"]))
+    first_date = joint_truth[joint_truth["kind"] == "history"].groupby("patient_id")["visit_date"].min()
+
+    size = checkpoint_config(read_checkpoint(resolve_checkpoint(checkpoint))).data.image_size
+    ids = cohort.patient_ids if patient_ids is None else [str(p) for p in patient_ids]
+    by_kind: dict[str, tuple[list[pd.Series], list[set[str]]]] = {
+        name: ([], []) for name in ("progressed_before_index", "progresses_next_year", "damaged_at_index")
+    }
+    by_path = dict(tuple(locations.groupby("abs_path")))
+    for film in index_film_heatmaps(checkpoint, cohort, ids, horizon, progress=progress):
+        where = by_path.get(str(Path(film.path).resolve()))
+        if where is None:
+            continue
+        where = square_frame(where, *_film_shape(film.path), size)
+        change = joint_mass(film.change, where, half_width)
+        damage = joint_mass(film.damage, where, half_width)
+        pid, index = film.patient_id, film.visit_date
+        truths = {
+            "progressed_before_index": progressing_joints(joint_truth, pid, first_date.get(pid, index), index),
+            "progresses_next_year": progressing_joints(joint_truth, pid, index, next_date.get(pid, index)),
+        }
+        grades = _grades(joint_truth, pid, index)
+        truths["damaged_at_index"] = set(grades.index[grades > 0])
+        for name, truth in truths.items():
+            masses, sets = by_kind[name]
+            masses.append(damage if name == "damaged_at_index" else change)
+            sets.append(truth)
+    return {name: hit_rate(m, s, k=k, seed=seed) for name, (m, s) in by_kind.items()}
