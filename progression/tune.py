@@ -78,7 +78,6 @@ class _WorkerSpec:
     heartbeat_interval: int
     grace_period: int | None
     max_retry: int
-    threads: int | None = None
 
 
 @dataclass
@@ -223,10 +222,6 @@ def _worker_entry(spec: _WorkerSpec, index: int) -> None:
 
     logging.basicConfig(level=logging.INFO, format=f"%(levelname)s worker {index}: %(message)s")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if spec.threads:
-        import torch
-
-        torch.set_num_threads(spec.threads)
     try:
         _run_worker(spec, index)
     except ProgressionError as exc:
@@ -317,8 +312,12 @@ def tune(
 
     remaining = n_trials - _count(study, (*_finished_states(), TrialState.RUNNING))
     n_procs = max(0, min(workers, remaining))
+    trial_base = cfg
+    if n_procs > 1 and cfg.train.threads == 0:
+        # Workers share the cores instead of each starting one thread per core.
+        trial_base = apply_params(cfg, {"train.threads": max(1, (os.cpu_count() or 1) // n_procs)})
     spec = _WorkerSpec(
-        cfg=cfg,
+        cfg=trial_base,
         space=space,
         study_name=study_name,
         storage=storage,
@@ -328,7 +327,6 @@ def tune(
         heartbeat_interval=heartbeat_interval,
         grace_period=grace_period,
         max_retry=max_retry,
-        threads=max(1, (os.cpu_count() or 1) // n_procs) if n_procs > 1 else None,
     )
     bar = tqdm(
         total=n_trials,
@@ -339,8 +337,9 @@ def tune(
     )
 
     def show(study: Any) -> None:
-        bar.n = min(n_trials, _count(study, _finished_states()))
-        bar.refresh()
+        done = min(n_trials, _count(study, _finished_states()))
+        if done != bar.n:
+            bar.update(done - bar.n)
 
     errors: list[str] = []
     status = "FINISHED"

@@ -1,7 +1,7 @@
 """Simulated trials: the computed sizes deliver the nominal power.
 
 Two checks. On a large cohort whose forecasts are calibrated by construction (so the
-finite cohort adds almost no noise) the empirical power must be within 3 points of
+finite cohort adds almost no noise) the empirical power must be within 4 points of
 nominal, for both endpoints, with dropout and unequal allocation: this is the check of
 the sizing. On the project's simulator (its truth as outcomes, the oracle as forecasts)
 SvdH change is so heavy-tailed (a few patients progress 30-75 units a year) that a
@@ -57,7 +57,7 @@ def test_sized_trials_reach_nominal_power_on_calibrated_forecasts(calibrated, al
                             n_sim=2000, seed=5)
     for name in ("model", "none"):
         for endpoint, power in result.validation.power[name].items():
-            assert power.empirical == pytest.approx(NOMINAL, abs=0.03), (name, endpoint)
+            assert power.empirical == pytest.approx(NOMINAL, abs=0.04), (name, endpoint)
     model = result.plan.plans["model"].mean.enrolled
     assert model.treated == pytest.approx(allocation * model.control, abs=1)
 

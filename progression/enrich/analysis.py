@@ -146,6 +146,8 @@ def run_enrichment(
     ``predictions`` / ``matrix``: checked predictions tables (all horizons);
     ``outcomes``: realised changes (and times to rapid progression) for validation.
     """
+    if n_sim < 1:
+        raise ProgressionError(f"--n-sim must be at least 1 (got {n_sim})")
     forecasts = {MODEL: at_horizon(predictions, design.horizon, source)}
     selected = {MODEL: select(forecasts[MODEL], rule, source)}
     n = len(forecasts[MODEL])
@@ -186,19 +188,17 @@ def validate(result: EnrichmentResult, outcomes: Outcomes, n_sim: int, seed: int
     times = None
     if outcomes.times is not None:
         times = outcomes.times[outcomes.times["patient_id"].isin(screened)]
-    if n_sim < 1:
-        raise ProgressionError(f"--n-sim must be at least 1 (got {n_sim})")
     for i, (name, ids) in enumerate(result.selected_ids.items()):
         if name != NONE:
             val.realised[name] = realised_progression(deltas, ids, design.horizon)
-            if times is not None and not times.empty:
+            if times is not None and 0 < times["patient_id"].isin(ids).sum() < len(times):
                 val.survival[name] = compare_time_to_rapid(times, ids)
         pool = deltas.loc[deltas["patient_id"].isin(ids), "delta"].to_numpy(float)
         sized = result.plan.plans[name]
         val.needed[name] = needed_sizes(pool, design)
         val.power[name] = {}
         for j, sizing in enumerate((sized.mean, sized.rapid)):
-            if sizing.enrolled is None:
+            if sizing.enrolled is None or len(pool) < 2:
                 continue
             val.power[name][sizing.endpoint] = simulate_power(
                 pool, sizing, design, n_sim, seed=seed + 100 * i + j, progress=progress,

@@ -113,6 +113,8 @@ def summary_dict(result: EnrichmentResult, inputs: dict[str, str]) -> dict[str, 
                 name: {ep: _arms(sizes) for ep, sizes in needed.items()}
                 for name, needed in val.needed.items()
             },
+            "power_resolution": max((2 * p.total_se for powers in val.power.values()
+                                     for p in powers.values()), default=0.0),
             "simulated_trials": {
                 name: {ep: {**dataclasses.asdict(p), "enrolled": _arms(p.enrolled),
                      "total_se": p.total_se}

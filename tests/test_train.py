@@ -1,0 +1,120 @@
+"""Training: one MLflow run per fit, checkpoints, resume, the logged pyfunc model, the CLI."""
+
+from __future__ import annotations
+
+import mlflow
+import pandas as pd
+import pytest
+import torch
+from mlflow import MlflowClient
+from test_train_support import shared_run, simulated_cohort, tiny_overrides
+
+from progression.cli import main
+from progression.config import load_config
+from progression.errors import TrackingError
+from progression.predict import PREDICTION_COLUMNS
+from progression.train import fit
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    return shared_run(tmp_path_factory)
+
+
+def _history(client, run_id, key):
+    return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+
+
+def test_fit_logs_one_run_with_config_params_tags_metrics_and_checkpoint(run):
+    client = MlflowClient(run.tracking_uri)
+    result = run.result
+    assert result.checkpoint_path.is_file() and result.checkpoint_path.name == "best.ckpt"
+    assert result.last_checkpoint_path.name == "last.ckpt"
+    info = client.get_run(result.run_id)
+    assert info.info.status == "FINISHED"
+    assert info.data.params["train.lr"] == "0.003"
+    assert info.data.params["data.image_size"] == "32"
+    assert info.data.params["model.backbone_kwargs.width"] == "4"
+    tags = info.data.tags
+    assert len(tags["cohort_fingerprint"]) >= 8 and tags["n_patients"] == "12"
+    assert {"host", "command"} <= set(tags)
+    metrics = info.data.metrics
+    for key in ("train/loss", "train/loss_region", "train/loss_delta", "val/mae_delta_1y",
+                "val/mae_svdh_current", "val/mae_region"):
+        assert key in metrics, key
+    assert len(_history(client, result.run_id, "train/loss")) == 5  # one value per epoch
+    artifacts = {a.path for a in client.list_artifacts(result.run_id, "checkpoints")}
+    assert artifacts == {"checkpoints/best.ckpt"}
+    assert {a.path for a in client.list_artifacts(result.run_id, "config")} == {
+        "config/config.yaml", "config/split.csv"}
+    ckpt = torch.load(result.checkpoint_path, map_location="cpu", weights_only=False)
+    assert ckpt["progression"]["mlflow"]["run_id"] == result.run_id
+
+
+def test_logged_mlflow_model_loads_and_predicts(run):
+    model = mlflow.pyfunc.load_model(f"runs:/{run.result.run_id}/model")
+    out = model.predict(pd.DataFrame({"cohort_dir": [str(run.cohort)]}))
+    assert list(out.columns) == PREDICTION_COLUMNS
+    assert len(out) == 2 * 12  # 12 patients x horizons 1 and 2 years
+
+
+def test_resume_continues_training_in_the_same_mlflow_run(run, tmp_path):
+    client = MlflowClient(run.tracking_uri)
+    before = _history(client, run.result.run_id, "train/loss")
+    overrides = [o for o in run.overrides if not o.startswith("train.max_epochs=")]
+    cfg = load_config("tiny", [*overrides, "train.max_epochs=7", "tracking.log_model=false"])
+    # resume from a copy: the shared run's files stay as they were for other tests
+    last = tmp_path / "last.ckpt"
+    last.write_bytes(run.result.last_checkpoint_path.read_bytes())
+    resumed = fit(cfg, resume=last)
+    assert resumed.run_id == run.result.run_id
+    after = _history(client, resumed.run_id, "train/loss")
+    assert after[: len(before)] == before
+    new_steps = [s for s, _ in after[len(before):]]
+    assert len(new_steps) == 2 and min(new_steps) > max(s for s, _ in before)
+    assert client.get_run(resumed.run_id).data.tags["resumed.train.max_epochs"] == "7"
+    assert torch.load(resumed.last_checkpoint_path, weights_only=False)["epoch"] == 6
+
+
+def test_training_loss_falls_by_a_large_factor_on_a_tiny_cohort(tmp_path_factory, tmp_path):
+    cohort = simulated_cohort(tmp_path_factory)
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    cfg = load_config("tiny", tiny_overrides(
+        cohort, tmp_path, uri, **{"train.max_epochs": 40, "train.image_epochs": 10,
+                                  "data.val_fraction": 0.1, "data.augment": False,
+                                  "model.dropout": 0.0, "model.score_input_dropout": 0.0,
+                                  "data.batch_size": 2, "tracking.log_model": False}))
+    result = fit(cfg)
+    client = MlflowClient(uri)
+    region = [v for _, v in _history(client, result.run_id, "train/loss_region")]
+    assert len(region) == 10
+    assert region[-1] < region[0] / 5  # image stage: per-region damage
+    sequence = [v for _, v in _history(client, result.run_id, "train/loss")][10:]
+    assert sequence[-1] < sequence[0] / 3  # sequence stage: change, rapid, interval, current
+
+
+def test_unreachable_tracking_server_fails_before_training(tmp_path, run):
+    cfg = load_config("tiny", [*run.overrides, "tracking.tracking_uri=http://127.0.0.1:9"])
+    with pytest.raises(TrackingError, match="cannot reach the MLflow tracking store"):
+        fit(cfg)
+    assert not (tmp_path / "runs").exists()
+    with pytest.raises(TrackingError, match="file store"):
+        fit(load_config("tiny", [*run.overrides, f"tracking.tracking_uri={tmp_path / 'mlruns'}"]))
+
+
+def test_train_command_prints_run_id_and_checkpoint(run, tmp_path, capsys):
+    overrides = tiny_overrides(run.cohort, tmp_path, run.tracking_uri,
+                               **{"train.max_epochs": 2, "train.image_epochs": 1,
+                                  "tracking.log_model": False})
+    overrides = [o for o in overrides if not o.startswith("data.path=")]
+    assert main(["train", "--data", str(run.cohort), "--config", "tiny", *overrides]) == 0
+    out = capsys.readouterr().out
+    run_id = next(line.split()[-1] for line in out.splitlines() if line.startswith("run id"))
+    checkpoint = next(line.split()[-1] for line in out.splitlines() if line.startswith("checkpoint"))
+    assert MlflowClient(run.tracking_uri).get_run(run_id).info.status == "FINISHED"
+    assert checkpoint.endswith(".ckpt") and run_id in checkpoint
+
+
+def test_train_command_reports_a_bad_config_key_without_traceback(run, capsys):
+    assert main(["train", "--data", str(run.cohort), "--config", "tiny", "train.lrr=1"]) == 2
+    assert "unknown config key 'train.lrr'" in capsys.readouterr().err
