@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--test-patients", type=int, default=60, help="test cohort size")
     parser.add_argument("--image-size", type=int, default=128, help="pixels per film side")
     parser.add_argument("--image-epochs", type=int, default=20, help="image-stage epochs")
+    parser.add_argument("--width", type=int, default=8, help="small_cnn width (channels of stage 1)")
     parser.add_argument("--sequence-epochs", type=int, default=10, help="sequence-stage epochs")
     parser.add_argument("--rate-median", type=float, default=0.9,
                         help="simulated SvdH units/yr of an average patient (simulator default 0.9)")
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> dict:
             f"data.path={cohorts['train']}", f"data.image_size={args.image_size}",
             f"data.cache_dir={work / 'cache'}", f"train.output_dir={work / 'runs'}",
             f"tracking.tracking_uri=sqlite:///{work / 'mlruns.db'}", "tracking.log_model=false",
-            f"train.image_epochs={args.image_epochs}",
+            f"train.image_epochs={args.image_epochs}", f"model.backbone_kwargs={{width: {args.width}}}",
             f"train.max_epochs={args.image_epochs + args.sequence_epochs}",
             f"train.seed={args.seed}", f"train.progress={not args.no_progress}",
         ])

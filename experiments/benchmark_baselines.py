@@ -74,8 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", default="outputs/benchmark_baselines",
                         help="directory for cohorts, runs and the report")
-    parser.add_argument("--train-patients", type=int, default=160)
-    parser.add_argument("--test-patients", type=int, default=80)
+    parser.add_argument("--train-patients", type=int, default=240)
+    parser.add_argument("--test-patients", type=int, default=160)
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0, help="train cohort seed (test: +1)")
     parser.add_argument("--bootstrap", type=int, default=1000)

@@ -94,6 +94,28 @@ def test_cox_models_report_hazard_ratios_with_intervals(simulated):
     assert risk["hr_lo"] < risk["hr"] < risk["hr_hi"]
     assert risk["hr"] > 1.0  # higher predicted rate, earlier progression
     assert 0.0 <= risk["p"] <= 1.0
-    adjusted = result["risk_plus_clinical"]
-    assert "risk_score" in adjusted["terms"] and len(adjusted["terms"]) > 1
-    assert adjusted["n"] <= 80
+    assert frame["event"].sum() < 20  # too few events to adjust: refused, with the reason
+    assert "events" in result["risk_plus_clinical"]["error"]
+
+
+def test_cox_adjusts_for_as_many_clinical_covariates_as_events_allow():
+    rng = np.random.default_rng(0)
+    n = 300
+    clinical = pd.DataFrame({"patient_id": [f"p{i}" for i in range(n)],
+                             "svdh_last": rng.gamma(2, 10, n), "crp": rng.gamma(2, 5, n),
+                             "rf": rng.integers(0, 2, n), "age": rng.normal(55, 10, n),
+                             "haq": rng.uniform(0, 3, n)})
+    risk = rng.normal(0, 1, n)
+    hazard = np.exp(0.8 * risk + 0.02 * clinical["svdh_last"])
+    time = rng.exponential(1 / (0.02 * hazard))  # about 40 events in 3 years
+    frame = pd.DataFrame({"patient_id": clinical["patient_id"], "risk_score": risk,
+                          "time_to_event_years": np.minimum(time, 3.0),
+                          "event": (time < 3.0).astype(float)})
+    events = int(frame["event"].sum())
+    result = cox_models(frame, clinical)
+    terms = list(result["risk_plus_clinical"]["terms"])
+    # one term per 10 events, the risk score first, then covariates in priority order
+    assert 2 <= events // 10 < 6  # the limit binds: not every covariate gets in
+    assert len(terms) == events // 10
+    assert terms == ["risk_score", "svdh_last", "crp", "rf", "haq", "age"][: events // 10]
+    assert result["risk_plus_clinical"]["terms"]["risk_score"]["hr"] > 1.0

@@ -10,8 +10,9 @@ from the index to the first follow-up visit showing progression; see
   the three (``lifelines.statistics.multivariate_logrank_test``).
 * :func:`cox_models`: Cox proportional hazards (``lifelines.CoxPHFitter``) with the model's
   risk score alone and with the risk score plus the clinical covariates present in the
-  cohort. Continuous inputs are standardised, so a hazard ratio is per standard deviation
-  (0/1 inputs stay per unit). Complete cases only.
+  cohort, as many as 10 events per term allow (taken in the order of
+  :data:`CLINICAL_COVARIATES`). Continuous inputs are standardised, so a hazard ratio is per
+  standard deviation (0/1 inputs stay per unit). Complete cases only.
 """
 
 from __future__ import annotations
@@ -32,10 +33,12 @@ from progression.evaluate.baselines import binary_status
 log = logging.getLogger(__name__)
 
 TERTILES = ("low", "middle", "high")
-# Clinical covariates a Cox model adjusts for when the cohort has them (docs/architecture.md).
-CLINICAL_COVARIATES = ("crp", "esr", "sjc28", "tjc28", "das28", "haq", "rf", "acpa", "age",
-                       "svdh_last")
+# Clinical covariates a Cox model adjusts for when the cohort has them (docs/architecture.md),
+# in order of priority: established predictors of radiographic progression first.
+CLINICAL_COVARIATES = ("svdh_last", "crp", "rf", "acpa", "sjc28", "esr", "das28", "haq",
+                       "tjc28", "age")
 MIN_COVERAGE = 0.8  # a covariate joins the Cox model when >= 80% of patients have it
+EVENTS_PER_TERM = 10  # at most one Cox term per 10 events (Peduzzi et al., J Clin Epi 1995)
 
 
 @dataclass
@@ -169,6 +172,16 @@ def cox_models(frame: pd.DataFrame, clinical: pd.DataFrame | None) -> dict[str, 
         if values.notna().mean() >= MIN_COVERAGE and values.nunique() > 1:
             data[column] = values
             usable.append(column)
-    if usable:
-        out["risk_plus_clinical"] = fit_cox(data, ["risk_score", *usable])
+    if not usable:
+        return out
+    allowed = int(frame["event"].sum()) // EVENTS_PER_TERM - 1  # one term is the risk score
+    if allowed < 1:
+        out["risk_plus_clinical"] = {
+            "error": f"only {int(frame['event'].sum())} events: adjusting the risk score for "
+                     f"clinical covariates needs >= {2 * EVENTS_PER_TERM} events "
+                     f"({EVENTS_PER_TERM} per term)",
+            "n": len(frame),
+        }
+        return out
+    out["risk_plus_clinical"] = fit_cox(data, ["risk_score", *usable[:allowed]])
     return out
