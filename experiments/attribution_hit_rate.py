@@ -56,7 +56,8 @@ def main(argv: list[str] | None = None) -> dict:
         cohorts[name] = work / f"{name}_{n}_{args.image_size}px_seed{seed}"
         if not (cohorts[name] / "patients.csv").is_file():
             simulate_cohort(cohorts[name], SimulationConfig(
-                n_patients=n, seed=seed, image_size=args.image_size, rate_median=args.rate_median))
+                n_patients=n, seed=seed, image_size=args.image_size, rate_median=args.rate_median),
+                progress=not args.no_progress)
     checkpoint = args.checkpoint
     if checkpoint is None:
         from progression.train import fit

@@ -206,6 +206,8 @@ def fit(
         with warnings.catch_warnings():
             # The image stage has no Lightning validation loader on purpose.
             warnings.filterwarnings("ignore", message=".*across ranks is zero.*")
+            # Resuming writes into the run's own checkpoint directory.
+            warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
             trainer.fit(module, datamodule=dm, ckpt_path=str(resume) if resume is not None else None)
     finally:
         torch.set_num_threads(threads)

@@ -159,3 +159,72 @@ def test_damage_tertiles_are_equal_sized_even_with_many_zero_scores():
     tertile = damage_tertile(scores)
     assert tertile.value_counts().to_dict() == {"low": 3, "middle": 3, "high": 3}
     assert tertile.iloc[-1] == "high"
+
+
+# ---------------------------------------------------------------- with a trained model
+@pytest.fixture(scope="module")
+def covariate_model(tmp_path_factory):
+    """A covariates-only model (tiny config, no images: seconds) on a simulated cohort of 600
+    patients split 20/40/40 into train / validation (= calibration) / test."""
+    from progression.config import load_config
+    from progression.simulate import SimulationConfig, simulate_cohort
+    from progression.train import fit
+
+    work = tmp_path_factory.mktemp("calibration")
+    root = simulate_cohort(
+        work / "cohort", SimulationConfig(n_patients=600, seed=3, render_images=False), progress=False
+    )
+    # render_images=False lists films it did not write; a covariates-only cohort has none
+    images = pd.read_csv(root / "images.csv")
+    images.iloc[0:0].to_csv(root / "images.csv", index=False)
+    cfg = load_config("tiny", [
+        f"data.path={root}", f"train.output_dir={work / 'runs'}",
+        f"tracking.tracking_uri=sqlite:///{work / 'mlruns.db'}", "tracking.log_model=false",
+        "train.progress=false", "model.use_images=false", "data.val_fraction=0.4",
+        "data.test_fraction=0.4", "train.image_epochs=0", "train.max_epochs=3",
+    ])
+    result = fit(cfg)
+    return root, result
+
+
+def test_fit_stores_the_conformal_correction_and_predict_applies_it(covariate_model):
+    import torch
+
+    from progression.predict import predict_cohort
+
+    root, result = covariate_model
+    meta = torch.load(result.checkpoint_path, weights_only=False)["progression"]
+    cal = ConformalCalibration.from_dict(meta["calibration"])
+    assert cal.level == 0.9 and sum(cal.n_calibration.values()) >= 20
+    raw = predict_cohort(result.checkpoint_path, root, progress=False, calibrate=False)
+    calibrated = predict_cohort(result.checkpoint_path, root, progress=False)
+    for h in (1.0, 2.0):
+        q, _ = cal.correction_for(h)
+        rows = raw["horizon_years"] == h
+        np.testing.assert_allclose(calibrated.loc[rows, "delta_svdh_hi"], raw.loc[rows, "delta_svdh_hi"] + q, atol=1e-6)
+        np.testing.assert_allclose(calibrated.loc[rows, "delta_svdh_lo"], raw.loc[rows, "delta_svdh_lo"] - q, atol=1e-6)
+    pd.testing.assert_series_equal(calibrated["delta_svdh_pred"], raw["delta_svdh_pred"])
+    assert (result.checkpoint_path.parent.parent / "MODEL_CARD.md").is_file()
+
+
+def test_conformal_intervals_cover_90_percent_of_held_out_simulated_patients(covariate_model):
+    import torch
+
+    from progression.evaluate.outcomes import outcomes_from_truth
+    from progression.evaluate.tables import load_cohort
+    from progression.predict import predict_cohort
+
+    root, result = covariate_model
+    split = torch.load(result.checkpoint_path, weights_only=False)["progression"]["split"]
+    truth = outcomes_from_truth(load_cohort(root))[["patient_id", "horizon_years", "delta_svdh_obs"]]
+    raw = predict_cohort(result.checkpoint_path, root, progress=False, calibrate=False)
+    table = raw.merge(truth, on=["patient_id", "horizon_years"])
+    calibration_split = table[table["patient_id"].isin(split["val"])]
+    test_split = table[table["patient_id"].isin(split["test"])]
+    assert calibration_split["patient_id"].nunique() >= 200 and test_split["patient_id"].nunique() >= 200
+
+    cal = fit_conformal(calibration_split, level=0.9)
+    before = empirical_coverage(test_split).set_index("horizon_years")["coverage"]
+    after = empirical_coverage(cal.apply(test_split)).set_index("horizon_years")["coverage"]
+    for h in (1.0, 2.0):
+        assert abs(after[h] - 0.9) <= 0.05, (h, before[h], after[h])

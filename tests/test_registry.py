@@ -47,7 +47,7 @@ def test_alias_moves_to_the_newly_registered_version(store):
     second = register_run_model(run.result.run_id, "progression-move", alias="champion", tracking_uri=uri)
     client = MlflowClient(uri)
     assert (first.version, second.version) == ("1", "2")
-    assert client.get_model_version_by_alias("progression-move", "champion").version == "2"
+    assert str(client.get_model_version_by_alias("progression-move", "champion").version) == "2"
     assert client.get_model_version("progression-move", "1").aliases == []
     assert client.get_model_version("progression-move", "2").run_id == run.result.run_id
 

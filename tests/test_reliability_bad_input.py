@@ -257,26 +257,33 @@ def _text_as_png(root: Path) -> None:
     (root / "images" / "p1_1_hand_right.png").write_text("this is not an image\n")
 
 
+def _undecodable(name: str) -> list[str]:
+    """What the image cache says about a file it cannot decode: the file and both fixes."""
+    return [f"images/{name}", "data.skip_bad_images=true", "progression validate"]
+
+
 IMAGE_DEFECTS = [
-    ("truncated PNG", _truncate("p1_0_hand_left.png", 0.5), "p1_0_hand_left.png"),
-    ("truncated DICOM", _truncate("p2_1_hand_left.dcm", 0.6), "p2_1_hand_left.dcm"),
-    ("DICOM without pixel data", _dicom_without_pixels, "p2_0_hand_right.dcm"),
-    ("zero-byte file", _zero_bytes, "p3_0_hand_right.jpg"),
-    ("text file named .png", _text_as_png, "p1_1_hand_right.png"),
+    ("truncated PNG", _truncate("p1_0_hand_left.png", 0.5), _undecodable("p1_0_hand_left.png")),
+    ("truncated DICOM", _truncate("p2_1_hand_left.dcm", 0.6), _undecodable("p2_1_hand_left.dcm")),
+    ("DICOM without pixel data", _dicom_without_pixels,
+     [*_undecodable("p2_0_hand_right.dcm"), "DICOM without pixel data"]),
+    ("text file named .png", _text_as_png, _undecodable("p1_1_hand_right.png")),
+    # an empty file is found by the table checks already, before any decoding
+    ("zero-byte file", _zero_bytes,
+     ["images.csv line 11", "images/p3_0_hand_right.jpg is empty (0 bytes)", "copy the image again"]),
 ]
 
 
-@pytest.mark.parametrize(("what", "edit", "name"), IMAGE_DEFECTS, ids=[d[0] for d in IMAGE_DEFECTS])
+@pytest.mark.parametrize(("what", "edit", "names"), IMAGE_DEFECTS, ids=[d[0] for d in IMAGE_DEFECTS])
 def test_train_stops_before_training_on_an_unreadable_image_and_names_the_fix(
-    handmade_cohort, copy_cohort, run_cli, settings, paths, what, edit, name
+    handmade_cohort, copy_cohort, run_cli, settings, paths, what, edit, names
 ):
     root = copy_cohort(handmade_cohort)
     edit(root)
     before = snapshot(root)
     runs_before = set(paths["runs"].glob("*/checkpoints/*.ckpt"))
     code, output = run_cli("train", "--data", root, "--config", "tiny", *settings)
-    assert_refused(code, output, f"images/{name}", "data.skip_bad_images=true",
-                   "progression validate")
+    assert_refused(code, output, *names)
     assert set(paths["runs"].glob("*/checkpoints/*.ckpt")) == runs_before  # no training happened
     assert snapshot(root) == before
 
@@ -442,11 +449,12 @@ def _set_first(column: str, value: object) -> Callable[[pd.DataFrame], pd.DataFr
 
 
 PREDICTION_DEFECTS = [
-    ("infinite risk score", _set_first("risk_score", "inf"), ["line 2", "risk_score"]),
-    ("text in p_rapid", _set_first("p_rapid", "high"), ["line 2", "p_rapid", "'high'"]),
-    ("date that is not a date", _set_first("index_date", "2020-31-01"), ["line 2", "index_date"]),
-    ("duplicate row", lambda f: pd.concat([f, f.iloc[:1]]), ["p1", "one row per patient"]),
-    ("missing column", lambda f: f.drop(columns="risk_score"), ["risk_score"]),
+    ("infinite risk score", _set_first("risk_score", "inf"), ["{path}", "line 2", "risk_score"]),
+    ("text in p_rapid", _set_first("p_rapid", "high"), ["{path}", "line 2", "p_rapid", "'high'"]),
+    ("date that is not a date", _set_first("index_date", "2020-31-01"),
+     ["{path}", "line 2", "index_date"]),
+    ("duplicate row", lambda f: pd.concat([f, f.iloc[:1]]), ["patient p1", "one row per patient"]),
+    ("missing column", lambda f: f.drop(columns="risk_score"), ["{path}", "risk_score"]),
 ]
 
 
@@ -459,28 +467,26 @@ def test_a_broken_predictions_table_is_refused_naming_the_line_and_column(
     path = tmp_path / "predictions.csv"
     edit(pd.read_csv(predictions, dtype={"patient_id": str})).to_csv(path, index=False)
     before = path.read_bytes()
-    if entry == "evaluate":
-        argv = ["evaluate", "--predictions", path, "--data", handmade_cohort, "--out",
-                tmp_path / "report", "--baselines", "", "--no-progress"]
-    else:
-        argv = ["enrich", "--predictions", path, "--out", tmp_path / "enrich", "--no-progress"]
-    code, output = run_cli(*argv)
-    assert_refused(code, output, str(path), *names)
+    code, output = run_cli(*predictions_command(entry, path, handmade_cohort, tmp_path))
+    assert_refused(code, output, *(n.format(path=path) for n in names))
     assert path.read_bytes() == before
 
 
+def predictions_command(entry: str, path: Path, cohort: Path, out: Path) -> list:
+    if entry == "evaluate":
+        return ["evaluate", "--predictions", path, "--data", cohort, "--out", out / "report",
+                "--baselines", "", "--no-progress"]
+    return ["enrich", "--predictions", path, "--out", out / "enrich", "--no-progress"]
+
+
+@pytest.mark.parametrize("name", ["predictions.csv", "predictions.txt"])
 @pytest.mark.parametrize("content", [b"", bytes(range(256)) * 8], ids=["zero bytes", "binary"])
 @pytest.mark.parametrize("entry", ["evaluate", "enrich"])
-def test_a_predictions_file_that_is_not_csv_is_refused(
-    handmade_cohort, run_cli, tmp_path, entry, content
+def test_a_predictions_file_that_is_not_csv_is_refused_as_a_predictions_file(
+    handmade_cohort, run_cli, tmp_path, entry, content, name
 ):
-    path = tmp_path / "predictions.csv"
+    path = tmp_path / name
     path.write_bytes(content)
-    if entry == "evaluate":
-        argv = ["evaluate", "--predictions", path, "--data", handmade_cohort, "--out",
-                tmp_path / "report", "--no-progress"]
-    else:
-        argv = ["enrich", "--predictions", path, "--out", tmp_path / "enrich", "--no-progress"]
-    code, output = run_cli(*argv)
-    assert_refused(code, output, str(path), "not a readable CSV")
+    code, output = run_cli(*predictions_command(entry, path, handmade_cohort, tmp_path))
+    assert_refused(code, output, f"predictions file '{path}'", "not a readable CSV")
     assert path.read_bytes() == content

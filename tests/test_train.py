@@ -100,8 +100,8 @@ def test_network_overfits_a_tiny_simulated_cohort(tmp_path_factory, tmp_path, re
     model.sequence.rate_scale.fill_(float(dm.target_stats()["rate_scale"]))
     module = ForecastModule(model, cfg, image_epochs=1, meta={})
 
-    def train(step, batch, steps=150):
-        opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    def train(step, batch, steps, lr):
+        opt = torch.optim.Adam(model.parameters(), lr=lr)
         losses = []
         for _ in range(steps):
             loss = step(batch, train=True)["loss"]
@@ -112,7 +112,7 @@ def test_network_overfits_a_tiny_simulated_cohort(tmp_path_factory, tmp_path, re
         return losses
 
     image_batch = next(iter(dm._loader("image", "train")))
-    image_losses = train(module._image_step, image_batch)
+    image_losses = train(module._image_step, image_batch, steps=30, lr=3e-3)
     assert image_losses[-1] < image_losses[0] / 10
     images = torch.from_numpy(dm.cache.get(dm.slots))
     with torch.no_grad():
@@ -122,17 +122,18 @@ def test_network_overfits_a_tiny_simulated_cohort(tmp_path_factory, tmp_path, re
     sequence_batch = collate_sequences(
         [dm._loader("sequence", "train").dataset[i] for i in range(len(dm.patients["train"]))])
     assert len(sequence_batch["pair_delta"]) >= 5
-    sequence_losses = train(module._sequence_step, sequence_batch)
+    sequence_losses = train(module._sequence_step, sequence_batch, steps=100, lr=6e-3)
     assert sequence_losses[-1] < sequence_losses[0] / 10
 
 
-def test_unreachable_tracking_server_fails_before_training(tmp_path, run):
-    cfg = load_config("tiny", [*run.overrides, "tracking.tracking_uri=http://127.0.0.1:9"])
+def test_unreachable_tracking_server_fails_before_training(run, tmp_path):
+    overrides = tiny_overrides(run.cohort, tmp_path, "http://127.0.0.1:9")
     with pytest.raises(TrackingError, match="cannot reach the MLflow tracking store"):
-        fit(cfg)
-    assert not (tmp_path / "runs").exists()
+        fit(load_config("tiny", overrides))
+    assert not (tmp_path / "cache").exists()  # failed before decoding a single film
+    overrides = tiny_overrides(run.cohort, tmp_path, tmp_path / "mlruns")
     with pytest.raises(TrackingError, match="file store"):
-        fit(load_config("tiny", [*run.overrides, f"tracking.tracking_uri={tmp_path / 'mlruns'}"]))
+        fit(load_config("tiny", overrides))
 
 
 def test_train_command_prints_run_id_and_checkpoint(run, tmp_path, capsys):

@@ -1,0 +1,711 @@
+"""Throughput benchmark: training and prediction against the pure-compute ceiling (issue #6).
+
+In one run on one machine it measures, for the tiny config (64 px) and the default config's
+backbone (256 px, few steps):
+
+(a) ceiling: forward + backward images/s of the bare timm backbone on random tensors already
+    in memory, at the configured image size and the training batch's image count;
+(b) training images/s through the real ``progression.train.fit`` (DataModule +
+    LightningModule + Trainer), image stage, cache warm; (c) the ratio (b)/(a);
+(d) the data pipeline alone (cached loading + collation of the same batches), images/s;
+(e) ``predict_cohort`` patients/s and images/s against bare-backbone inference images/s;
+(f) per-patient time of (b) and (e) when the cohort grows 1x, 4x, 16x, and per-visit time
+    when visits per patient grow 2 -> 8;
+(g) peak RSS of ``predict_cohort`` on 1,000 and 10,000 patients (32 px films), each in its
+    own subprocess, to show prediction streams films instead of holding them.
+
+Every figure is the median of repeats after warm-up (training: after a warm-up epoch). It
+prints a table and writes ``experiments/results/throughput_<device>.json`` and ``.md``.
+
+    nice python experiments/benchmark_throughput.py                 # CPU, about 10 min on 2 cores
+    nice python experiments/benchmark_throughput.py --parts tiny    # the tiny config only
+    python experiments/benchmark_throughput.py --device cuda --compile   # bf16 + channels_last
+
+The cohorts are simulated once (``progression.simulate``, 64 px films, seeded) into
+``--work`` and reused by later runs. Larger cohorts are the simulated one replicated with new
+patient ids and the same image files (throughput does not depend on what the films show);
+cohorts with a fixed number of visits per patient repeat each patient's visits every 6
+months. Run it with ``nice`` on a shared machine; the load average is recorded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+REGIONS = ("hand_left", "hand_right", "foot_left", "foot_right")
+VISIT_SPACING_DAYS = 183  # fixed-visit cohorts: one visit every 6 months
+PARTS = ("tiny", "default", "scaling", "memory")
+# Targets of issue #6.
+TARGET_TRAIN_RATIO = 0.85
+TARGET_PIPELINE_FACTOR = 5.0
+TARGET_PREDICT_RATIO = 0.8
+TARGET_FLAT = 0.15  # per-patient (per-visit) time may vary by at most 15 %
+TARGET_RSS_GROWTH = 0.25  # peak RSS at 10x the patients may grow by at most 25 %
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="cuda: bf16 autocast, channels_last, loader workers, pinned memory")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the backbone (ceiling, inference baseline and training)")
+    p.add_argument("--parts", default=",".join(PARTS),
+                   help=f"comma-separated subset of {','.join(PARTS)} (default: all)")
+    p.add_argument("--work", default="outputs/benchmark_throughput",
+                   help="simulated cohorts, image cache, MLflow store and checkpoints")
+    p.add_argument("--patients", type=int, default=24, help="simulated base cohort (1x)")
+    p.add_argument("--default-patients", type=int, default=6,
+                   help="patients for the default config's 256 px row (few steps)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--repeats", type=int, default=3,
+                   help="timed repeats (training: timed image epochs) per measurement")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default 1: on a shared 2-core machine more threads "
+                        "oversubscribe the cores; 0 = torch's default)")
+    p.add_argument("--rss-patients", default="1000,10000",
+                   help="cohort sizes for the peak-RSS measurement of predict")
+    p.add_argument("--out", default=str(RESULTS), help="directory for throughput_<device>.json/.md")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--rss-child", nargs=3, metavar=("CHECKPOINT", "COHORT", "JSON"),
+                   help=argparse.SUPPRESS)  # internal: one predict run in a fresh process
+    args = p.parse_args(argv)
+    unknown = set(args.parts.split(",")) - set(PARTS)
+    if unknown:
+        p.error(f"--parts: unknown part(s) {sorted(unknown)}; choose from {', '.join(PARTS)}")
+    return args
+
+
+# ---------------------------------------------------------------------------------- cohorts
+def simulate_base(work: Path, n_patients: int, seed: int, progress: bool) -> Path:
+    """A simulated cohort of ``n_patients`` (64 px films), reused when already there."""
+    from progression.simulate import SimulationConfig, simulate_cohort
+
+    out = work / f"sim_{n_patients}p_seed{seed}"
+    if not (out / "truth" / "truth.csv").is_file():
+        cfg = SimulationConfig(n_patients=n_patients, seed=seed, image_size=64)
+        simulate_cohort(out, cfg, progress=progress, overwrite=out.exists())
+    return out
+
+
+def _read_tables(base: Path) -> dict[str, Any]:
+    import pandas as pd
+
+    tables = {}
+    for name in ("patients", "visits", "images", "joint_scores"):
+        path = base / f"{name}.csv"
+        if path.is_file():  # text as written, so a copy reads back identically
+            tables[name] = pd.read_csv(path, dtype=str, keep_default_na=False)
+    return tables
+
+
+def derive_cohort(base: Path, out: Path, mapping) -> Path:
+    """A cohort at ``out`` whose visits are copies of ``base`` visits.
+
+    ``mapping`` rows are ``patient_id, visit_date`` (new) and ``src_patient, src_date`` (the
+    copied visit): its covariates, scores, films and joint scores. ``out/images`` links to the
+    base cohort's images, so films are shared, never copied. Reused when already written.
+    """
+    from progression.io import atomic_write_csv
+
+    if (out / "images.csv").is_file():
+        return out
+    tables = _read_tables(base)
+    src_key = {"patient_id": "src_patient", "visit_date": "src_date"}
+    patient_map = mapping[["patient_id", "src_patient"]].drop_duplicates("patient_id")
+    derived = {"patients": patient_map.merge(
+        tables["patients"].rename(columns={"patient_id": "src_patient"}), on="src_patient")}
+    for name in ("visits", "images", "joint_scores"):
+        if name in tables:
+            derived[name] = mapping.merge(tables[name].rename(columns=src_key),
+                                          on=["src_patient", "src_date"])
+    out.mkdir(parents=True, exist_ok=True)
+    link = out / "images"
+    if not link.exists():
+        link.symlink_to((base / "images").resolve(), target_is_directory=True)
+    # images.csv last: its presence marks a complete cohort.
+    for name in ("patients", "visits", "joint_scores", "images"):
+        if name in derived:
+            frame = derived[name][list(tables[name].columns)]
+            atomic_write_csv(out / f"{name}.csv", frame)
+    return out
+
+
+def replicate_mapping(base: Path, n_patients: int):
+    """Visits of ``base`` repeated with new patient ids (``P0001-c2``) up to ``n_patients``."""
+    import pandas as pd
+
+    visits = _read_tables(base)["visits"][["patient_id", "visit_date"]]
+    ids = list(dict.fromkeys(visits["patient_id"]))
+    copies = -(-n_patients // len(ids))
+    frames = []
+    for c in range(copies):
+        f = visits.rename(columns={"patient_id": "src_patient", "visit_date": "src_date"})
+        f = f.assign(patient_id=f["src_patient"] + (f"-c{c}" if c else ""),
+                     visit_date=f["src_date"])
+        frames.append(f)
+    mapping = pd.concat(frames, ignore_index=True)
+    keep = list(dict.fromkeys(mapping["patient_id"]))[:n_patients]
+    return mapping[mapping["patient_id"].isin(keep)]
+
+
+def fixed_visits_mapping(base: Path, n_visits: int):
+    """Every base patient with exactly ``n_visits`` visits 6 months apart, cycling through
+    the patient's own visits (scores, covariates, films)."""
+    import pandas as pd
+
+    visits = _read_tables(base)["visits"][["patient_id", "visit_date"]]
+    rows = []
+    for pid, group in visits.groupby("patient_id", sort=False):
+        dates = sorted(group["visit_date"])
+        first = pd.Timestamp(dates[0])
+        for j in range(n_visits):
+            day = first + pd.Timedelta(days=VISIT_SPACING_DAYS * j)
+            rows.append((pid, day.strftime("%Y-%m-%d"), pid, dates[j % len(dates)]))
+    return pd.DataFrame(rows, columns=["patient_id", "visit_date", "src_patient", "src_date"])
+
+
+# ---------------------------------------------------------------------------------- timing
+def _sync(device: str) -> None:
+    import torch
+
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def make_clock(device: str):
+    """A Lightning callback timing every training batch from the previous mark (the epoch's
+    start for the first batch), so data loading is included and epoch-end work is not."""
+    import pytorch_lightning as pl
+
+    class Clock(pl.Callback):
+        def __init__(self) -> None:
+            self.batches: list[dict[str, Any]] = []
+
+        def on_train_epoch_start(self, trainer, pl_module) -> None:
+            _sync(device)
+            self._mark = time.perf_counter()
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            _sync(device)
+            now = time.perf_counter()
+            image_stage = "images" in batch
+            self.batches.append({
+                "epoch": trainer.current_epoch,
+                "stage": "image" if image_stage else "sequence",
+                "images": int(batch["images"].shape[0]) if image_stage else 0,
+                "items": int(batch["visit_target"].shape[0] if image_stage
+                             else batch["visit_mask"].shape[0]),
+                "seconds": now - self._mark,
+            })
+            self._mark = now
+
+        def epochs(self, stage: str) -> list[dict[str, float]]:
+            """Per epoch of ``stage``: images, items (visits or patients), seconds, batches."""
+            out: dict[int, dict[str, float]] = {}
+            for b in self.batches:
+                if b["stage"] == stage:
+                    e = out.setdefault(b["epoch"], {"images": 0, "items": 0, "seconds": 0.0,
+                                                    "batches": 0})
+                    e["images"] += b["images"]
+                    e["items"] += b["items"]
+                    e["seconds"] += b["seconds"]
+                    e["batches"] += 1
+            return [out[k] for k in sorted(out)]
+
+    return Clock()
+
+
+def make_compiler():
+    """A callback compiling the encoder's backbone in place (state_dict keys unchanged)."""
+    import pytorch_lightning as pl
+
+    class CompileBackbone(pl.Callback):
+        def on_fit_start(self, trainer, pl_module) -> None:
+            if pl_module.model.encoder is not None:
+                pl_module.model.encoder.backbone.compile()
+
+    return CompileBackbone()
+
+
+def timed(fn, repeats: int, warmup: int = 1, device: str = "cpu") -> list[float]:
+    """Seconds of ``fn()`` for each of ``repeats`` calls after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def bare_backbone(cfg, args):
+    import torch
+
+    from progression.models.backbones import create_backbone
+
+    model = create_backbone(cfg.model.backbone, cfg.model.backbone_kwargs).to(args.device)
+    if args.device == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    if args.compile:
+        model.compile()
+    return model
+
+
+def _random_input(n: int, size: int, device: str):
+    import torch
+
+    x = torch.randn(n, 1, size, size, device=device)
+    return x.contiguous(memory_format=torch.channels_last) if device == "cuda" else x
+
+
+def ceiling_train(cfg, batch: int, args) -> float:
+    """(a) forward + backward images/s of the bare backbone on in-memory random tensors."""
+    import torch
+
+    model = bare_backbone(cfg, args).train()
+    x = _random_input(batch, cfg.data.image_size, args.device)
+    bf16 = args.device == "cuda"
+
+    def step() -> None:
+        model.zero_grad(set_to_none=True)
+        with torch.autocast(args.device, dtype=torch.bfloat16, enabled=bf16):
+            out = model(x)
+        out.float().sum().backward()
+
+    times = timed(step, args.repeats, warmup=2, device=args.device)
+    return batch / statistics.median(times)
+
+
+def ceiling_inference(cfg, batch: int, args) -> float:
+    """Bare-backbone inference images/s at prediction's encoding batch size."""
+    import torch
+
+    model = bare_backbone(cfg, args).eval()
+    x = _random_input(batch, cfg.data.image_size, args.device)
+    bf16 = args.device == "cuda"
+
+    @torch.inference_mode()
+    def forward() -> None:
+        with torch.autocast(args.device, dtype=torch.bfloat16, enabled=bf16):
+            model(x)
+
+    times = timed(forward, args.repeats, warmup=2, device=args.device)
+    return batch / statistics.median(times)
+
+
+# ---------------------------------------------------------------------------------- measurements
+def make_config(name: str, cohort: Path, args, image_size: int | None = None,
+                image_epochs: int | None = None, extra: tuple[str, ...] = ()):
+    """The bundled config ``name`` pointed at ``cohort``, with the benchmark's stores."""
+    from progression.config import load_config
+
+    work = Path(args.work).resolve()
+    image_epochs = 1 + args.repeats if image_epochs is None else image_epochs
+    overrides = [
+        f"data.path={cohort}", f"data.cache_dir={work / 'cache'}",
+        f"train.image_epochs={image_epochs}", f"train.max_epochs={image_epochs + 1}",
+        f"train.threads={args.threads}", "train.progress=false",
+        f"train.output_dir={work / 'runs'}",
+        f"tracking.tracking_uri=sqlite:///{work / 'mlflow.db'}", "tracking.log_model=false",
+        "tracking.experiment=benchmark_throughput",
+    ]
+    if image_size is not None:
+        overrides.append(f"data.image_size={image_size}")
+    if args.device == "cuda":
+        overrides += ["train.accelerator=gpu", "train.precision=bf16-mixed",
+                      "train.deterministic=false", f"data.num_workers={min(6, os.cpu_count() or 1)}"]
+    return load_config(name, [*overrides, *extra])
+
+
+def warm_cache(cfg, cohort: Path, progress: bool) -> int:
+    """Decode every film of ``cohort`` into the cache (untimed); returns the film count."""
+    from progression.cohort import ImageCache, read_cohort
+
+    images = read_cohort(cohort).images
+    paths = images.loc[images["region"].isin(REGIONS), "abs_path"].tolist()
+    ImageCache(cfg.data.cache_dir, cfg.data.image_size).ensure(paths, progress=progress)
+    return len(paths)
+
+
+def measure_training(cfg, args) -> dict[str, Any]:
+    """(b) ``fit`` with a clock: image-stage images/s (median over the epochs after the first)
+    and sequence-stage patients/s; returns the checkpoint too."""
+    from progression.train import fit
+
+    clock = make_clock(args.device)
+    callbacks = [clock, make_compiler()] if args.compile else [clock]
+    start = time.perf_counter()
+    result = fit(cfg, callbacks=callbacks, progress=False)
+    total = time.perf_counter() - start
+    image = clock.epochs("image")
+    timed_epochs = image[1:] or image
+    rates = [e["images"] / e["seconds"] for e in timed_epochs]
+    seq = clock.epochs("sequence")
+    return {
+        "train_images_per_s": statistics.median(rates),
+        "train_images_per_s_epochs": rates,
+        "images_per_epoch": int(timed_epochs[0]["images"]),
+        "visits_per_epoch": int(timed_epochs[0]["items"]),
+        "batch_images": round(timed_epochs[0]["images"] / timed_epochs[0]["batches"]),
+        "max_batch_images": max(b["images"] for b in clock.batches if b["stage"] == "image"),
+        "image_epoch_seconds": statistics.median(e["seconds"] for e in timed_epochs),
+        "sequence_patients_per_s": seq[-1]["items"] / seq[-1]["seconds"] if seq else None,
+        "sequence_epoch_seconds": seq[-1]["seconds"] if seq else None,
+        "fit_seconds": total,
+        "checkpoint": str(result.checkpoint_path),
+    }
+
+
+def measure_pipeline(cfg, args) -> dict[str, float]:
+    """(d) the image-stage training loader alone: cached films -> collated batches, images/s;
+    and the sequence-stage loader, patients/s."""
+    from progression.cohort import read_cohort
+    from progression.data.datamodule import ProgressionDataModule
+
+    dm = ProgressionDataModule(cfg, read_cohort(cfg.data.path), progress=False)
+    dm.prepare_data()
+    dm.setup("fit")
+    loader = dm.train_dataloader()  # no trainer: epoch 0, the image stage
+    counts = {"images": 0}
+
+    def image_epoch() -> None:
+        counts["images"] = sum(int(b["images"].shape[0]) for b in loader)
+
+    image_times = timed(image_epoch, args.repeats)
+    seq_loader = dm._loader("sequence", "train")
+    n_patients = len(seq_loader.dataset)
+    seq_times = timed(lambda: sum(1 for _ in seq_loader), args.repeats)
+    return {
+        "pipeline_images_per_s": counts["images"] / statistics.median(image_times),
+        "pipeline_sequence_patients_per_s": n_patients / statistics.median(seq_times),
+    }
+
+
+def measure_predict(checkpoint: str, cohort: Path, args) -> dict[str, float]:
+    """(e) ``predict_cohort`` on a cohort directory (reading, caching, encoding, forecasting)."""
+    from progression.cohort import read_cohort
+    from progression.predict import predict_cohort
+
+    images = read_cohort(cohort).images
+    n_images = int(images["region"].isin(REGIONS).sum())
+    out: dict[str, Any] = {}
+
+    def run() -> None:
+        out["frame"] = predict_cohort(checkpoint, cohort, progress=False)
+
+    times = timed(run, args.repeats)
+    n_patients = out["frame"]["patient_id"].nunique()
+    seconds = statistics.median(times)
+    return {"predict_seconds": seconds, "predict_patients": int(n_patients),
+            "predict_images": n_images, "predict_patients_per_s": n_patients / seconds,
+            "predict_images_per_s": n_images / seconds}
+
+
+def measure_config(name: str, cohort: Path, args, image_size: int | None = None) -> dict[str, Any]:
+    """(a)-(e) for one config on one cohort."""
+    cfg = make_config(name, cohort, args, image_size)
+    n_films = warm_cache(cfg, cohort, not args.no_progress)
+    row: dict[str, Any] = {
+        "config": name, "backbone": cfg.model.backbone,
+        "backbone_kwargs": dict(cfg.model.backbone_kwargs), "image_size": cfg.data.image_size,
+        "visit_batch_size": cfg.data.visit_batch_size, "cohort_patients": _n_patients(cohort),
+        "cohort_images": n_films,
+    }
+    row.update(measure_training(cfg, args))
+    row["ceiling_images_per_s"] = ceiling_train(cfg, row["batch_images"], args)
+    row["train_ratio"] = row["train_images_per_s"] / row["ceiling_images_per_s"]
+    row.update(measure_pipeline(cfg, args))
+    row["pipeline_factor"] = row["pipeline_images_per_s"] / row["train_images_per_s"]
+    row.update(measure_predict(row["checkpoint"], cohort, args))
+    # predict_cohort encodes 4 x its patient batch (64) films per forward pass.
+    row["inference_batch"] = 256
+    row["inference_images_per_s"] = ceiling_inference(cfg, row["inference_batch"], args)
+    row["predict_ratio"] = row["predict_images_per_s"] / row["inference_images_per_s"]
+    return row
+
+
+def _n_patients(cohort: Path) -> int:
+    with open(cohort / "patients.csv", encoding="utf-8") as handle:
+        return sum(1 for _ in handle) - 1
+
+
+def measure_scaling(base: Path, args, tiny: dict[str, Any] | None) -> dict[str, Any]:
+    """(f) per-patient seconds of training and predict at 1x/4x/16x patients, and per-visit
+    seconds at 2 and 8 visits per patient (tiny config). ``tiny``: the tiny row measured on
+    ``base`` itself, reused as 1x."""
+    work = Path(args.work).resolve()
+    n = _n_patients(base)
+    cohorts = [("cohort", f"{k}x", k, derive_cohort(base, work / f"replicate_{n}_{k}x",
+                                                    replicate_mapping(base, n * k)))
+               for k in (1, 4, 16) if k > 1 or tiny is None]
+    cohorts += [("visits", f"{v} visits", v, derive_cohort(
+        base, work / f"visits_{n}_{v}", fixed_visits_mapping(base, v))) for v in (2, 8)]
+    rows = []
+    if tiny is not None:
+        cohorts.insert(0, ("cohort", "1x", 1, base))
+    for kind, label, factor, cohort in cohorts:
+        cfg = make_config("tiny", cohort, args)
+        if cohort == base and tiny is not None:
+            train, pred = tiny, tiny
+        else:
+            warm_cache(cfg, cohort, not args.no_progress)
+            train = measure_training(cfg, args)
+            pred = measure_predict(train["checkpoint"], cohort, args)
+        patients = _n_patients(cohort)
+        n_train = _train_patients(cfg)
+        row = {
+            "kind": kind, "label": label, "factor": factor, "patients": patients,
+            "train_patients": n_train, "images_per_epoch": train["images_per_epoch"],
+            "train_s_per_patient": train["image_epoch_seconds"] / n_train,
+            "predict_s_per_patient": pred["predict_seconds"] / patients,
+            "train_images_per_s": train["train_images_per_s"],
+            "predict_images_per_s": pred["predict_images_per_s"],
+        }
+        if kind == "visits":
+            row["train_s_per_visit"] = train["image_epoch_seconds"] / train["visits_per_epoch"]
+            row["predict_s_per_visit"] = pred["predict_seconds"] / (patients * factor)
+        rows.append(row)
+    return {"rows": rows, "spread": _spreads(rows)}
+
+
+def _train_patients(cfg) -> int:
+    from progression.cohort import read_cohort
+    from progression.data.split import split_patients
+
+    d = cfg.data
+    ids = read_cohort(d.path).patient_ids
+    return len(split_patients(ids, d.val_fraction, d.test_fraction, d.split_seed)["train"])
+
+
+def _spreads(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """max/min - 1 of the per-patient (cohort growth) and per-visit (visit growth) times."""
+    def spread(kind: str, key: str) -> float:
+        values = [r[key] for r in rows if r["kind"] == kind]
+        return max(values) / min(values) - 1.0
+
+    return {
+        "cohort_train": spread("cohort", "train_s_per_patient"),
+        "cohort_predict": spread("cohort", "predict_s_per_patient"),
+        "visits_train": spread("visits", "train_s_per_visit"),
+        "visits_predict": spread("visits", "predict_s_per_visit"),
+    }
+
+
+def measure_memory(base: Path, args) -> list[dict[str, Any]]:
+    """(g) peak RSS of ``predict_cohort`` at each ``--rss-patients`` size, 32 px films, each
+    in a fresh subprocess (cache warmed beforehand, so no decoding workers run)."""
+    from progression.cohort import ImageCache, read_cohort
+
+    work = Path(args.work).resolve()
+    cfg = make_config("tiny", base, args, image_size=32, image_epochs=1)
+    checkpoint = measure_training(cfg, args)["checkpoint"]
+    rows = []
+    for n in (int(x) for x in args.rss_patients.split(",")):
+        cohort = derive_cohort(base, work / f"replicate_{_n_patients(base)}_{n}p",
+                               replicate_mapping(base, n))
+        images = read_cohort(cohort).images
+        paths = images.loc[images["region"].isin(REGIONS), "abs_path"].tolist()
+        ImageCache(cfg.data.cache_dir, 32).ensure(paths, progress=not args.no_progress)
+        result = work / f"rss_{n}.json"
+        command = [sys.executable, __file__, "--rss-child", checkpoint, str(cohort), str(result),
+                   "--threads", str(args.threads), "--device", args.device]
+        subprocess.run(command, check=True)
+        rows.append({"patients": n, "images": len(paths), **json.loads(result.read_text())})
+    return rows
+
+
+def rss_child(args) -> None:
+    """One ``predict_cohort`` run; writes peak RSS (MiB) before and after, and seconds."""
+    import torch
+
+    from progression.io import atomic_write_text
+    from progression.predict import predict_cohort
+
+    checkpoint, cohort, out = args.rss_child
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    start = time.perf_counter()
+    frame = predict_cohort(checkpoint, cohort, progress=False)
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    atomic_write_text(out, json.dumps({
+        "rss_after_imports_mb": before, "peak_rss_mb": peak, "seconds": seconds,
+        "prediction_rows": len(frame)}))
+
+
+# ---------------------------------------------------------------------------------- report
+def machine(args) -> dict[str, Any]:
+    import torch
+
+    info = {
+        "platform": platform.platform(), "processor": platform.machine(),
+        "cpu_cores": os.cpu_count(), "torch": torch.__version__,
+        "threads": torch.get_num_threads(), "device": args.device, "compile": args.compile,
+        "load_average_start": os.getloadavg(),
+    }
+    if args.device == "cuda":
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each target of issue #6 with the achieved value and whether it is met."""
+    out = []
+    for row in results.get("configs", []):
+        name = row["config"]
+        out.append({"target": f"{name}: training / ceiling >= {TARGET_TRAIN_RATIO}",
+                    "value": row["train_ratio"], "met": row["train_ratio"] >= TARGET_TRAIN_RATIO})
+        out.append({"target": f"{name}: data pipeline >= {TARGET_PIPELINE_FACTOR:g}x training",
+                    "value": row["pipeline_factor"],
+                    "met": row["pipeline_factor"] >= TARGET_PIPELINE_FACTOR})
+        out.append({"target": f"{name}: predict / bare inference >= {TARGET_PREDICT_RATIO}",
+                    "value": row["predict_ratio"],
+                    "met": row["predict_ratio"] >= TARGET_PREDICT_RATIO})
+    if "scaling" in results:
+        for key, value in results["scaling"]["spread"].items():
+            what = "per-patient" if key.startswith("cohort") else "per-visit"
+            out.append({"target": f"{key}: {what} time spread <= {TARGET_FLAT:.0%}",
+                        "value": value, "met": value <= TARGET_FLAT})
+    memory = results.get("memory") or []
+    if len(memory) >= 2:
+        growth = memory[-1]["peak_rss_mb"] / memory[0]["peak_rss_mb"] - 1.0
+        out.append({"target": f"predict peak RSS growth {memory[0]['patients']} -> "
+                              f"{memory[-1]['patients']} patients <= {TARGET_RSS_GROWTH:.0%}",
+                    "value": growth, "met": growth <= TARGET_RSS_GROWTH})
+    return out
+
+
+def _f(x: float | None, digits: int = 1) -> str:
+    return "-" if x is None else f"{x:,.{digits}f}"
+
+
+def markdown(results: dict[str, Any]) -> str:
+    m = results["machine"]
+    lines = [
+        f"# Throughput ({m['device']})", "",
+        f"Command: `{results['command']}`  ",
+        f"Machine: {m['platform']}, {m['cpu_cores']} CPU cores"
+        + (f", {m['gpu']}" if "gpu" in m else ", no GPU")
+        + f"; torch {m['torch']}, {m['threads']} thread(s)"
+        + (", torch.compile" if m["compile"] else "") + "  ",
+        "Load average (1/5/15 min) at start: "
+        + " / ".join(f"{x:.1f}" for x in m["load_average_start"]) + "; at end: "
+        + " / ".join(f"{x:.1f}" for x in results["load_average_end"])
+        + f"; total {results['seconds'] / 60:.1f} min.", "",
+    ]
+    if results.get("configs"):
+        lines += [
+            "| config | backbone | px | films/batch | (a) ceiling img/s | (b) training img/s "
+            "| (c) b/a | (d) pipeline img/s | d/b | (e) predict patients/s | predict img/s "
+            "| bare inference img/s | predict/inference |",
+            "|---" * 13 + "|",
+        ]
+        for r in results["configs"]:
+            kwargs = ",".join(f"{k}={v}" for k, v in r["backbone_kwargs"].items())
+            lines.append(
+                f"| {r['config']} | {r['backbone']}{'(' + kwargs + ')' if kwargs else ''} "
+                f"| {r['image_size']} | {r['batch_images']} | {_f(r['ceiling_images_per_s'])} "
+                f"| {_f(r['train_images_per_s'])} | {r['train_ratio']:.2f} "
+                f"| {_f(r['pipeline_images_per_s'], 0)} | {r['pipeline_factor']:.0f}x "
+                f"| {_f(r['predict_patients_per_s'], 2)} | {_f(r['predict_images_per_s'])} "
+                f"| {_f(r['inference_images_per_s'])} | {r['predict_ratio']:.2f} |")
+        lines += ["", "Cohorts: " + "; ".join(
+            f"{r['config']}: {r['cohort_patients']} patients, {r['cohort_images']} films, "
+            f"{r['images_per_epoch']} films per training epoch, sequence stage "
+            f"{_f(r['sequence_patients_per_s'])} patients/s" for r in results["configs"]) + ".", ""]
+    if "scaling" in results:
+        lines += ["(f) Scaling, tiny config (seconds per patient; per visit for the visit rows):",
+                  "", "| cohort | patients | films/epoch | training s/patient | predict s/patient "
+                  "| training s/visit | predict s/visit |", "|---" * 7 + "|"]
+        for r in results["scaling"]["rows"]:
+            lines.append(
+                f"| {r['label']} | {r['patients']} | {r['images_per_epoch']} "
+                f"| {r['train_s_per_patient']:.4f} | {r['predict_s_per_patient']:.4f} "
+                f"| {_f(r.get('train_s_per_visit'), 4)} | {_f(r.get('predict_s_per_visit'), 4)} |")
+        lines.append("")
+    if results.get("memory"):
+        lines += ["(g) Peak RSS of `predict_cohort` (32 px films, fresh process each):", "",
+                  "| patients | films | seconds | RSS after imports (MiB) | peak RSS (MiB) |",
+                  "|---|---|---|---|---|"]
+        for r in results["memory"]:
+            lines.append(f"| {r['patients']:,} | {r['images']:,} | {r['seconds']:.1f} "
+                         f"| {r['rss_after_imports_mb']:.0f} | {r['peak_rss_mb']:.0f} |")
+        lines.append("")
+    lines += ["Targets (issue #6):", "", "| target | achieved | met |", "|---|---|---|"]
+    for t in results["targets"]:
+        lines.append(f"| {t['target']} | {t['value']:.2f} | {'yes' if t['met'] else 'no'} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.device == "cpu":
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""  # predict_cohort picks CUDA when it sees one
+    import logging
+
+    import torch
+    from tqdm.auto import tqdm
+
+    if args.rss_child:
+        rss_child(args)
+        return 0
+    from progression.io import atomic_write_text
+
+    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.device == "cuda":
+        torch.backends.cudnn.benchmark = True
+    parts = args.parts.split(",")
+    start = time.perf_counter()
+    results: dict[str, Any] = {"machine": machine(args),
+                               "command": "python " + " ".join([Path(__file__).name,
+                                                                 *sys.argv[1:]])}
+    work = Path(args.work).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    base = simulate_base(work, args.patients, args.seed, not args.no_progress)
+    steps = [p for p in PARTS if p in parts]
+    bar = tqdm(steps, desc="benchmark", unit="part", disable=args.no_progress)
+    tiny_row = None
+    for part in bar:
+        bar.set_postfix_str(part)
+        if part == "tiny":
+            tiny_row = measure_config("tiny", base, args)
+            results.setdefault("configs", []).append(tiny_row)
+        elif part == "default":
+            small = derive_cohort(base, work / f"replicate_{args.patients}_{args.default_patients}p",
+                                  replicate_mapping(base, args.default_patients))
+            results.setdefault("configs", []).append(measure_config("default", small, args))
+        elif part == "scaling":
+            results["scaling"] = measure_scaling(base, args, tiny_row)
+        else:
+            results["memory"] = measure_memory(base, args)
+    results["targets"] = targets(results)
+    results["load_average_end"] = os.getloadavg()
+    results["seconds"] = time.perf_counter() - start
+    out = Path(args.out)
+    atomic_write_text(out / f"throughput_{args.device}.json", json.dumps(results, indent=2) + "\n")
+    text = markdown(results)
+    atomic_write_text(out / f"throughput_{args.device}.md", text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,47 @@
+"""Forecast SvdH change for every patient of a cohort and write the predictions table.
+
+Examples:
+  progression predict --checkpoint runs/<run_id>/checkpoints/best.ckpt --data cohort/ --out predictions.csv
+  progression predict --checkpoint runs:/<run_id>/model --data cohort/ --out p.csv --horizons 1,2,5
+  progression predict --checkpoint models:/progression-ra@champion --data cohort/ --out p.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument("--checkpoint", required=True,
+                        help="a .ckpt file or an MLflow model URI (runs:/ID/model, models:/NAME@ALIAS)")
+    parser.add_argument("--data", required=True, help="cohort directory (format v1); scores not needed")
+    parser.add_argument("--out", required=True, help="predictions CSV to write (atomically)")
+    parser.add_argument("--horizons", default="1,2",
+                        help="forecast horizons in years, comma-separated (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=64, help="patients per batch (default: %(default)s)")
+    parser.add_argument("--cache-dir", default=None,
+                        help="decoded-image cache (default: the training config's, else "
+                        "$PROGRESSION_CACHE_DIR or ~/.cache/progression)")
+    parser.add_argument("--tracking-uri", default=None,
+                        help="MLflow tracking URI for runs:/ and models:/ (default: $MLFLOW_TRACKING_URI)")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    from progression.errors import ConfigError
+    from progression.io import atomic_write_csv
+    from progression.predict import predict_cohort
+
+    try:
+        horizons = tuple(float(h) for h in args.horizons.split(",") if h.strip())
+    except ValueError:
+        raise ConfigError(f"--horizons '{args.horizons}': give years separated by commas, e.g. 1,2") from None
+    predictions = predict_cohort(args.checkpoint, args.data, horizons=horizons,
+                                 batch_size=args.batch_size, progress=not args.no_progress,
+                                 cache_dir=args.cache_dir, tracking_uri=args.tracking_uri)
+    atomic_write_csv(args.out, predictions)
+    n_notes = int((predictions["note"] != "").sum() // max(1, len(horizons)))
+    print(f"{predictions['patient_id'].nunique()} patients x {len(horizons)} horizons -> {args.out}"
+          + (f" ({n_notes} with a note, e.g. covariates only)" if n_notes else ""))
+    return 0

@@ -1,0 +1,113 @@
+"""`progression explain` on a real (tiny) trained model: reports render, errors are clear."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from progression import cli
+from tests.test_explain_report import referenced_images
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny image model (48 px, 2 epochs) on 10 simulated patients; one patient's history is
+    cut to its last visit so the cohort has a single-visit patient."""
+    from progression.config import load_config
+    from progression.simulate import SimulationConfig, simulate_cohort
+    from progression.train import fit
+
+    work = tmp_path_factory.mktemp("explain")
+    root = simulate_cohort(
+        work / "cohort", SimulationConfig(n_patients=10, seed=5, image_size=48), progress=False
+    )
+    visits = pd.read_csv(root / "visits.csv", dtype={"patient_id": str})
+    images = pd.read_csv(root / "images.csv", dtype={"patient_id": str})
+    counts = images.groupby("patient_id")["visit_date"].nunique().sort_values()
+    one, many = counts.index[-2], counts.index[-1]
+    last = images.loc[images["patient_id"] == one, "visit_date"].max()
+    for name, frame in (("visits.csv", visits), ("images.csv", images)):
+        keep = (frame["patient_id"] != one) | (frame["visit_date"] == last)
+        frame[keep].to_csv(root / name, index=False)
+    if (root / "joint_scores.csv").is_file():
+        scores = pd.read_csv(root / "joint_scores.csv", dtype={"patient_id": str})
+        keep = (scores["patient_id"] != one) | (scores["visit_date"] == last)
+        scores[keep].to_csv(root / "joint_scores.csv", index=False)
+    cfg = load_config("tiny", [
+        f"data.path={root}", "data.image_size=48", f"data.cache_dir={work / 'cache'}",
+        f"train.output_dir={work / 'runs'}", f"tracking.tracking_uri=sqlite:///{work / 'mlruns.db'}",
+        "tracking.log_model=false", "train.progress=false", "train.image_epochs=1",
+        "train.max_epochs=2",
+    ])
+    result = fit(cfg)
+    return {"root": root, "checkpoint": result.checkpoint_path, "one": one, "many": many,
+            "n_many": int(counts[many]), "work": work}
+
+
+def test_reports_render_for_a_one_visit_and_a_many_visit_patient(trained, tmp_path):
+    from progression.predict import predict_cohort
+
+    out = tmp_path / "reports"
+    code = cli.main(["explain", "--checkpoint", str(trained["checkpoint"]), "--data",
+                     str(trained["root"]), "--patient", trained["one"], "--patient",
+                     trained["many"], "--out", str(out), "--quiet", "--steps", "8"])
+    assert code == 0
+    predictions = predict_cohort(trained["checkpoint"], trained["root"], progress=False)
+    for pid, n_visits in ((trained["one"], 1), (trained["many"], trained["n_many"])):
+        page = out / pid / "report.html"
+        html = page.read_text()
+        sources = referenced_images(page)
+        assert sources[0] == "figures/scores.png"
+        for src in sources:
+            assert (page.parent / src).is_file(), src
+        # radiograph + damage map + forecast map for every film of every visit
+        films = [s for s in sources if re.fullmatch(r"figures/v\d\d_\w+?\.png", s)]
+        assert len(sources) == 1 + 3 * len(films)
+        assert len({s[8:11] for s in films}) == n_visits
+        row = predictions[(predictions["patient_id"] == pid) & (predictions["horizon_years"] == 1.0)].iloc[0]
+        sign = "+" if row.delta_svdh_pred >= 0.05 else ""
+        assert (f"Predicted change over 1 year: {sign}{row.delta_svdh_pred:.1f} SvdH units "
+                f"(90% interval {row.delta_svdh_lo:.1f} to {row.delta_svdh_hi:.1f})") in html
+        assert f"rapid progression probability {row.p_rapid:.0%}" in html
+
+
+def test_unknown_patient_is_one_clear_message(trained, tmp_path, capsys):
+    code = cli.main(["explain", "--checkpoint", str(trained["checkpoint"]), "--data",
+                     str(trained["root"]), "--patient", "NOBODY", "--out", str(tmp_path), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "patient 'NOBODY' is not in" in err and "patients.csv" in err
+    assert "Traceback" not in err
+
+
+def test_reports_are_never_written_inside_the_cohort(trained, capsys):
+    before = sorted(p.name for p in trained["root"].iterdir())
+    code = cli.main(["explain", "--checkpoint", str(trained["checkpoint"]), "--data",
+                     str(trained["root"]), "--patient", trained["many"], "--out",
+                     str(trained["root"] / "reports")])
+    assert code == 2
+    assert "inside the cohort directory" in capsys.readouterr().err
+    assert sorted(p.name for p in trained["root"].iterdir()) == before
+
+
+def test_fit_writes_a_model_card_and_explain_adds_evaluation_metrics(trained, tmp_path):
+    checkpoint = Path(trained["checkpoint"])
+    meta = torch.load(checkpoint, weights_only=False)["progression"]
+    card = (checkpoint.parent.parent / "MODEL_CARD.md").read_text()
+    assert meta["cohort_fingerprint"] in card
+    assert "SIMULATED cohort" in card
+    assert f"- train patients: {len(meta['split']['train'])}" in card
+
+    metrics = tmp_path / "metrics.json"
+    metrics.write_text(json.dumps(
+        {"model": {"test/mae_delta_1y": {"value": 2.5, "ci_lo": 2.0, "ci_hi": 3.1, "n": 40}}}))
+    target = tmp_path / "card.md"
+    code = cli.main(["explain", "--checkpoint", str(checkpoint), "--model-card", str(target),
+                     "--metrics", str(metrics)])
+    assert code == 0
+    assert "| `model/test/mae_delta_1y` | mean absolute error of the predicted change, 1-year horizon | 2.5 | 2 to 3.1 | 40 | SvdH units |" in target.read_text()
