@@ -1,5 +1,7 @@
 """A throw-away PostgreSQL server on 127.0.0.1 for tests (``postgres`` marker).
 
+Use ``with postgres_server() as url:`` in a fixture (module scope: starting one takes seconds).
+
 ``initdb`` into a fresh temporary directory, ``pg_ctl start`` on a free loopback port with
 trust authentication and fsync off, and ``pg_ctl stop -m immediate`` afterwards. PostgreSQL
 refuses to run as root, so as root the cluster is owned and run by the ``postgres`` system
@@ -76,10 +78,3 @@ def postgres_server() -> Iterator[str]:
         with contextlib.suppress(subprocess.SubprocessError):
             run(str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop")
         shutil.rmtree(root, ignore_errors=True)
-
-
-@pytest.fixture()
-def postgres_url() -> Iterator[str]:
-    """Function-scoped: each test gets an empty server (a few seconds to start)."""
-    with postgres_server() as url:
-        yield url

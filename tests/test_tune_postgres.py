@@ -1,0 +1,125 @@
+"""A study shared through PostgreSQL: several workers, and trials of lost workers retried.
+
+Needs PostgreSQL binaries (initdb, pg_ctl); tests/pg.py starts a throw-away server on
+127.0.0.1 and the tests are skipped, with the reason, where there are none.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+from optuna.trial import TrialState
+from pg import postgres_server
+from test_train_support import simulated_cohort, tiny_overrides
+
+from progression import cli
+from progression.tuning.mlflow_runs import child_runs
+from progression.tuning.storage import OWNER_ATTR, open_storage, reap_dead_trials
+
+pytestmark = pytest.mark.postgres
+
+SPACE = """
+sampler: {type: random, seed: 0}
+pruner: {type: none}
+params:
+  train.lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}
+"""
+
+
+@pytest.fixture(scope="module")
+def pg_url():
+    with postgres_server() as url:
+        yield url
+
+
+def _running_trial_with_a_run(proc, pg_url: str, client: MlflowClient) -> optuna.trial.FrozenTrial:
+    """The first RUNNING trial whose MLflow run has started (bounded wait)."""
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the tune command ended before a worker could be killed"
+        try:
+            study = optuna.load_study(study_name="shared", storage=open_storage(pg_url))
+        except KeyError:  # the study is not created yet
+            study = None
+        experiment = client.get_experiment_by_name("tests")
+        if study is not None and experiment is not None:
+            for trial in study.get_trials(states=(TrialState.RUNNING,)):
+                runs = client.search_runs(
+                    [experiment.experiment_id],
+                    f"tags.`optuna.trial_number` = '{trial.number}' and attributes.status = 'RUNNING'",
+                )
+                if OWNER_ATTR in trial.user_attrs and runs:
+                    return trial
+        time.sleep(0.3)
+    raise AssertionError("no trial started within 10 minutes")
+
+
+def test_two_workers_share_the_study_and_a_killed_workers_trial_is_retried(
+    pg_url, tmp_path_factory, tmp_path
+):
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    overrides = tiny_overrides(simulated_cohort(tmp_path_factory), tmp_path, uri,
+                               **{"train.max_epochs": 2, "train.image_epochs": 0})
+    (tmp_path / "space.yaml").write_text(SPACE)
+    args = ["tune", "--config", "tiny", "--space", str(tmp_path / "space.yaml"), "--study", "shared",
+            "--storage", pg_url, "--n-trials", "2", "--workers", "2", "--heartbeat-interval", "1",
+            "--no-progress", *overrides]
+    client = MlflowClient(uri)
+    proc = subprocess.Popen([sys.executable, "-m", "progression.cli", *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        victim = _running_trial_with_a_run(proc, pg_url, client)
+        pid = victim.user_attrs[OWNER_ATTR]["pid"]
+        assert pid != proc.pid  # a spawned worker, not the command itself
+        os.kill(pid, signal.SIGKILL)
+        assert proc.wait(timeout=900) == 1  # it reports the dead worker and asks for a rerun
+    finally:
+        proc.kill()
+        proc.wait(timeout=60)
+
+    assert cli.main(args) == 0  # the rerun finds nothing lost
+
+    study = optuna.load_study(study_name="shared", storage=open_storage(pg_url))
+    lost = study.trials[victim.number]
+    assert lost.state == TrialState.FAIL
+    (retry,) = [t for t in study.trials if t.system_attrs.get("failed_trial") == victim.number]
+    assert retry.state == TrialState.COMPLETE
+    assert retry.params == lost.params
+    assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 2
+    workers = {t.user_attrs[OWNER_ATTR]["pid"] for t in study.trials if OWNER_ATTR in t.user_attrs}
+    assert pid in workers and len(workers - {pid}) >= 1  # both workers ran trials
+
+    parent_run_id = study.user_attrs["mlflow_parent_run_id"]
+    (killed_run,) = child_runs(client, parent_run_id)[victim.number]
+    assert killed_run.info.status == "KILLED"
+    assert killed_run.data.tags["optuna.trial_state"] == "FAIL"
+    assert client.get_run(parent_run_id).data.tags["optuna.storage"] == pg_url  # no password in it
+
+
+def test_trial_of_a_machine_that_went_silent_is_requeued_after_the_grace_period(pg_url):
+    storage = open_storage(pg_url, heartbeat_interval=1, grace_period=2)
+    study = optuna.create_study(study_name="silent", storage=storage)
+    trial = study.ask()
+    trial.suggest_float("train.lr", 1e-4, 1e-2, log=True)
+    # Its worker ran on another machine (so its pid cannot be checked here), then went silent.
+    trial.set_user_attr(OWNER_ATTR, {"host": "gpu-node-7", "pid": 4242, "pid_start": 1})
+    storage.record_heartbeat(trial._trial_id)
+    reap_dead_trials(study)
+    assert study.trials[0].state == TrialState.RUNNING  # within the grace period: trusted
+
+    time.sleep(3)
+    reap_dead_trials(study)
+
+    lost, retry = study.trials
+    assert lost.state == TrialState.FAIL
+    assert retry.state == TrialState.WAITING
+    assert retry.params == lost.params
+    assert retry.system_attrs["failed_trial"] == 0
+    assert OWNER_ATTR not in retry.user_attrs
