@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     result = run_enrichment(forecasts, rule, design, matrix=matrix, outcomes=outcomes,
                             n_sim=args.n_sim, seed=args.seed, progress=progress)
     write_report(result, work / "report", {"predictions": source, "matrix": "clinical matrix",
-                                           "outcomes": str(test_dir)}, outcomes.deltas)
+                                           "outcomes": str(test_dir)})
     oracle = run_enrichment(_oracle(test_dir), rule, design, outcomes=outcomes,
                             n_sim=args.n_sim, seed=args.seed, progress=progress)
 
@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
                                  progress=progress)
         write_report(checked, work / "validation_report",
                      {"predictions": "oracle", "matrix": "clinical matrix",
-                      "outcomes": str(val_dir)}, val_outcomes.deltas)
+                      "outcomes": str(val_dir)})
         check = "\n".join([
             f"## Do the sizes deliver their power? ({args.validation_patients} simulated "
             f"patients, seed {args.seed + 2}, oracle forecasts)",

@@ -111,6 +111,7 @@ def predict_cohort(
     progress: bool = True,
     cache_dir: str | Path | None = None,
     tracking_uri: str | None = None,
+    calibrate: bool = True,
 ) -> pd.DataFrame:
     """Forecast every patient of ``data`` (a cohort directory or :class:`Cohort`).
 
@@ -120,6 +121,8 @@ def predict_cohort(
     visit on or before it with a film (default: each patient's last such visit).
     ``batch_size``: patients per sequence batch (films are encoded 4x that many at a time).
     ``cache_dir``: decoded-image cache (default: the training config's, else the default).
+    ``calibrate``: apply the checkpoint's conformal interval correction, when it has one
+    (:mod:`progression.calibration`; False gives the raw quantile-head interval).
     Returns one row per patient x horizon (:data:`PREDICTION_COLUMNS`); SvdH units, and
     ``risk_score`` in SvdH units/year.
     """
@@ -148,7 +151,13 @@ def predict_cohort(
             arrays = build_arrays(cohort, spec, True, dates, truncate_to_index=True, drop_images=bad)
             slots = slots[slots >= 0]
         feats = encode_images(model, cache, slots, arrays.image_region, device, 4 * batch_size, progress)
-    return _forecast(model, cfg, arrays, feats, horizons, batch_size, device, skipped)
+    frame = _forecast(model, cfg, arrays, feats, horizons, batch_size, device, skipped)
+    stored = ckpt["progression"].get("calibration")
+    if calibrate and stored:
+        from progression.calibration import ConformalCalibration
+
+        frame = ConformalCalibration.from_dict(stored).apply(frame)
+    return frame
 
 
 @torch.inference_mode()

@@ -5,7 +5,10 @@ and ONE MLflow run: ``train.image_epochs`` epochs on single visits' films, then 
 sequence model on features of every film encoded once. Checkpoints (``best.ckpt`` by
 ``train.monitor``, ``last.ckpt``) go to ``<train.output_dir>/<run_id>/checkpoints/`` and
 carry the MLflow run id, so ``fit(cfg, resume=".../last.ckpt")`` continues both the
-training and the same run.
+training and the same run. After training, the interval of the final checkpoint is
+calibrated on the validation patients (:mod:`progression.calibration`), a model card is
+written next to it (``MODEL_CARD.md``), and config, split, checkpoint, card and an MLflow
+pyfunc model are logged to the run.
 
 DDP (``train.strategy=ddp``): Lightning starts the other ranks by re-running the command;
 only rank 0 creates the MLflow run and writes to it, and hands the run id to the other
@@ -222,6 +225,14 @@ def fit(
     final = best or last
     model_uri = None
     if trainer.is_global_zero and run_id is not None and final is not None:
+        from progression.calibration import calibrate_checkpoint
+        from progression.explain.model_card import write_checkpoint_card
+
+        if dm.split["val"]:  # conformal interval correction on patients never trained on
+            calibrate_checkpoint(final, cohort, dm.split["val"], level=cfg.model.interval_level,
+                                 cache_dir=cfg.data.cache_dir)
+        card = write_checkpoint_card(final, out_dir / "MODEL_CARD.md", metrics=metrics)
+        client.log_artifact(run_id, str(card))
         config_path = out_dir / "config.yaml"
         dump_config(cfg, config_path)
         client.log_artifact(run_id, str(config_path), "config")

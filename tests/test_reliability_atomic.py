@@ -15,9 +15,13 @@ import textwrap
 import time
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
+from test_reliability_support import kill_while_writing
+from test_train_support import shared_run
 
+from progression import cli
 from progression.cohort import ImageCache, load_image
 
 SIZE = 32  # pixels per side in the cache
@@ -99,3 +103,22 @@ def test_image_cache_killed_mid_fill_rebuilds_only_what_is_missing(tmp_path, rad
         fresh = np.rint(load_image(path, SIZE) * 255).astype(np.uint8)
         np.testing.assert_array_equal(image, fresh, err_msg=path)
     assert not list((cache_dir / str(SIZE)).glob(".index.json.*.tmp"))
+
+
+def test_predict_killed_while_writing_keeps_the_old_predictions_intact(tmp_path_factory, tmp_path):
+    run = shared_run(tmp_path_factory)
+    out = tmp_path / "predictions.csv"
+    argv = ["predict", "--checkpoint", run.result.checkpoint_path, "--data", run.cohort,
+            "--out", out, "--no-progress"]
+    assert cli.main([str(a) for a in argv]) == 0
+    old = out.read_bytes()
+
+    # A second prediction (more horizons: a different, longer table) is killed as it
+    # publishes the new file.
+    code = kill_while_writing([*argv, "--horizons", "1,2,5"], out, skip=0, log=tmp_path / "kill.log")
+    assert code == -signal.SIGKILL, (tmp_path / "kill.log").read_text()
+    assert out.read_bytes() == old  # the old table, whole
+    assert len(pd.read_csv(out)) == 2 * pd.read_csv(run.cohort / "patients.csv").shape[0]
+    # the new table was complete on disk, in a temporary file that never replaced the old one
+    leftovers = list(tmp_path.glob(".predictions.csv.*.tmp"))
+    assert len(leftovers) == 1 and len(pd.read_csv(leftovers[0])) == 3 * len(pd.read_csv(out)) // 2

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from test_train_support import shared_run
 
 from progression import cli
 
@@ -130,15 +131,25 @@ def predictions(handmade_cohort, tmp_path_factory) -> Path:
     return path
 
 
-def command(name: str, root: Path, settings: list[str], predictions: Path, out: Path) -> list:
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """The session's shared tiny fit (test_train_support.py): a real checkpoint and its cohort."""
+    return shared_run(tmp_path_factory)
+
+
+def command(name: str, root: Path, settings: list[str], predictions: Path, out: Path,
+            checkpoint: Path | None = None) -> list:
     """The argv of entry point ``name`` reading the cohort at ``root``."""
+    if name == "predict":
+        return ["predict", "--checkpoint", checkpoint, "--data", root, "--out",
+                out / "predictions.csv", "--no-progress"]
     if name == "train":
         return ["train", "--data", root, "--config", "tiny", *settings]
     if name == "tune":
         return ["tune", "--data", root, "--config", "tiny", "--space", "tiny", "--study",
                 f"s{abs(hash(str(root))) % 10**8}", "--n-trials", "1", "--no-progress", *settings]
     if name == "evaluate":
-        return ["evaluate", "--predictions", predictions, "--data", root, "--out", out,
+        return ["evaluate", "--predictions", predictions, "--data", root, "--out", out / "report",
                 "--baselines", "", "--bootstrap", "10", "--no-progress"]
     raise ValueError(name)
 
@@ -187,15 +198,17 @@ TABLE_DEFECTS = [
 ]
 
 
-@pytest.mark.parametrize("entry", ["train", "tune", "evaluate"])
+@pytest.mark.parametrize("entry", ["train", "tune", "evaluate", "predict"])
 @pytest.mark.parametrize(("what", "edit", "names"), TABLE_DEFECTS, ids=[d[0] for d in TABLE_DEFECTS])
 def test_a_broken_cohort_table_is_refused_by_every_command_naming_file_line_and_fix(
-    handmade_cohort, copy_cohort, run_cli, settings, predictions, tmp_path, entry, what, edit, names
+    handmade_cohort, copy_cohort, run_cli, settings, predictions, tmp_path, request, entry, what,
+    edit, names
 ):
     root = copy_cohort(handmade_cohort)
     edit(root)
     before = snapshot(root)
-    code, output = run_cli(*command(entry, root, settings, predictions, tmp_path / "report"))
+    checkpoint = request.getfixturevalue("trained").result.checkpoint_path if entry == "predict" else None
+    code, output = run_cli(*command(entry, root, settings, predictions, tmp_path, checkpoint))
     assert_refused(code, output, *names)
     assert snapshot(root) == before
 
@@ -294,7 +307,7 @@ def test_tune_stops_on_an_unreadable_image_with_one_message(
     root = copy_cohort(handmade_cohort)
     _truncate("p2_1_hand_left.dcm", 0.6)(root)
     before = snapshot(root)
-    code, output = run_cli(*command("tune", root, settings, Path(), Path()))
+    code, output = run_cli(*command("tune", root, settings, predictions=Path(), out=Path()))
     assert_refused(code, output, "images/p2_1_hand_left.dcm", "data.skip_bad_images=true")
     assert snapshot(root) == before
 
@@ -419,7 +432,7 @@ CHECKPOINT_DEFECTS = [
 ]
 
 
-@pytest.mark.parametrize("entry", ["train --resume", "evaluate --checkpoint"])
+@pytest.mark.parametrize("entry", ["train --resume", "evaluate --checkpoint", "predict --checkpoint"])
 @pytest.mark.parametrize(("what", "write", "text"), CHECKPOINT_DEFECTS,
                          ids=[d[0] for d in CHECKPOINT_DEFECTS])
 def test_a_file_that_is_not_a_progression_checkpoint_is_refused_naming_it(
@@ -431,11 +444,62 @@ def test_a_file_that_is_not_a_progression_checkpoint_is_refused_naming_it(
     if entry == "train --resume":
         argv = ["train", "--resume", ckpt, "--data", handmade_cohort, *settings]
     else:
-        argv = ["evaluate", "--checkpoint", ckpt, "--data", handmade_cohort, "--out",
-                tmp_path / "report", "--no-progress"]
+        argv = [entry.split()[0], "--checkpoint", ckpt, "--data", handmade_cohort, "--out",
+                tmp_path / "out", "--no-progress"]
     code, output = run_cli(*argv)
     assert_refused(code, output, str(ckpt), text)
     assert ckpt.read_bytes() == before
+
+
+@pytest.mark.parametrize(("override", "key"), [("model.embed_dim=32", "model.embed_dim"),
+                                               ("model.backbone=resnet18", "model.backbone"),
+                                               ("data.image_size=64", "data.image_size")])
+def test_resuming_with_an_incompatible_config_is_refused_naming_the_key(
+    trained, run_cli, tmp_path, override, key
+):
+    last = tmp_path / "last.ckpt"
+    last.write_bytes(trained.result.last_checkpoint_path.read_bytes())
+    before = last.read_bytes()
+    code, output = run_cli("train", "--resume", last, override)
+    assert_refused(code, output, f"cannot resume from {last}", key)
+    assert last.read_bytes() == before
+
+
+def test_predict_skips_an_unreadable_image_with_a_warning_and_a_note_on_that_patient(
+    trained, copy_cohort, run_cli, tmp_path
+):
+    root = copy_cohort(trained.cohort)
+    images = pd.read_csv(root / "images.csv")
+    bad = images.iloc[0]
+    _truncate(Path(bad["path"]).relative_to("images").as_posix(), 0.3)(root)
+    before = snapshot(root)
+    out = tmp_path / "predictions.csv"
+    code, output = run_cli("predict", "--checkpoint", trained.result.checkpoint_path, "--data",
+                           root, "--out", out, "--no-progress")
+    assert code == 0, output
+    assert "skipping 1 unreadable image(s)" in output and bad["path"] in output
+    table = pd.read_csv(out, dtype={"patient_id": str}, keep_default_na=False)
+    noted = table.loc[table["note"].str.contains("1 unreadable image(s) skipped", regex=False)]
+    assert set(noted["patient_id"]) == {bad["patient_id"]}
+    assert table["patient_id"].nunique() == images["patient_id"].nunique()  # nobody dropped
+    assert snapshot(root) == before
+
+
+@pytest.mark.parametrize("entry", ["predict", "evaluate"])
+def test_output_inside_the_cohort_directory_is_refused_and_nothing_is_written_there(
+    trained, copy_cohort, predictions, run_cli, entry
+):
+    root = copy_cohort(trained.cohort)
+    before = snapshot(root)
+    if entry == "predict":
+        argv = ["predict", "--checkpoint", trained.result.checkpoint_path, "--data", root,
+                "--out", root / "visits.csv", "--no-progress"]
+    else:
+        argv = ["evaluate", "--predictions", predictions, "--data", root, "--out", root / "report",
+                "--baselines", "", "--no-progress"]
+    code, output = run_cli(*argv)
+    assert_refused(code, output, "inside the cohort directory")
+    assert snapshot(root) == before
 
 
 # --------------------------------------------------------------- predictions-table defects

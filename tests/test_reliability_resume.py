@@ -31,26 +31,35 @@ def _history(client: MlflowClient, run_id: str, key: str) -> list[tuple[int, flo
     return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
 
 
-def _kill_after_first_checkpoint(argv: list[str], runs: Path, log: Path) -> tuple[Path, int]:
-    """Start ``progression train`` in a subprocess, SIGKILL it as soon as a ``last.ckpt``
-    exists (it is then in the next epoch); returns that checkpoint and the exit status."""
+def _kill_mid_epoch(argv: list[str], runs: Path, client: MlflowClient, log: Path) -> tuple[Path, int]:
+    """Start ``progression train`` in a subprocess and SIGKILL it in the epoch after its first
+    checkpoint: once ``last.ckpt`` exists and the epoch it closes has logged ``train/loss``
+    (Lightning logs that right after saving), the process is training the next epoch.
+    Returns the checkpoint and the subprocess's exit status."""
+    last, done_step = None, None
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "progression.cli", *argv],
                                 stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 300
         try:
             while time.monotonic() < deadline and proc.poll() is None:
-                found = list(runs.glob("*/checkpoints/last.ckpt"))
-                if found:
+                if last is None:
+                    found = list(runs.glob("*/checkpoints/last.ckpt"))
+                    if found:
+                        last = found[0]
+                        ckpt = torch.load(last, map_location="cpu", weights_only=False)
+                        done_step = ckpt["global_step"] - 1  # step of its epoch's metrics
+                        run_id = ckpt["progression"]["mlflow"]["run_id"]
+                elif any(m.step >= done_step for m in client.get_metric_history(run_id, "train/loss")):
                     os.kill(proc.pid, signal.SIGKILL)
                     break
-                time.sleep(0.005)
+                time.sleep(0.01)
         finally:
             if proc.poll() is None:
                 proc.kill()
             proc.wait()
-    assert found, log.read_text()
-    return found[0], proc.returncode
+    assert last is not None, log.read_text()
+    return last, proc.returncode
 
 
 @pytest.fixture(scope="module")
@@ -64,10 +73,10 @@ def interrupted(tmp_path_factory):
                  if not o.startswith(("train.output_dir=", "tracking.experiment="))]
     overrides += [f"train.output_dir={runs}", f"tracking.experiment={EXPERIMENT}",
                   "tracking.log_model=false"]
-    last, code = _kill_after_first_checkpoint(
-        ["train", "--config", "tiny", *overrides], runs, root / "killed.log")
-    killed_at = torch.load(last, map_location="cpu", weights_only=False)
     client = MlflowClient(reference.tracking_uri)
+    last, code = _kill_mid_epoch(["train", "--config", "tiny", *overrides], runs, client,
+                                 root / "killed.log")
+    killed_at = torch.load(last, map_location="cpu", weights_only=False)
     run_id = killed_at["progression"]["mlflow"]["run_id"]
     status_after_kill = client.get_run(run_id).info.status
     history_after_kill = _history(client, run_id, "train/loss")

@@ -52,7 +52,7 @@ def test_fit_logs_one_run_with_config_params_tags_metrics_and_checkpoint(run):
     assert artifacts == {"checkpoints/best.ckpt"}
     assert {a.path for a in client.list_artifacts(result.run_id, "config")} == {
         "config/config.yaml", "config/split.csv"}
-    ckpt = torch.load(result.checkpoint_path, map_location="cpu", weights_only=False)
+    ckpt = torch.load(result.checkpoint_path, map_location="cpu", weights_only=True)
     assert ckpt["progression"]["mlflow"]["run_id"] == result.run_id
 
 
@@ -78,7 +78,7 @@ def test_resume_continues_training_in_the_same_mlflow_run(run, tmp_path):
     new_steps = [s for s, _ in after[len(before):]]
     assert len(new_steps) == 2 and min(new_steps) > max(s for s, _ in before)
     assert client.get_run(resumed.run_id).data.tags["resumed.train.max_epochs"] == "7"
-    assert torch.load(resumed.last_checkpoint_path, weights_only=False)["epoch"] == 6
+    assert torch.load(resumed.last_checkpoint_path, weights_only=True)["epoch"] == 6
 
 
 def test_network_overfits_a_tiny_simulated_cohort(tmp_path_factory, tmp_path, request):

@@ -39,13 +39,13 @@ def pg_url():
         yield url
 
 
-def _running_trial_with_a_run(proc, pg_url: str, client: MlflowClient) -> optuna.trial.FrozenTrial:
+def _running_trial_with_a_run(proc, storage, client: MlflowClient) -> optuna.trial.FrozenTrial:
     """The first RUNNING trial whose MLflow run has started (bounded wait)."""
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         assert proc.poll() is None, "the tune command ended before a worker could be killed"
         try:
-            study = optuna.load_study(study_name="shared", storage=open_storage(pg_url))
+            study = optuna.load_study(study_name="shared", storage=storage)
         except KeyError:  # the study is not created yet
             study = None
         experiment = client.get_experiment_by_name("tests")
@@ -72,10 +72,11 @@ def test_two_workers_share_the_study_and_a_killed_workers_trial_is_retried(
             "--storage", pg_url, "--n-trials", "2", "--workers", "2", "--heartbeat-interval", "1",
             "--no-progress", *overrides]
     client = MlflowClient(uri)
+    storage = open_storage(pg_url)  # one connection pool for all the polling
     proc = subprocess.Popen([sys.executable, "-m", "progression.cli", *args],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        victim = _running_trial_with_a_run(proc, pg_url, client)
+        victim = _running_trial_with_a_run(proc, storage, client)
         pid = victim.user_attrs[OWNER_ATTR]["pid"]
         assert pid != proc.pid  # a spawned worker, not the command itself
         os.kill(pid, signal.SIGKILL)
@@ -86,7 +87,7 @@ def test_two_workers_share_the_study_and_a_killed_workers_trial_is_retried(
 
     assert cli.main(args) == 0  # the rerun finds nothing lost
 
-    study = optuna.load_study(study_name="shared", storage=open_storage(pg_url))
+    study = optuna.load_study(study_name="shared", storage=storage)
     lost = study.trials[victim.number]
     assert lost.state == TrialState.FAIL
     (retry,) = [t for t in study.trials if t.system_attrs.get("failed_trial") == victim.number]

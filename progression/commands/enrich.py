@@ -111,8 +111,7 @@ def run(args: argparse.Namespace) -> int:
     inputs = {"predictions": str(args.predictions), "matrix": matrix_source,
               "outcomes": str(args.outcomes or "")}
     out = Path(args.out)
-    summary = write_report(result, out, inputs,
-                           outcomes.deltas if outcomes is not None else None)
+    summary = write_report(result, out, inputs)
     if tracking_uri:
         log_enrichment(summary, out, tracking_uri, args.experiment)
     model = summary["selectors"]["model"]["mean_change"]

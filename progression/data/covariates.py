@@ -74,10 +74,6 @@ class CovariateSpec:
         """``visit_num``/``visit_num_mask`` float32 ``[n, k]``, ``visit_cat`` int64 ``[n, c]``."""
         return _transform(visits, self.visit_numeric, self.visit_categorical, "visit")
 
-    def names(self) -> list[str]:
-        return [c.name for group in (self.static_numeric, self.static_categorical,
-                                     self.visit_numeric, self.visit_categorical) for c in group]
-
 
 def _is_numeric(values: pd.Series) -> bool:
     present = values.dropna()

@@ -54,7 +54,7 @@ class Validation:
     """
 
     outcome: str
-    n_with_outcomes: int
+    deltas: pd.DataFrame  # patient_id, delta: realised change of the screened patients
     realised: dict[str, pd.DataFrame] = field(default_factory=dict)
     survival: dict[str, SurvivalComparison] = field(default_factory=dict)
     power: dict[str, dict[str, SimulatedPower]] = field(default_factory=dict)
@@ -184,7 +184,7 @@ def validate(result: EnrichmentResult, outcomes: Outcomes, n_sim: int, seed: int
             f"outcomes '{outcomes.source}': none of the {len(screened)} screened patients has "
             "an outcome; give the truth of the cohort the predictions were made on"
         )
-    val = Validation(outcomes.outcome, len(deltas), n_sim=n_sim, seed=seed)
+    val = Validation(outcomes.outcome, deltas, n_sim=n_sim, seed=seed)
     times = None
     if outcomes.times is not None:
         times = outcomes.times[outcomes.times["patient_id"].isin(screened)]

@@ -17,7 +17,6 @@ from typing import Any
 
 import jinja2
 import numpy as np
-import pandas as pd
 
 from progression.enrich.analysis import LABELS, MATRIX, MODEL, NONE, EnrichmentResult
 from progression.enrich.plan import SelectorPlan, Sizing
@@ -100,7 +99,7 @@ def summary_dict(result: EnrichmentResult, inputs: dict[str, str]) -> dict[str, 
     if val is not None:
         out["validation"] = {
             "outcome": val.outcome,
-            "n_with_outcomes": val.n_with_outcomes,
+            "n_with_outcomes": len(val.deltas),
             "n_sim": val.n_sim,
             "seed": val.seed,
             "realised": {name: frame.to_dict(orient="records")
@@ -117,7 +116,7 @@ def summary_dict(result: EnrichmentResult, inputs: dict[str, str]) -> dict[str, 
                                      for p in powers.values()), default=0.0),
             "simulated_trials": {
                 name: {ep: {**dataclasses.asdict(p), "enrolled": _arms(p.enrolled),
-                     "total_se": p.total_se}
+                     "total_se": p.total_se, "band": 2 * p.total_se}
                        for ep, p in powers.items()}
                 for name, powers in val.power.items()
             },
@@ -155,12 +154,20 @@ def _png(fig) -> bytes:
     return buffer.getvalue()
 
 
+def _figure(width: float, height: float):
+    """A matplotlib Figure not tied to pyplot: no global backend or state is touched."""
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height))
+
+
 def _figure_curve(result: EnrichmentResult):
-    import matplotlib.pyplot as plt
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
     design = result.plan.design
     none = result.plan.plans[NONE]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig = _figure(11, 4.2)
+    axes = fig.subplots(1, 2)
     for ax, what, ylabel in ((axes[0], "n_per_arm", "patients enrolled per arm (control)"),
                              (axes[1], "screened", "patients screened")):
         for name, curve in result.curves.items():
@@ -177,6 +184,9 @@ def _figure_curve(result: EnrichmentResult):
         ax.set_xlabel("fraction of screened patients enrolled (1 = no enrichment)")
         ax.set_ylabel(ylabel)
         ax.set_yscale("log")
+        ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(ScalarFormatter())
+        ax.yaxis.set_minor_formatter(NullFormatter())
         ax.grid(alpha=0.3, which="both")
     axes[0].legend(fontsize=7)
     fig.suptitle(f"Trial size vs strictness of selection ({design.horizon:g}-year change, "
@@ -185,11 +195,10 @@ def _figure_curve(result: EnrichmentResult):
 
 
 def _figure_predicted(result: EnrichmentResult):
-    import matplotlib.pyplot as plt
-
     frame = result.forecasts[MODEL]
     chosen = frame["patient_id"].isin(result.selected_ids[MODEL])
-    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    fig = _figure(6.5, 3.8)
+    ax = fig.subplots()
     bins = np.histogram_bin_edges(frame["delta_svdh_pred"], bins=30)
     ax.hist(frame.loc[~chosen, "delta_svdh_pred"], bins=bins, color="#bbbbbb", label="not selected")
     ax.hist(frame.loc[chosen, "delta_svdh_pred"], bins=bins, color=COLOURS[MODEL], alpha=0.8,
@@ -200,11 +209,11 @@ def _figure_predicted(result: EnrichmentResult):
     return fig
 
 
-def _figure_realised(result: EnrichmentResult, outcomes: pd.DataFrame):
-    import matplotlib.pyplot as plt
-
+def _figure_realised(result: EnrichmentResult):
+    outcomes = result.validation.deltas
     names = list(result.validation.realised)
-    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    fig = _figure(6.5, 3.8)
+    ax = fig.subplots()
     data, labels = [], []
     for name in names:
         chosen = outcomes["patient_id"].isin(result.selected_ids[name])
@@ -220,11 +229,11 @@ def _figure_realised(result: EnrichmentResult, outcomes: pd.DataFrame):
 
 
 def _figure_km(result: EnrichmentResult):
-    import matplotlib.pyplot as plt
     from lifelines import KaplanMeierFitter
 
     survival = result.validation.survival
-    fig, axes = plt.subplots(1, len(survival), figsize=(5.5 * len(survival), 3.8), squeeze=False)
+    fig = _figure(5.5 * len(survival), 3.8)
+    axes = fig.subplots(1, len(survival), squeeze=False)
     for ax, (name, comp) in zip(axes[0], survival.items(), strict=True):
         for group, colour in (("selected", COLOURS[name]), ("unselected", "#888888")):
             part = comp.times[comp.times["group"] == group]
@@ -238,10 +247,9 @@ def _figure_km(result: EnrichmentResult):
 
 
 def _figure_power(result: EnrichmentResult):
-    import matplotlib.pyplot as plt
-
     val = result.validation
-    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    fig = _figure(6.5, 3.8)
+    ax = fig.subplots()
     x, ticks = 0, []
     for name, powers in val.power.items():
         for endpoint, p in powers.items():
@@ -258,17 +266,12 @@ def _figure_power(result: EnrichmentResult):
     return fig
 
 
-def write_report(result: EnrichmentResult, out_dir: str | Path, inputs: dict[str, str],
-                 outcomes: pd.DataFrame | None = None) -> dict[str, Any]:
+def write_report(result: EnrichmentResult, out_dir: str | Path,
+                 inputs: dict[str, str]) -> dict[str, Any]:
     """Write selected.csv, enrichment.json, the PNG figures and report.html; return the JSON.
 
-    ``outcomes``: the realised changes (patient_id, delta) used for validation, if any.
+    ``inputs`` names the files used (keys ``predictions``, ``matrix``, ``outcomes``).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     out = Path(out_dir)
     selected = result.selected[[c for c in SELECTED_COLUMNS if c in result.selected.columns]]
     atomic_write_csv(out / "selected.csv", selected)
@@ -280,9 +283,8 @@ def write_report(result: EnrichmentResult, out_dir: str | Path, inputs: dict[str
               ("predicted_change.png", "Predicted change, selected vs not selected (model)",
                lambda: _figure_predicted(result))]
     if result.validation is not None:
-        if outcomes is not None:
-            makers.append(("realised_change.png", "Realised change, selected vs not selected",
-                           lambda: _figure_realised(result, outcomes)))
+        makers.append(("realised_change.png", "Realised change, selected vs not selected",
+                       lambda: _figure_realised(result)))
         if result.validation.survival:
             makers.append(("time_to_rapid_km.png", "Time to rapid progression (Kaplan-Meier)",
                            lambda: _figure_km(result)))
@@ -291,9 +293,7 @@ def write_report(result: EnrichmentResult, out_dir: str | Path, inputs: dict[str
                            lambda: _figure_power(result)))
     figures = []
     for filename, title, make in makers:
-        fig = make()
-        atomic_write_bytes(out / filename, _png(fig))
-        plt.close(fig)
+        atomic_write_bytes(out / filename, _png(make()))
         figures.append({"file": filename, "title": title})
 
     env = jinja2.Environment(

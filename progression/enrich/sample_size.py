@@ -112,6 +112,8 @@ def power_two_means(
         df = np.where(np.isclose(sd_c, sd_t), n_control + n_treated - 2, welch)
         t = stats.t.ppf(1 - alpha / 2, df)
         power = stats.nct.sf(t, df, ncp) + stats.nct.cdf(-t, df, ncp)
+        # scipy's noncentral t returns NaN far in the tail (power ~ 1): use the normal there
+        power = np.where(np.isnan(power), stats.norm.sf(t - ncp), power)
     return float(power) if np.ndim(power) == 0 else power
 
 

@@ -28,7 +28,8 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint '{path}' not found; give the .ckpt path printed by "
                               "`progression train` or an MLflow URI (runs:/..., models:/...)")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        # weights_only: a checkpoint file cannot run code when it is loaded
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file
         raise CheckpointError(f"checkpoint '{path}' cannot be read ({type(exc).__name__}: "
                               f"{exc}); the file is damaged or not a checkpoint") from None

@@ -24,7 +24,7 @@ import torch
 from progression.config import Config
 from progression.data.augment import augment_images
 from progression.models.forecaster import Forecaster
-from progression.models.losses import change_losses, log_damage_loss, masked_mean
+from progression.models.losses import change_losses, log_damage_loss
 
 ONE_YEAR_WINDOW = 0.5  # pairs with |h - 1| <= this count as "1 year" in val/*_1y metrics
 FEATURE_BATCH = 256  # films per forward pass when encoding the whole cohort
