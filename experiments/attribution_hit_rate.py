@@ -44,9 +44,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
 
+    from progression.cohort import read_cohort
     from progression.config import load_config
-    from progression.explain.localisation import localisation_hit_rates
+    from progression.explain.localisation import index_film_heatmaps, localisation_hit_rates
     from progression.io import atomic_write_text
+    from progression.models.checkpoint import checkpoint_config, read_checkpoint
     from progression.simulate import SimulationConfig, simulate_cohort
 
     work = Path(args.out).resolve()
@@ -72,8 +74,10 @@ def main(argv: list[str] | None = None) -> dict:
         ])
         checkpoint = str(fit(cfg).checkpoint_path)
     trained = time.perf_counter()
-    rates = localisation_hit_rates(checkpoint, cohorts["test"], k=args.k, seed=args.seed,
-                                   progress=not args.no_progress)
+    test = read_cohort(cohorts["test"])
+    films = index_film_heatmaps(checkpoint, test, test.patient_ids, progress=not args.no_progress)
+    size = checkpoint_config(read_checkpoint(checkpoint)).data.image_size
+    rates = localisation_hit_rates(films, cohorts["test"], size, k=args.k, seed=args.seed)
     done = time.perf_counter()
 
     result = {

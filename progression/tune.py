@@ -91,6 +91,7 @@ class TuneResult:
     n_pruned: int
     n_failed: int
     best_trial: int | None
+    best_run_id: str | None  # the best trial's MLflow run (what `progression register` takes)
     best_value: float | None
     best_params: dict[str, Any]
     best_config_path: Path | None
@@ -369,6 +370,7 @@ def tune(
         n_pruned=counts[TrialState.PRUNED],
         n_failed=counts[TrialState.FAIL],
         best_trial=best.number if best else None,
+        best_run_id=best.user_attrs.get("mlflow_run_id") if best else None,
         best_value=best.value if best else None,
         best_params=dict(best.params) if best else {},
         best_config_path=best_path,

@@ -73,15 +73,22 @@ def test_formula_sizes_overpower_on_skewed_change_which_is_why_means_are_simulat
 
 
 @pytest.fixture(scope="module")
-def simulated(tmp_path_factory):
-    """The oracle selecting the top 30% of a 400-patient simulated cohort, validated on
-    the cohort's truth."""
-    from progression.simulate import Oracle, SimulationConfig, simulate_cohort
+def sim_root(tmp_path_factory):
+    """A 400-patient simulated cohort (tables and truth, no radiographs)."""
+    from progression.simulate import SimulationConfig, simulate_cohort
 
     root = tmp_path_factory.mktemp("enrich_sim") / "cohort"
     config = SimulationConfig(n_patients=400, seed=0, render_images=False, joint_scores=False,
                               max_visits=2, oracle_draws=64)
-    simulate_cohort(root, config, progress=False)
+    return simulate_cohort(root, config, progress=False)
+
+
+@pytest.fixture(scope="module")
+def simulated(sim_root):
+    """The oracle selecting the top 30% of the simulated cohort, validated on its truth."""
+    from progression.simulate import Oracle
+
+    root = sim_root
     oracle = check_predictions(Oracle.load(root).predictions(), "oracle")
     return run_enrichment(oracle, SelectionRule(top_fraction=0.3), TrialDesign(seed=1),
                           outcomes=load_outcomes(root, 1.0), n_sim=1000, seed=2)
@@ -109,3 +116,21 @@ def test_oracle_selection_enrols_faster_progressors_in_reality(simulated):
     assert survival.event_fraction["selected"] > survival.event_fraction["unselected"]
     plans = simulated.plan.plans
     assert plans["model"].mean.enrolled.total < plans["none"].mean.enrolled.total
+
+
+def test_outcomes_from_the_truth_file_equal_those_from_the_cohort(sim_root):
+    from_dir = load_outcomes(sim_root, 1.0)
+    from_file = load_outcomes(sim_root / "truth" / "truth.csv", 1.0)
+    pd.testing.assert_frame_equal(from_dir.deltas, from_file.deltas)
+    pd.testing.assert_frame_equal(from_dir.times, from_file.times)
+    truth = pd.read_csv(sim_root / "truth" / "truth.csv", dtype={"patient_id": str})
+    assert from_dir.deltas["delta"].sum() == truth["delta_true_1y"].sum()
+    assert set(from_dir.times["event"]) == {0, 1}
+    assert from_dir.times["years"].between(0.5, 3.0).all()
+
+
+def test_outcomes_at_a_horizon_the_truth_lacks_name_the_column(sim_root):
+    from progression.errors import ProgressionError
+
+    with pytest.raises(ProgressionError, match=r"no column delta_true_3y.*horizons 1y, 2y"):
+        load_outcomes(sim_root, 3.0)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -14,25 +13,10 @@ from progression.explain.report import (
     PatientReport,
     RegionImage,
     VisitView,
+    referenced_images,
     render_report,
     summary_sentences,
 )
-
-
-class _Sources(HTMLParser):
-    def __init__(self):
-        super().__init__()
-        self.sources: list[str] = []
-
-    def handle_starttag(self, tag, attrs):
-        if tag == "img":
-            self.sources.append(dict(attrs)["src"])
-
-
-def referenced_images(html_path: Path) -> list[str]:
-    parser = _Sources()
-    parser.feed(html_path.read_text())
-    return parser.sources
 
 
 def _forecasts(patient="P1", note=""):

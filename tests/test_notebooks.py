@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import nbformat
-import optuna
 from nbclient import NotebookClient
 from test_train_support import simulated_cohort, tiny_overrides
 
@@ -17,7 +16,6 @@ from progression.config import load_config
 from progression.registry import register_run_model
 from progression.tune import tune
 from progression.tuning.space import parse_search_space
-from progression.tuning.storage import default_storage, open_storage
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "compare_runs.ipynb"
 SPACE = """
@@ -51,8 +49,7 @@ def test_compare_runs_notebook_lists_trials_and_forecasts_with_the_champion(
     cfg = load_config("tiny", tiny_overrides(
         cohort, tmp_path, uri, **{"train.max_epochs": 2, "train.image_epochs": 0}))
     result = tune(cfg, parse_search_space(SPACE, cfg), "nb", n_trials=2, progress=False)
-    study = optuna.load_study(study_name="nb", storage=open_storage(default_storage(cfg, "nb")))
-    champion_run = study.best_trial.user_attrs["mlflow_run_id"]
+    champion_run = result.best_run_id
     register_run_model(champion_run, "progression-nb", alias="champion", tracking_uri=uri)
 
     monkeypatch.setenv("PROGRESSION_TRACKING_URI", uri)

@@ -12,14 +12,12 @@ import io
 import math
 import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 from mlflow import MlflowClient
+from test_reliability_support import kill_while_writing
 from test_train_support import shared_run
 
 from progression import cli
@@ -31,41 +29,20 @@ def _history(client: MlflowClient, run_id: str, key: str) -> list[tuple[int, flo
     return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
 
 
-def _kill_mid_epoch(argv: list[str], runs: Path, client: MlflowClient, log: Path) -> tuple[Path, int]:
-    """Start ``progression train`` in a subprocess and SIGKILL it in the epoch after its first
-    checkpoint: once ``last.ckpt`` exists and the epoch it closes has logged ``train/loss``
-    (Lightning logs that right after saving), the process is training the next epoch.
-    Returns the checkpoint and the subprocess's exit status."""
-    last, done_step = None, None
-    with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "progression.cli", *argv],
-                                stdout=out, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 300
-        try:
-            while time.monotonic() < deadline and proc.poll() is None:
-                if last is None:
-                    found = list(runs.glob("*/checkpoints/last.ckpt"))
-                    if found:
-                        last = found[0]
-                        ckpt = torch.load(last, map_location="cpu", weights_only=False)
-                        done_step = ckpt["global_step"] - 1  # step of its epoch's metrics
-                        run_id = ckpt["progression"]["mlflow"]["run_id"]
-                elif any(m.step >= done_step for m in client.get_metric_history(run_id, "train/loss")):
-                    os.kill(proc.pid, signal.SIGKILL)
-                    break
-                time.sleep(0.01)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait()
-    assert last is not None, log.read_text()
-    return last, proc.returncode
+def _other_file_system_tmpdir() -> dict[str, str]:
+    """TMPDIR on another file system than the outputs (tmpfs /dev/shm), as on many Linux
+    machines: a writer that renames a temporary file from $TMPDIR falls back to a copy there."""
+    shm = Path("/dev/shm")
+    if shm.is_dir() and os.access(shm, os.W_OK) and shm.stat().st_dev != Path.cwd().stat().st_dev:
+        return {"TMPDIR": str(shm)}
+    return {}
 
 
 @pytest.fixture(scope="module")
 def interrupted(tmp_path_factory):
-    """The shared run's config trained in a subprocess, killed after its first checkpoint,
-    then resumed in this process with ``progression train --resume``."""
+    """The shared run's config trained in a subprocess, SIGKILLed while it saves its second
+    ``last.ckpt`` (epoch 1 trained, its checkpoint and metrics not yet written), then resumed
+    in this process with ``progression train --resume``."""
     reference = shared_run(tmp_path_factory)
     root = tmp_path_factory.mktemp("resume")
     runs = root / "runs"
@@ -73,18 +50,24 @@ def interrupted(tmp_path_factory):
                  if not o.startswith(("train.output_dir=", "tracking.experiment="))]
     overrides += [f"train.output_dir={runs}", f"tracking.experiment={EXPERIMENT}",
                   "tracking.log_model=false"]
+    log = root / "killed.log"
+    code = kill_while_writing(["train", "--config", "tiny", *overrides],
+                              runs / "*" / "checkpoints" / "last.ckpt", skip=1, log=log,
+                              env=_other_file_system_tmpdir())
+    found = list(runs.glob("*/checkpoints/last.ckpt"))
+    assert len(found) == 1, log.read_text()
+    try:
+        killed_at = torch.load(found[0], map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - any failure to load means the file was damaged
+        pytest.fail(f"last.ckpt is damaged after the kill ({type(exc).__name__}: {exc})")
     client = MlflowClient(reference.tracking_uri)
-    last, code = _kill_mid_epoch(["train", "--config", "tiny", *overrides], runs, client,
-                                 root / "killed.log")
-    killed_at = torch.load(last, map_location="cpu", weights_only=False)
     run_id = killed_at["progression"]["mlflow"]["run_id"]
-    status_after_kill = client.get_run(run_id).info.status
-    history_after_kill = _history(client, run_id, "train/loss")
     return {
-        "reference": reference, "client": client, "run_id": run_id, "last": last,
+        "reference": reference, "client": client, "run_id": run_id, "last": found[0],
         "kill_code": code, "killed_epoch": killed_at["epoch"],
-        "status_after_kill": status_after_kill, "history_after_kill": history_after_kill,
-        "killed_log": (root / "killed.log").read_text(),
+        "status_after_kill": client.get_run(run_id).info.status,
+        "history_after_kill": _history(client, run_id, "train/loss"),
+        "killed_log": log.read_text(),
         "max_epochs": int(next(o.split("=", 1)[1] for o in overrides
                                if o.startswith("train.max_epochs="))),
     }
@@ -99,9 +82,9 @@ def resumed(interrupted):
     return {"code": code, "output": out.getvalue()}
 
 
-def test_train_was_killed_mid_run_with_a_checkpoint_to_resume_from(interrupted):
+def test_train_killed_while_saving_a_checkpoint_leaves_the_previous_one_whole(interrupted):
     assert interrupted["kill_code"] == -signal.SIGKILL, interrupted["killed_log"]
-    assert interrupted["killed_epoch"] < interrupted["max_epochs"] - 1  # before its last epoch
+    assert interrupted["killed_epoch"] == 0  # epoch 1's checkpoint never replaced epoch 0's
     assert interrupted["status_after_kill"] == "RUNNING"  # nobody closed the run
 
 

@@ -5,7 +5,7 @@ the moment it starts to put a new version of one output file in place, the worst
 a crash. The subprocess is this file run as a script: it watches, without changing
 anything, every way Python can publish a file (``open``/``os.open`` of the file for writing,
 ``os.replace``/``os.rename`` onto it) and, at the chosen write, writes a marker and waits to
-be killed. A writer that writes the file in place is caught with the file open and truncated;
+be killed. A writer that writes the file in place is caught just after opening it (truncated);
 an atomic writer is caught with its complete temporary file not yet renamed.
 """
 
@@ -30,10 +30,11 @@ def snapshot(root: Path) -> dict[str, tuple[str, int]]:
     }
 
 
-def kill_while_writing(argv: list[str], target: Path, skip: int, log: Path,
+def kill_while_writing(argv: list[str], target: Path | str, skip: int, log: Path,
                        env: dict[str, str] | None = None, timeout: float = 300.0) -> int:
-    """Run ``progression <argv>``; SIGKILL it when it starts writing ``target`` for the
-    ``skip + 1``-th time. Returns the exit status (``-SIGKILL`` when it was caught)."""
+    """Run ``progression <argv>``; SIGKILL it when it starts writing ``target`` (a path or a
+    glob pattern, e.g. ``runs/*/checkpoints/last.ckpt``) for the ``skip + 1``-th time.
+    Returns the exit status (``-SIGKILL`` when it was caught)."""
     marker = log.with_suffix(".paused")
     marker.unlink(missing_ok=True)
     with open(log, "w") as out:
@@ -56,8 +57,9 @@ def kill_while_writing(argv: list[str], target: Path, skip: int, log: Path,
 
 
 def _watch(target: str, skip: int, marker: str) -> None:
-    """Pause this process at the ``skip + 1``-th attempt to write ``target``."""
+    """Pause this process at the ``skip + 1``-th attempt to write ``target`` (a glob)."""
     import builtins
+    import fnmatch
     import io
 
     seen = [0]
@@ -69,27 +71,31 @@ def _watch(target: str, skip: int, marker: str) -> None:
             time.sleep(3600)  # until the test kills us
 
     def is_target(path: object) -> bool:
-        return isinstance(path, str | bytes | os.PathLike) and (
-            os.path.abspath(os.fsdecode(path)) == target)
+        return isinstance(path, str | bytes | os.PathLike) and fnmatch.fnmatchcase(
+            os.path.abspath(os.fsdecode(path)), target)
 
     real_open, real_os_open = builtins.open, os.open
     real_replace, real_rename = os.replace, os.rename
 
+    # A file opened in place is caught just after the open (truncated, not yet rewritten).
     def watched_open(file, mode="r", *args, **kwargs):
+        handle = real_open(file, mode, *args, **kwargs)
         if is_target(file) and any(c in mode for c in "wax+"):
             write_starts()
-        return real_open(file, mode, *args, **kwargs)
+        return handle
 
     def watched_os_open(path, flags, *args, **kwargs):
+        fd = real_os_open(path, flags, *args, **kwargs)
         if is_target(path) and flags & (os.O_WRONLY | os.O_RDWR):
             write_starts()
-        return real_os_open(path, flags, *args, **kwargs)
+        return fd
 
     def watched(real):
         def move(src, dst, *args, **kwargs):
             # Only a rename that will succeed publishes the file; one across file systems
             # fails (EXDEV) and the caller's fallback (a copy) is caught by open().
-            if is_target(dst) and os.stat(src).st_dev == os.stat(os.path.dirname(target)).st_dev:
+            if is_target(dst) and os.stat(src).st_dev == os.stat(os.path.dirname(os.path.abspath(
+                    os.fsdecode(dst)))).st_dev:
                 write_starts()
             return real(src, dst, *args, **kwargs)
 

@@ -114,6 +114,7 @@ def test_two_workers_share_one_study_with_one_child_run_per_trial(setup):
     assert result.best_trial == best.number
     assert parent.data.metrics["val/mae_delta_1y"] == pytest.approx(best.value)
     assert parent.data.tags["best.trial_number"] == str(best.number)
+    assert parent.data.tags["best.run_id"] == result.best_run_id == children[best.number][0].info.run_id
     artifacts = {a.path for a in client.list_artifacts(result.parent_run_id)}
     assert {"best_config.yaml", "search_space.yaml", "trials.csv", "plots"} <= artifacts
     plots = {a.path for a in client.list_artifacts(result.parent_run_id, "plots")}

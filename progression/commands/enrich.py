@@ -84,6 +84,10 @@ def run(args: argparse.Namespace) -> int:
     if args.matrix_train and not args.matrix_from:
         raise ProgressionError("--matrix-train needs --matrix-from (the cohort to predict)")
     tracking_uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or ""
+    if tracking_uri:
+        from progression.tracking import check_tracking
+
+        check_tracking(tracking_uri)  # fail before the work, not after it
     given = (args.top_fraction, args.p_rapid_threshold, args.enrol)
     rule = (SelectionRule(args.top_fraction, args.p_rapid_threshold, args.enrol)
             if any(v is not None for v in given) else SelectionRule(top_fraction=0.3))

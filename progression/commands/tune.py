@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         f"{result.n_pruned} pruned, {result.n_failed} failed; MLflow parent run {result.parent_run_id}"
     )
     if result.best_trial is not None:
-        print(f"best trial {result.best_trial}: {space.metric} = {result.best_value:.4g}")
+        print(f"best trial {result.best_trial} (run {result.best_run_id}): {space.metric} = {result.best_value:.4g}")
         for key, value in result.best_params.items():
             print(f"  {key} = {value}")
         print(f"best config: {result.best_config_path}  (progression train --config {result.best_config_path})")

@@ -21,18 +21,18 @@ def log_enrichment(summary: dict[str, Any], out_dir: Path, tracking_uri: str,
 
     With a SQLite store the artifacts go to ``mlartifacts/`` beside the database
     (:func:`progression.tracking.experiment_id`), never into the working directory.
-    Returns the run id. Raises TrackingError when the store cannot be used.
+    Returns the run id. Raises TrackingError when the store cannot be used; call
+    :func:`progression.tracking.check_tracking` first to fail before any work.
     """
     from mlflow import MlflowClient
     from mlflow.entities import Metric
     from mlflow.exceptions import MlflowException
 
-    from progression.tracking import check_tracking, experiment_id, log_params
+    from progression.tracking import experiment_id, log_params
 
     params = {f"enrich.{k}": v for k, v in flatten(
         {"design": summary["design"], "inputs": summary["inputs"]}).items()}
     params["enrich.rule"] = summary["rule"]
-    check_tracking(tracking_uri)
     try:
         client = MlflowClient(tracking_uri)
         run = client.create_run(experiment_id(client, experiment, tracking_uri),

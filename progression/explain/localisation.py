@@ -18,14 +18,14 @@ Each comes with the exact hit rate of k joints drawn at random from the same fil
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from progression.cohort import Cohort, read_cohort
+from progression.cohort import Cohort
 from progression.data.covariates import CovariateSpec
 from progression.errors import CohortError
 from progression.explain.attributions import (
@@ -100,7 +100,8 @@ def square_frame(locations: pd.DataFrame, height: int, width: int, size: int) ->
                             y=(top + locations["y"] * nh) / size)
 
 
-def _film_shape(path: str) -> tuple[int, int]:
+def film_shape(path: str) -> tuple[int, int]:
+    """(height, width) in pixels of a film as written (before resizing)."""
     from progression.cohort.images import decode_image
 
     return decode_image(path)[0].shape
@@ -112,19 +113,20 @@ def _grades(joint_truth: pd.DataFrame, pid: str, date: str) -> pd.Series:
 
 
 def localisation_hit_rates(
-    checkpoint: str | Path,
+    films: Iterable[FilmHeatmaps],
     data: str | Path,
-    patient_ids: Sequence[str] | None = None,
+    image_size: int,
     k: int = 3,
     half_width: float = DEFAULT_WINDOW,
     horizon: float = 1.0,
     seed: int = 0,
-    progress: bool = True,
 ) -> dict[str, HitRate]:
-    """Top-k joint hit rates of the index films' heatmaps on a simulated cohort (see module).
+    """Top-k joint hit rates of index-film heatmaps on the simulated cohort ``data`` (see module).
 
-    ``patient_ids`` default: every patient. Raises CohortError when ``data`` has no
-    ``truth/joint_truth.csv`` and ``truth/joint_locations.csv`` (not a simulated cohort).
+    ``films``: e.g. :func:`index_film_heatmaps` of a checkpoint, maps ``[image_size,
+    image_size]`` in the padded square frame. Raises CohortError when ``data`` has no
+    ``truth/joint_truth.csv``, ``joint_locations.csv`` and ``followup.csv`` (not a simulated
+    cohort with rendered films).
     """
     root = Path(data)
     truth_dir = root / "truth"
@@ -133,7 +135,6 @@ def localisation_hit_rates(
     if missing:
         raise CohortError(f"{', '.join(missing)} not found: the joint hit rate needs a simulated "
                           "cohort with rendered images (progression simulate)")
-    cohort = read_cohort(root)
     joint_truth = pd.read_csv(needed[0], dtype={"patient_id": str})
     locations = pd.read_csv(needed[1])
     locations["abs_path"] = [str((root / p).resolve()) for p in locations["path"]]
@@ -142,17 +143,15 @@ def localisation_hit_rates(
     next_date = dict(zip(next_year["patient_id"], next_year["visit_date"]))
     first_date = joint_truth[joint_truth["kind"] == "history"].groupby("patient_id")["visit_date"].min()
 
-    size = checkpoint_config(read_checkpoint(resolve_checkpoint(checkpoint))).data.image_size
-    ids = cohort.patient_ids if patient_ids is None else [str(p) for p in patient_ids]
     by_kind: dict[str, tuple[list[pd.Series], list[set[str]]]] = {
         name: ([], []) for name in ("progressed_before_index", "progresses_next_year", "damaged_at_index")
     }
     by_path = dict(tuple(locations.groupby("abs_path")))
-    for film in index_film_heatmaps(checkpoint, cohort, ids, horizon, progress=progress):
+    for film in films:
         where = by_path.get(str(Path(film.path).resolve()))
         if where is None:
             continue
-        where = square_frame(where, *_film_shape(film.path), size)
+        where = square_frame(where, *film_shape(film.path), image_size)
         change = joint_mass(film.change, where, half_width)
         damage = joint_mass(film.damage, where, half_width)
         pid, index = film.patient_id, film.visit_date

@@ -168,6 +168,22 @@ def _scores_figure(report: PatientReport, path: Path) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
+def referenced_images(html_path: str | Path) -> list[str]:
+    """The ``src`` of every ``<img>`` of a report page, in order: check that a copied or
+    uploaded report folder is complete (each is relative to the page's folder)."""
+    from html.parser import HTMLParser
+
+    sources: list[str] = []
+
+    class _Images(HTMLParser):
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            if tag == "img":
+                sources.append(dict(attrs).get("src") or "")
+
+    _Images().feed(Path(html_path).read_text(encoding="utf-8"))
+    return sources
+
+
 def render_report(report: PatientReport, out_dir: str | Path) -> Path:
     """Write ``out_dir/report.html`` and its figures; returns the HTML path."""
     import jinja2

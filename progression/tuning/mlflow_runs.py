@@ -6,7 +6,8 @@ Naming (see ``docs/mlflow.md``): the parent run is ``tune/<study>`` with tags
 :func:`progression.train.fit`) is ``tune/<study>/trial-NNN`` with ``mlflow.parentRunId``,
 ``progression.kind=trial``, ``optuna.trial_number`` and ``optuna.trial_state``
 (COMPLETE, PRUNED or FAIL). When the study ends the parent gets the best value (under the
-study's metric name), the best parameters (tags ``best.params.<key>``), the best config as
+study's metric name), the best trial's number and run (tags ``best.trial_number``,
+``best.run_id``), the best parameters (tags ``best.params.<key>``), the best config as
 ``best_config.yaml``, ``trials.csv`` and Optuna's plots under ``plots/``.
 """
 
@@ -177,6 +178,8 @@ def finalize_parent(
         best = study.best_trial
         client.log_metric(parent_run_id, space.metric, best.value, step=best.number)
         client.set_tag(parent_run_id, "best.trial_number", str(best.number))
+        if "mlflow_run_id" in best.user_attrs:
+            client.set_tag(parent_run_id, "best.run_id", best.user_attrs["mlflow_run_id"])
         for key, value in best.params.items():
             client.set_tag(parent_run_id, f"best.params.{key}", str(value))
         best_path = out_dir / "best_config.yaml"
