@@ -116,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default="tiny", help="training config (bundled or YAML)")
     parser.add_argument("--oracle-only", action="store_true",
                         help="the oracle's forecasts stand in for the model (no training)")
+    parser.add_argument("--checkpoint",
+                        help="forecast with this trained model instead of training one")
     parser.add_argument("--top-fraction", type=float, default=0.3)
     parser.add_argument("--effect", type=float, default=0.5)
     parser.add_argument("--n-sim", type=int, default=1000)
@@ -140,24 +142,28 @@ def main(argv: list[str] | None = None) -> int:
     if args.oracle_only:
         forecasts, source = _oracle(test_dir), "the oracle's forecasts (model not trained)"
     else:
-        from progression.config import load_config
         from progression.predict import predict_cohort
-        from progression.train import fit
 
-        cfg = load_config(args.config, [
-            f"data.path={train_dir}", f"data.cache_dir={work / 'cache'}",
-            f"train.output_dir={work / 'runs'}",
-            f"tracking.tracking_uri=sqlite:///{work / 'mlruns.db'}",
-            "tracking.experiment=enrichment", *args.overrides,
-        ])
-        print(f"== train the model (config {args.config} {' '.join(args.overrides)})")
-        t = time.perf_counter()
-        fitted = fit(cfg, progress=progress)
-        train_seconds = time.perf_counter() - t
+        checkpoint = args.checkpoint
+        source = f"the model from {checkpoint}"
+        if checkpoint is None:
+            from progression.config import load_config
+            from progression.train import fit
+
+            cfg = load_config(args.config, [
+                f"data.path={train_dir}", f"data.cache_dir={work / 'cache'}",
+                f"train.output_dir={work / 'runs'}",
+                f"tracking.tracking_uri=sqlite:///{work / 'mlruns.db'}",
+                "tracking.experiment=enrichment", *args.overrides,
+            ])
+            print(f"== train the model (config {args.config} {' '.join(args.overrides)})")
+            t = time.perf_counter()
+            checkpoint = fit(cfg, progress=progress).checkpoint_path
+            train_seconds = time.perf_counter() - t
+            source = f"the model trained with config {args.config} {' '.join(args.overrides)}"
         forecasts = check_predictions(
-            predict_cohort(fitted.checkpoint_path, test_dir, horizons=(1.0, 2.0),
-                           progress=progress), "model forecasts")
-        source = f"the model trained with config {args.config} {' '.join(args.overrides)}"
+            predict_cohort(checkpoint, test_dir, horizons=(1.0, 2.0), progress=progress),
+            "model forecasts")
 
     print("== clinical matrix, enrichment and validation on the test cohort")
     matrix = predict_matrix(train_dir, test_dir, 1.0,

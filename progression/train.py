@@ -29,6 +29,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import MLFlowLogger
+from pytorch_lightning.plugins.io import TorchCheckpointIO
 from pytorch_lightning.utilities import rank_zero_only
 
 from progression.cohort import read_cohort
@@ -36,7 +37,7 @@ from progression.config import Config, dump_config, flatten, to_dict
 from progression.data.covariates import CovariateSpec
 from progression.data.datamodule import ProgressionDataModule
 from progression.errors import CheckpointError, ConfigError
-from progression.io import atomic_write_csv
+from progression.io import atomic_open, atomic_write_csv
 from progression.models.checkpoint import CHECKPOINT_FORMAT, read_checkpoint
 from progression.models.forecaster import build_forecaster
 from progression.models.module import ForecastModule
@@ -68,6 +69,28 @@ class StageCheckpoint(ModelCheckpoint):
             return
         super()._save_topk_checkpoint(trainer, monitor_candidates)
 
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        # Lightning writes last.ckpt only in epochs that also write a top-k checkpoint, so a
+        # run killed in the image stage, or after epochs without improvement, would resume
+        # from far back (or not at all).
+        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written like every other output (:mod:`progression.io`): a temporary file
+    beside the target, fsynced, then renamed onto it. Lightning's own writer stages the file
+    in $TMPDIR and moves it, which is a plain copy where $TMPDIR is another file system (a
+    tmpfs /tmp), so a run killed mid-save left a truncated ``last.ckpt``."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path,
+                        storage_options: Any = None) -> None:
+        if storage_options is not None:
+            raise TypeError("AtomicCheckpointIO.save_checkpoint takes no storage_options")
+        with atomic_open(path, "wb") as handle:
+            torch.save(checkpoint, handle)
+
 
 def _strategy(name: str) -> Any:
     if name == "ddp":
@@ -80,13 +103,17 @@ def _strategy(name: str) -> Any:
 
 def _resume_meta(resume: str | Path, cfg: Config) -> dict[str, Any]:
     meta = read_checkpoint(resume)["progression"]
-    stored = meta["config"]["model"]
-    if stored != to_dict(cfg)["model"]:
-        diff = sorted(k for k in stored if stored[k] != to_dict(cfg)["model"].get(k))
+    stored, current = meta["config"], to_dict(cfg)
+    # The model section shapes the network; the image size is what the encoder learned on.
+    diff = [f"model.{k}" for k in sorted(stored["model"])
+            if stored["model"][k] != current["model"].get(k)]
+    if stored["data"]["image_size"] != current["data"]["image_size"]:
+        diff.append("data.image_size")
+    if diff:
         raise CheckpointError(
-            f"cannot resume from {resume}: the config's model section differs from the "
-            f"checkpoint's ({', '.join('model.' + k for k in diff)}); resume with the same "
-            "model settings (omit --config to reuse the checkpoint's config)")
+            f"cannot resume from {resume}: the config differs from the checkpoint's in "
+            f"{', '.join(diff)}; resume with the same model settings and image size (omit "
+            "--config to reuse the checkpoint's config)")
     return meta
 
 
@@ -194,6 +221,7 @@ def fit(
         gradient_clip_val=cfg.train.gradient_clip_val or None,
         logger=mlflow_logger,
         callbacks=[checkpoint, *callbacks],
+        plugins=[AtomicCheckpointIO()],
         reload_dataloaders_every_n_epochs=1,
         num_sanity_val_steps=0,
         use_distributed_sampler=False,  # GroupedBatchSampler splits batches across ranks

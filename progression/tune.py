@@ -60,6 +60,15 @@ MAX_CONSECUTIVE_FAILURES = 3  # a worker whose trials keep crashing stops instea
 STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
+class _UserErrorFilter(logging.Filter):
+    """Optuna logs a failed trial's exception with its traceback; a ProgressionError (bad data
+    or config, the same for every trial) is printed once by the CLI instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not isinstance(error, ProgressionError)
+
+
 class TrialCrashed(Exception):
     """A trial's training raised an unexpected error: the trial is FAIL, the search goes on."""
 
@@ -209,6 +218,9 @@ def _run_worker(spec: _WorkerSpec, index: int, progress: Any = None) -> None:
     callbacks = [MaxTrialsCallback(spec.n_trials, states=counted), stop_on_repeated_failures]
     if progress is not None:
         callbacks.append(lambda study, trial: progress(study))
+    optuna_log = logging.getLogger("optuna.study._optimize")
+    if not any(isinstance(f, _UserErrorFilter) for f in optuna_log.filters):
+        optuna_log.addFilter(_UserErrorFilter())
     study.optimize(objective, n_trials=None, catch=(TrialCrashed,), callbacks=callbacks)
     if objective.consecutive_failures >= MAX_CONSECUTIVE_FAILURES:
         raise RuntimeError(
@@ -351,8 +363,11 @@ def tune(
                 _run_worker(spec, 0, progress=show)
         elif n_procs > 1:
             errors = _run_processes(spec, n_procs, study, client, parent_run_id, max_retry, show)
-    except BaseException:
+    except KeyboardInterrupt:
         status = "KILLED"
+        raise
+    except Exception:
+        status = "FAILED"
         raise
     finally:
         bar.close()

@@ -165,8 +165,15 @@ def test_damage_tertiles_are_equal_sized_even_with_many_zero_scores():
 @pytest.fixture(scope="module")
 def covariate_model(tmp_path_factory):
     """A covariates-only model (tiny config, no images: seconds) on a simulated cohort of 600
-    patients split 20/40/40 into train / validation (= calibration) / test."""
+    patients split 20/40/40 into train / validation (= calibration) / test, with its raw and
+    calibrated forecasts for every patient and the simulator's true changes."""
+    import torch
+
+    from progression.cohort import read_cohort
     from progression.config import load_config
+    from progression.evaluate.outcomes import outcomes_from_truth
+    from progression.evaluate.tables import load_cohort
+    from progression.predict import predict_cohort
     from progression.simulate import SimulationConfig, simulate_cohort
     from progression.train import fit
 
@@ -184,41 +191,34 @@ def covariate_model(tmp_path_factory):
         "data.test_fraction=0.4", "train.image_epochs=0", "train.max_epochs=3",
     ])
     result = fit(cfg)
-    return root, result
+    cohort = read_cohort(root)
+    return {
+        "checkpoint": result.checkpoint_path,
+        "meta": torch.load(result.checkpoint_path, weights_only=False)["progression"],
+        "raw": predict_cohort(result.checkpoint_path, cohort, progress=False, calibrate=False),
+        "calibrated": predict_cohort(result.checkpoint_path, cohort, progress=False),
+        "truth": outcomes_from_truth(load_cohort(cohort)),
+    }
 
 
 def test_fit_stores_the_conformal_correction_and_predict_applies_it(covariate_model):
-    import torch
-
-    from progression.predict import predict_cohort
-
-    root, result = covariate_model
-    meta = torch.load(result.checkpoint_path, weights_only=False)["progression"]
-    cal = ConformalCalibration.from_dict(meta["calibration"])
+    cal = ConformalCalibration.from_dict(covariate_model["meta"]["calibration"])
     assert cal.level == 0.9 and sum(cal.n_calibration.values()) >= 20
-    raw = predict_cohort(result.checkpoint_path, root, progress=False, calibrate=False)
-    calibrated = predict_cohort(result.checkpoint_path, root, progress=False)
+    raw, calibrated = covariate_model["raw"], covariate_model["calibrated"]
     for h in (1.0, 2.0):
         q, _ = cal.correction_for(h)
         rows = raw["horizon_years"] == h
         np.testing.assert_allclose(calibrated.loc[rows, "delta_svdh_hi"], raw.loc[rows, "delta_svdh_hi"] + q, atol=1e-6)
         np.testing.assert_allclose(calibrated.loc[rows, "delta_svdh_lo"], raw.loc[rows, "delta_svdh_lo"] - q, atol=1e-6)
     pd.testing.assert_series_equal(calibrated["delta_svdh_pred"], raw["delta_svdh_pred"])
-    assert (result.checkpoint_path.parent.parent / "MODEL_CARD.md").is_file()
+    card = covariate_model["checkpoint"].parent.parent / "MODEL_CARD.md"
+    assert "| horizon (years) | correction added to each side (SvdH units) |" in card.read_text()
 
 
 def test_conformal_intervals_cover_90_percent_of_held_out_simulated_patients(covariate_model):
-    import torch
-
-    from progression.evaluate.outcomes import outcomes_from_truth
-    from progression.evaluate.tables import load_cohort
-    from progression.predict import predict_cohort
-
-    root, result = covariate_model
-    split = torch.load(result.checkpoint_path, weights_only=False)["progression"]["split"]
-    truth = outcomes_from_truth(load_cohort(root))[["patient_id", "horizon_years", "delta_svdh_obs"]]
-    raw = predict_cohort(result.checkpoint_path, root, progress=False, calibrate=False)
-    table = raw.merge(truth, on=["patient_id", "horizon_years"])
+    split = covariate_model["meta"]["split"]
+    truth = covariate_model["truth"][["patient_id", "horizon_years", "delta_svdh_obs"]]
+    table = covariate_model["raw"].merge(truth, on=["patient_id", "horizon_years"])
     calibration_split = table[table["patient_id"].isin(split["val"])]
     test_split = table[table["patient_id"].isin(split["test"])]
     assert calibration_split["patient_id"].nunique() >= 200 and test_split["patient_id"].nunique() >= 200

@@ -56,7 +56,7 @@ def test_reports_render_for_a_one_visit_and_a_many_visit_patient(trained, tmp_pa
     out = tmp_path / "reports"
     code = cli.main(["explain", "--checkpoint", str(trained["checkpoint"]), "--data",
                      str(trained["root"]), "--patient", trained["one"], "--patient",
-                     trained["many"], "--out", str(out), "--quiet", "--steps", "8"])
+                     trained["many"], "--out", str(out), "--quiet", "--steps", "4"])
     assert code == 0
     predictions = predict_cohort(trained["checkpoint"], trained["root"], progress=False)
     for pid, n_visits in ((trained["one"], 1), (trained["many"], trained["n_many"])):
@@ -67,7 +67,7 @@ def test_reports_render_for_a_one_visit_and_a_many_visit_patient(trained, tmp_pa
         for src in sources:
             assert (page.parent / src).is_file(), src
         # radiograph + damage map + forecast map for every film of every visit
-        films = [s for s in sources if re.fullmatch(r"figures/v\d\d_\w+?\.png", s)]
+        films = [s for s in sources if re.fullmatch(r"figures/v\d\d_(hand|foot)_(left|right)\.png", s)]
         assert len(sources) == 1 + 3 * len(films)
         assert len({s[8:11] for s in films}) == n_visits
         row = predictions[(predictions["patient_id"] == pid) & (predictions["horizon_years"] == 1.0)].iloc[0]
@@ -161,8 +161,9 @@ def test_joint_hit_rate_finds_the_truly_changed_joints_of_simulated_films(traine
         assert rates[name].random_hit_rate < 0.95
 
     cohort = read_cohort(root)
-    model_maps = list(index_film_heatmaps(trained["checkpoint"], cohort, cohort.patient_ids, progress=False))
+    model_maps = list(index_film_heatmaps(trained["checkpoint"], cohort, cohort.patient_ids[:4], progress=False))
     assert {m.change.shape for m in model_maps} == {(size, size)}
     assert all(np.isfinite(m.change).all() and (m.damage >= 0).all() for m in model_maps)
     measured = localisation_hit_rates(model_maps, root, size, k=3)["damaged_at_index"]
-    assert measured.n_images == rates["damaged_at_index"].n_images
+    assert 0 < measured.n_images <= rates["damaged_at_index"].n_images
+    assert 0.0 <= measured.hit_rate <= 1.0

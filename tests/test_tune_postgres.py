@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
+import threading
 import time
 
 import optuna
@@ -19,8 +18,10 @@ from optuna.trial import TrialState
 from pg import postgres_server
 from test_train_support import simulated_cohort, tiny_overrides
 
-from progression import cli
+from progression.config import load_config
+from progression.tune import tune
 from progression.tuning.mlflow_runs import child_runs
+from progression.tuning.space import parse_search_space
 from progression.tuning.storage import OWNER_ATTR, open_storage, reap_dead_trials
 
 pytestmark = pytest.mark.postgres
@@ -39,11 +40,11 @@ def pg_url():
         yield url
 
 
-def _running_trial_with_a_run(proc, storage, client: MlflowClient) -> optuna.trial.FrozenTrial:
+def _running_trial_with_a_run(runner, storage, client: MlflowClient) -> optuna.trial.FrozenTrial:
     """The first RUNNING trial whose MLflow run has started (bounded wait)."""
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
-        assert proc.poll() is None, "the tune command ended before a worker could be killed"
+        assert runner.is_alive(), "the study ended before a worker could be killed"
         try:
             study = optuna.load_study(study_name="shared", storage=storage)
         except KeyError:  # the study is not created yet
@@ -65,27 +66,34 @@ def test_two_workers_share_the_study_and_a_killed_workers_trial_is_retried(
     pg_url, tmp_path_factory, tmp_path
 ):
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
-    overrides = tiny_overrides(simulated_cohort(tmp_path_factory), tmp_path, uri,
-                               **{"train.max_epochs": 2, "train.image_epochs": 0})
-    (tmp_path / "space.yaml").write_text(SPACE)
-    args = ["tune", "--config", "tiny", "--space", str(tmp_path / "space.yaml"), "--study", "shared",
-            "--storage", pg_url, "--n-trials", "2", "--workers", "2", "--heartbeat-interval", "1",
-            "--no-progress", *overrides]
+    cfg = load_config("tiny", tiny_overrides(
+        simulated_cohort(tmp_path_factory), tmp_path, uri,
+        **{"train.max_epochs": 2, "train.image_epochs": 0}))
+    space = parse_search_space(SPACE, cfg)
     client = MlflowClient(uri)
     storage = open_storage(pg_url)  # one connection pool for all the polling
-    proc = subprocess.Popen([sys.executable, "-m", "progression.cli", *args],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        victim = _running_trial_with_a_run(proc, storage, client)
-        pid = victim.user_attrs[OWNER_ATTR]["pid"]
-        assert pid != proc.pid  # a spawned worker, not the command itself
-        os.kill(pid, signal.SIGKILL)
-        assert proc.wait(timeout=900) == 1  # it reports the dead worker and asks for a rerun
-    finally:
-        proc.kill()
-        proc.wait(timeout=60)
+    outcome: list = []
 
-    assert cli.main(args) == 0  # the rerun finds nothing lost
+    def run_study() -> None:
+        outcome.append(tune(cfg, space, "shared", storage=pg_url, n_trials=2, workers=2,
+                            heartbeat_interval=1, progress=False))
+
+    # The study's own process runs in a thread here; its two workers are spawned processes.
+    runner = threading.Thread(target=run_study)
+    runner.start()
+    try:
+        victim = _running_trial_with_a_run(runner, storage, client)
+        pid = victim.user_attrs[OWNER_ATTR]["pid"]
+        assert pid != os.getpid()  # a spawned worker
+        os.kill(pid, signal.SIGKILL)
+    finally:
+        runner.join(timeout=900)
+    (first,) = outcome
+    (error,) = first.worker_errors  # reported, and the run asks for a rerun
+    assert error.endswith(f"(pid {pid}) ended with signal 9")
+
+    rerun = tune(cfg, space, "shared", storage=pg_url, n_trials=2, workers=2, progress=False)
+    assert rerun.worker_errors == []
 
     study = optuna.load_study(study_name="shared", storage=storage)
     lost = study.trials[victim.number]
@@ -97,11 +105,11 @@ def test_two_workers_share_the_study_and_a_killed_workers_trial_is_retried(
     workers = {t.user_attrs[OWNER_ATTR]["pid"] for t in study.trials if OWNER_ATTR in t.user_attrs}
     assert pid in workers and len(workers - {pid}) >= 1  # both workers ran trials
 
-    parent_run_id = study.user_attrs["mlflow_parent_run_id"]
-    (killed_run,) = child_runs(client, parent_run_id)[victim.number]
+    (killed_run,) = child_runs(client, first.parent_run_id)[victim.number]
     assert killed_run.info.status == "KILLED"
     assert killed_run.data.tags["optuna.trial_state"] == "FAIL"
-    assert client.get_run(parent_run_id).data.tags["optuna.storage"] == pg_url  # no password in it
+    assert rerun.parent_run_id == first.parent_run_id
+    assert client.get_run(first.parent_run_id).data.tags["optuna.storage"] == pg_url
 
 
 def test_trial_of_a_machine_that_went_silent_is_requeued_after_the_grace_period(pg_url):

@@ -66,14 +66,19 @@ def defaults() -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> int:
+    from progression.commands import refuse_output_in_cohort
     from progression.evaluate import OutcomeRule, evaluate
+    from progression.evaluate.tables import read_predictions
 
     if not args.checkpoint and not args.predictions and not args.baselines:
         raise ProgressionError("give --checkpoint or --predictions (or baselines to evaluate)")
+    refuse_output_in_cohort(args.out, args.data, "--out")
+    # read here: evaluate() tells a table from a checkpoint by the .csv suffix
+    source = read_predictions(args.predictions) if args.predictions else args.checkpoint
     rule = OutcomeRule(horizons=tuple(args.horizons), event=args.event, sdc_units=args.sdc,
                        tolerance_years=args.tolerance, observed_followup=args.observed_followup)
     results = evaluate(
-        args.checkpoint or args.predictions,
+        source,
         args.data,
         outcomes=args.outcomes,
         baselines=[b.strip() for b in args.baselines.split(",") if b.strip()],

@@ -29,10 +29,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from progression.commands import refuse_output_in_cohort
     from progression.errors import ConfigError
     from progression.io import atomic_write_csv
     from progression.predict import predict_cohort
 
+    refuse_output_in_cohort(args.out, args.data, "--out")
     try:
         horizons = tuple(float(h) for h in args.horizons.split(",") if h.strip())
     except ValueError:

@@ -190,12 +190,14 @@ def _read_csv(path: Path, what: str, required: tuple[str, ...], fix: str) -> pd.
 def _check_numeric(frame: pd.DataFrame, columns: tuple[str, ...], path: Path, what: str) -> None:
     for column in columns:
         values = pd.to_numeric(frame[column], errors="coerce")
-        bad = values.isna() & frame[column].notna()
+        # inf parses as a number but no forecast or outcome can be infinite
+        bad = (values.isna() & frame[column].notna()) | np.isinf(values)
         if bad.any():
             line = int(np.flatnonzero(bad.to_numpy())[0]) + 2  # header is line 1
             raise ProgressionError(
                 f"{what} file '{path}' line {line}, column {column}: "
-                f"{frame[column].iloc[line - 2]!r} is not a number; write a number or leave it empty"
+                f"{frame[column].iloc[line - 2]!r} is not a finite number; write a number or "
+                "leave it empty"
             )
         frame[column] = values
 

@@ -156,6 +156,14 @@ class ForecastModule(pl.LightningModule):
             self.log(key, value.detach(), on_step=False, on_epoch=True, sync_dist=True,
                      batch_size=size, prog_bar=name == "loss")
 
+    def on_train_batch_start(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        # Each batch's random draws (dropout, augmentation, hidden scores) start from a seed
+        # fixed by (train.seed, epoch, batch): a run resumed from a checkpoint repeats exactly
+        # what the uninterrupted run did (checkpoints hold no RNG state, and loader start-up
+        # draws from the global generator at different moments in a resumed epoch).
+        seed = np.random.SeedSequence([self.cfg.train.seed, self.current_epoch, batch_idx])
+        torch.manual_seed(int(seed.generate_state(1)[0]))
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         if self.stage() == "image":
             losses = self._image_step(batch, train=True)
