@@ -806,6 +806,19 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     base = simulate_base(work, args.patients, args.seed, not args.no_progress)
     measured: dict[Path, dict[str, Any]] = {}  # tiny-config results by cohort, for reuse
+    out = Path(args.out)
+
+    def save() -> str:
+        """Write what is measured so far (a later part failing keeps the earlier ones)."""
+        results["targets"] = targets(results)
+        results["load_average_end"] = os.getloadavg()
+        results["seconds"] = time.perf_counter() - start
+        atomic_write_text(out / f"throughput_{args.device}.json",
+                          json.dumps(results, indent=2) + "\n")
+        text = markdown(results)
+        atomic_write_text(out / f"throughput_{args.device}.md", text)
+        return text
+
     bar = tqdm([p for p in PARTS if p in parts], desc="benchmark", unit="part",
                disable=args.no_progress)
     for part in bar:
@@ -823,14 +836,8 @@ def main(argv: list[str] | None = None) -> int:
             results["scaling"] = measure_scaling(base, args, measured)
         else:
             results["memory"] = measure_memory(base, args)
-    results["targets"] = targets(results)
-    results["load_average_end"] = os.getloadavg()
-    results["seconds"] = time.perf_counter() - start
-    out = Path(args.out)
-    atomic_write_text(out / f"throughput_{args.device}.json", json.dumps(results, indent=2) + "\n")
-    text = markdown(results)
-    atomic_write_text(out / f"throughput_{args.device}.md", text)
-    print(text)
+        save()
+    print(save())
     return 0
 
 

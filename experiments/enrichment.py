@@ -90,13 +90,15 @@ def selector_table(result: EnrichmentResult, oracle: EnrichmentResult,
 
 
 def power_table(result: EnrichmentResult) -> str:
-    """Empirical vs nominal power of each computed size on the validation cohort."""
+    """Empirical vs nominal power of each computed size on the validation cohort (where the
+    oracle's forecasts are the first selector)."""
+    labels = {**LABELS, "model": "oracle"}
     lines = ["| design | endpoint | enrolled per arm | nominal | empirical ± 2 SE "
              "| formula fed the outcomes |", "|---|---|---|---|---|---|"]
     for name, powers in result.validation.power.items():
         for endpoint, p in powers.items():
             lines.append(
-                f"| {LABELS[name]} | {endpoint.replace('_', ' ')} | {p.enrolled.control} "
+                f"| {labels[name]} | {endpoint.replace('_', ' ')} | {p.enrolled.control} "
                 f"| {p.nominal:.2f} | {p.empirical:.3f} ± {2 * p.total_se:.3f} "
                 f"| {p.implied:.3f} |")
     return "\n".join(lines)

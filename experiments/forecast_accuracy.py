@@ -35,8 +35,8 @@ CPU_OVERRIDES = [
     "data.batch_size=16",
     "data.val_fraction=0.15",
     "data.test_fraction=0.0",
-    "train.image_epochs=20",
-    "train.max_epochs=60",
+    "train.image_epochs=8",
+    "train.max_epochs=48",
     "train.threads=1",
 ]
 
@@ -44,8 +44,9 @@ CPU_OVERRIDES = [
 def _simulate(path: Path, n: int, seed: int, size: int) -> Path:
     from progression.simulate import SimulationConfig, simulate_cohort
 
-    if not (path / "truth" / "truth.csv").is_file():
-        simulate_cohort(path, SimulationConfig(n_patients=n, seed=seed, image_size=size))
+    if not (path / "truth" / "truth.csv").is_file():  # absent, or left half-written
+        simulate_cohort(path, SimulationConfig(n_patients=n, seed=seed, image_size=size),
+                        progress=False, overwrite=True)
     return path
 
 

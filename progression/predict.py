@@ -51,7 +51,12 @@ def resolve_checkpoint(ref: str | Path, tracking_uri: str | None = None) -> Path
 
     uri = resolve_tracking_uri(tracking_uri or "")
     try:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=text, tracking_uri=uri))
+        source = text
+        if text.startswith("models:/"):  # resolved in this store, not the process-wide registry
+            from progression.registry import model_artifact_uri
+
+            source = model_artifact_uri(text, uri)
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, tracking_uri=uri))
     except Exception as exc:  # noqa: BLE001 - MlflowException, store or network errors
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
         raise CheckpointError(f"cannot fetch model '{text}' from the tracking store {uri} "

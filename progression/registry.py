@@ -87,3 +87,29 @@ def register_run_model(
     if alias:
         client.set_registered_model_alias(name, alias, version.version)
     return RegisteredVersion(name=name, version=str(version.version), alias=alias, run_id=run_id)
+
+
+def model_artifact_uri(ref: str, tracking_uri: str) -> str:
+    """Where the files of ``models:/NAME@ALIAS[/path]``, ``models:/NAME/VERSION[/path]`` or
+    ``models:/<model_id>[/path]`` are, looked up in the store at ``tracking_uri``.
+
+    MLflow's own download resolves ``models:/`` URIs in the process-wide registry (whatever
+    ``mlflow.set_registry_uri`` or $MLFLOW_TRACKING_URI say), not in the store it is given;
+    resolving here keeps ``predict --tracking-uri`` on the store the user named.
+    """
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    head, _, rest = ref.removeprefix("models:/").partition("/")
+    if "@" in head:
+        name, alias = head.split("@", 1)
+        model_id = client.get_model_version_by_alias(name, alias).model_id
+    elif head.startswith("m-"):  # a logged model id
+        model_id = head
+    else:
+        version, _, rest = rest.partition("/")
+        model_id = client.get_model_version(head, version).model_id
+    if model_id is None:
+        raise CheckpointError(f"'{ref}' was not registered from a logged model; register the run again")
+    location = client.get_logged_model(model_id).artifact_location.rstrip("/")
+    return f"{location}/{rest}" if rest else location

@@ -141,3 +141,19 @@ def test_transformer_sequence_model_gives_the_same_shapes(edge_cohort):
         out = model.sequence(feats, batch)
     assert out["state"].shape == (3, 2, 16)
     assert torch.isfinite(out["state"][batch["visit_mask"]]).all()
+
+
+def test_observed_history_carries_the_last_score_and_the_past_rate_forward():
+    from progression.models.sequence import observed_history
+
+    years = torch.tensor([[0.0, 1.0, 1.5, 2.0, 3.0]])
+    totals = torch.tensor([[10.0, 12.0, 0.0, 14.0, 0.0]])
+    observed = torch.tensor([[True, True, False, True, False]])
+    obs_log = torch.log1p(totals).unsqueeze(-1).expand(1, 5, 3)
+    hist = observed_history(obs_log, observed.unsqueeze(-1).expand(1, 5, 3), years)[0]
+    last_log, seen, since, slope, has_slope = hist.unbind(-1)
+    assert seen.tolist() == [1, 1, 1, 1, 1]
+    torch.testing.assert_close(torch.expm1(last_log), torch.tensor([10.0, 12, 12, 14, 14]))
+    torch.testing.assert_close(since * 5, torch.tensor([0.0, 0, 0.5, 0, 1]))
+    assert has_slope.tolist() == [0, 1, 1, 1, 1]
+    torch.testing.assert_close(slope[3:] * 5, torch.tensor([2.0, 2.0]))  # SvdH units/year

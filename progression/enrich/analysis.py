@@ -51,6 +51,8 @@ class Validation:
     ``needed``: patients to enrol per endpoint had the realised outcomes of the selected
     patients been known (the same sizing, fed the outcomes instead of the forecasts):
     the fair way to compare selectors whose forecasts are calibrated differently.
+    ``needed_curves``: the same per enrolled fraction (columns of
+    :func:`~progression.enrich.plan.strictness_curve`).
     """
 
     outcome: str
@@ -59,6 +61,7 @@ class Validation:
     survival: dict[str, SurvivalComparison] = field(default_factory=dict)
     power: dict[str, dict[str, SimulatedPower]] = field(default_factory=dict)
     needed: dict[str, dict[str, ArmSizes | None]] = field(default_factory=dict)
+    needed_curves: dict[str, pd.DataFrame] = field(default_factory=dict)
     n_sim: int = 0
     seed: int = 0
 
@@ -116,6 +119,13 @@ def needed_sizes(pool: np.ndarray, design: TrialDesign) -> dict[str, ArmSizes | 
                           "p_rapid": is_rapid(pool, design.horizon).astype(float)})
     mean = size_mean(exact, summarise(exact, design.interval_level), design, len(pool))
     return {"mean_change": mean.enrolled, "rapid": _realised_rapid(pool, design)}
+
+
+def _needed_by_endpoint(chosen: pd.DataFrame, deltas: pd.DataFrame,
+                        design: TrialDesign) -> dict[str, ArmSizes | None]:
+    pool = deltas.loc[deltas["patient_id"].isin(set(chosen["patient_id"])), "delta"]
+    needed = needed_sizes(pool.to_numpy(float), design)
+    return {"mean": needed["mean_change"], "rapid": needed["rapid"]}
 
 
 def _realised_rapid(pool: np.ndarray, design: TrialDesign) -> ArmSizes | None:
@@ -196,6 +206,10 @@ def validate(result: EnrichmentResult, outcomes: Outcomes, n_sim: int, seed: int
         pool = deltas.loc[deltas["patient_id"].isin(ids), "delta"].to_numpy(float)
         sized = result.plan.plans[name]
         val.needed[name] = needed_sizes(pool, design)
+        if name != NONE:
+            val.needed_curves[name] = strictness_curve(
+                result.forecasts[name], design, CURVE_FRACTIONS,
+                sizes=lambda chosen: _needed_by_endpoint(chosen, deltas, design))
         val.power[name] = {}
         for j, sizing in enumerate((sized.mean, sized.rapid)):
             if sizing.enrolled is None or len(pool) < 2:

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -309,23 +310,40 @@ class EnrichmentPlan:
                 "fraction": (base.total - mine.total) / base.total}
 
 
-def strictness_curve(frame: pd.DataFrame, design: TrialDesign,
-                     fractions: np.ndarray) -> pd.DataFrame:
+def forecast_sizes(selected: pd.DataFrame, n_screened: int,
+                   design: TrialDesign) -> dict[str, ArmSizes | None]:
+    """Patients to enrol per endpoint (``mean``, ``rapid``) planned from the forecasts."""
+    plan = plan_selector("", selected, n_screened, design)
+    return {"mean": plan.mean.enrolled, "rapid": plan.rapid.enrolled}
+
+
+def strictness_curve(
+    frame: pd.DataFrame,
+    design: TrialDesign,
+    fractions: np.ndarray,
+    sizes: Callable[[pd.DataFrame], dict[str, ArmSizes | None]] | None = None,
+) -> pd.DataFrame:
     """Sizes when the top ``fraction`` of ``frame`` (one horizon) is enrolled, per fraction.
 
-    Columns: fraction, n_selected, n_per_arm_mean (enrolled control arm), screened_mean,
-    n_per_arm_rapid, screened_rapid (NaN where an endpoint cannot be sized).
+    ``sizes`` maps the enrolled patients' forecasts to patients to enrol per endpoint
+    (default: :func:`forecast_sizes`). Columns: fraction, n_selected, n_per_arm_mean
+    (enrolled control arm), screened_mean, n_per_arm_rapid, screened_rapid (NaN where an
+    endpoint cannot be sized).
     """
     ranked = rank_patients(frame)
+    n = len(ranked)
+    if sizes is None:
+        def sizes(chosen: pd.DataFrame) -> dict[str, ArmSizes | None]:
+            return forecast_sizes(chosen, n, design)
+
     rows = []
     for fraction in fractions:
-        k = top_count(float(fraction), len(ranked))
-        plan = plan_selector("", ranked.head(k), len(ranked), design)
+        k = top_count(float(fraction), n)
+        got = sizes(ranked.head(k))
         row = {"fraction": float(fraction), "n_selected": k}
         for endpoint in ("mean", "rapid"):
-            sizing = getattr(plan, endpoint)
-            ok = sizing.enrolled is not None
-            row[f"n_per_arm_{endpoint}"] = sizing.enrolled.control if ok else math.nan
-            row[f"screened_{endpoint}"] = sizing.screened if ok else math.nan
+            arms = got[endpoint]
+            row[f"n_per_arm_{endpoint}"] = arms.control if arms else math.nan
+            row[f"screened_{endpoint}"] = _screened(arms, n, k) if arms else math.nan
         rows.append(row)
     return pd.DataFrame(rows)

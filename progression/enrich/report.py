@@ -17,6 +17,7 @@ from typing import Any
 
 import jinja2
 import numpy as np
+import pandas as pd
 
 from progression.enrich.analysis import LABELS, MATRIX, MODEL, NONE, EnrichmentResult
 from progression.enrich.plan import SelectorPlan, Sizing
@@ -161,25 +162,26 @@ def _figure(width: float, height: float):
     return Figure(figsize=(width, height))
 
 
-def _figure_curve(result: EnrichmentResult):
+def _figure_curve(result: EnrichmentResult, curves: dict[str, pd.DataFrame],
+                  none: dict[str, ArmSizes | None], basis: str):
+    """Patients per arm and screened vs enrolled fraction; ``none``: sizes without enrichment
+    per endpoint (``mean``, ``rapid``); ``basis`` says where the sizes come from."""
     from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
     design = result.plan.design
-    none = result.plan.plans[NONE]
     fig = _figure(11, 4.2)
     axes = fig.subplots(1, 2)
     for ax, what, ylabel in ((axes[0], "n_per_arm", "patients enrolled per arm (control)"),
                              (axes[1], "screened", "patients screened")):
-        for name, curve in result.curves.items():
+        for name, curve in curves.items():
             for endpoint, style in (("mean", "-"), ("rapid", "--")):
                 ax.plot(curve["fraction"], curve[f"{what}_{endpoint}"], style, marker=".",
                         color=COLOURS[name], label=f"{LABELS[name]}, {ENDPOINTS[endpoint]}")
         for endpoint, style in (("mean", "-"), ("rapid", "--")):
-            sizing = getattr(none, endpoint)
-            if sizing.enrolled is not None:
-                value = sizing.enrolled.control if what == "n_per_arm" else sizing.screened
-                ax.axhline(value, ls=style, color=COLOURS[NONE], lw=1,
-                           label=f"no enrichment, {ENDPOINTS[endpoint]}")
+            arms = none[endpoint]
+            if arms is not None:
+                ax.axhline(arms.control if what == "n_per_arm" else arms.total, ls=style,
+                           color=COLOURS[NONE], lw=1, label=f"no enrichment, {ENDPOINTS[endpoint]}")
         ax.axvline(result.plan.plans[MODEL].fraction, color="#999999", lw=0.8, ls=":")
         ax.set_xlabel("fraction of screened patients enrolled (1 = no enrichment)")
         ax.set_ylabel(ylabel)
@@ -189,8 +191,8 @@ def _figure_curve(result: EnrichmentResult):
         ax.yaxis.set_minor_formatter(NullFormatter())
         ax.grid(alpha=0.3, which="both")
     axes[0].legend(fontsize=7)
-    fig.suptitle(f"Trial size vs strictness of selection ({design.horizon:g}-year change, "
-                 f"effect {design.effect:.0%}, power {design.power:.0%})", fontsize=10)
+    fig.suptitle(f"Trial size vs strictness of selection, {basis} ({design.horizon:g}-year "
+                 f"change, effect {design.effect:.0%}, power {design.power:.0%})", fontsize=10)
     return fig
 
 
@@ -278,17 +280,25 @@ def write_report(result: EnrichmentResult, out_dir: str | Path,
     summary = summary_dict(result, inputs)
     atomic_write_text(out / "enrichment.json", json.dumps(summary, indent=2) + "\n")
 
+    none = result.plan.plans[NONE]
+    planned_none = {"mean": none.mean.enrolled, "rapid": none.rapid.enrolled}
     makers = [("sample_size_vs_fraction.png", "Trial size vs fraction enrolled",
-               lambda: _figure_curve(result)),
+               lambda: _figure_curve(result, result.curves, planned_none,
+                                     "planned from each selector's forecasts")),
               ("predicted_change.png", "Predicted change, selected vs not selected (model)",
                lambda: _figure_predicted(result))]
-    if result.validation is not None:
+    val = result.validation
+    if val is not None:
+        needed_none = {"mean": val.needed[NONE]["mean_change"], "rapid": val.needed[NONE]["rapid"]}
+        makers.append(("needed_vs_fraction.png", "Patients needed given the outcomes",
+                       lambda: _figure_curve(result, val.needed_curves, needed_none,
+                                             "needed given the realised outcomes")))
         makers.append(("realised_change.png", "Realised change, selected vs not selected",
                        lambda: _figure_realised(result)))
-        if result.validation.survival:
+        if val.survival:
             makers.append(("time_to_rapid_km.png", "Time to rapid progression (Kaplan-Meier)",
                            lambda: _figure_km(result)))
-        if any(result.validation.power.values()):
+        if any(val.power.values()):
             makers.append(("simulated_power.png", "Simulated trials: empirical power",
                            lambda: _figure_power(result)))
     figures = []

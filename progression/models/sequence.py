@@ -9,8 +9,8 @@ everything known up to that date. Heads read that state:
   regions and unimaged visits;
 - change over a continuous horizon ``h`` (years): ``scale * (softplus(a) h + softplus(b) h^2)``,
   non-negative and increasing in ``h`` by construction;
-- ``P(change >= RAPID_RATE * h)`` (a logit) and a central interval (quantile heads, pinball
-  loss) around the point forecast.
+- ``P(change >= RAPID_RATE * h)`` (a logit rising with the forecast rate, plus a learned
+  correction) and a central interval (quantile heads, pinball loss) around the point forecast.
 
 Time enters as continuous inputs (years since the first visit, years since the previous
 visit), never as the visit index, so 3-monthly and 2-yearly schedules mean what they are.
@@ -31,6 +31,35 @@ N_REGIONS = 4
 REGION_FEATURES = 9  # per region: 2 scores, present, 2 since-previous rates, mask, 2 since-first, mask
 MIN_GAP_YEARS = 0.25  # rates over shorter gaps are mostly scoring noise
 TIME_SCALE_YEARS = 5.0  # keeps years-since-first-visit near unit scale
+HISTORY_FEATURES = 5
+
+
+def observed_history(obs_log: torch.Tensor, obs_mask: torch.Tensor, years: torch.Tensor
+                     ) -> torch.Tensor:
+    """Per visit, from the observed totals up to and including it: ``[B, T, 5]``.
+
+    Last observed total (log1p units) and whether one exists, the years since it, and the
+    least-squares slope of the observed totals over time (SvdH units/year / RAPID_RATE, 0
+    with fewer than two observations or less than MIN_GAP_YEARS between them) with its
+    mask: the patient's own past rate, which reader-scored cohorts give directly.
+    """
+    kept = obs_mask[..., 0].float()
+    y = torch.expm1(obs_log[..., 0].float()) * kept
+    t = years.float() * kept
+    b, n_visits = kept.shape
+    position = torch.arange(n_visits, device=kept.device).expand(b, n_visits)
+    last = torch.where(kept > 0, position, torch.full_like(position, -1)).cummax(dim=1).values
+    seen = (last >= 0).float()
+    last = last.clamp(min=0)
+    last_log = obs_log[..., 0].float().gather(1, last) * seen
+    since = (years - years.gather(1, last)).clamp(min=0) * seen / TIME_SCALE_YEARS
+    n, st, sy = kept.cumsum(1), t.cumsum(1), y.cumsum(1)
+    stt, sty = (t * t).cumsum(1), (t * y).cumsum(1)
+    denom = n * stt - st * st
+    spread = (n >= 2) & (denom > (MIN_GAP_YEARS**2) * n.clamp(min=1))
+    slope = torch.where(spread, (n * sty - st * sy) / denom.clamp(min=1e-6), torch.zeros_like(denom))
+    slope = (slope / RAPID_RATE).clamp(-5.0, 5.0)
+    return torch.stack([last_log, seen, since, slope, spread.float()], dim=-1)
 
 
 @dataclass
@@ -98,6 +127,7 @@ class SequenceModel(nn.Module):
             + self.image_feature_dim
             + 2  # years since first visit, years since previous visit
             + 6  # observed total/erosion/JSN (log1p) + their masks
+            + HISTORY_FEATURES  # last observed total, its age, slope of observed totals
             + 2 * layout.n_visit_num
             + cat_embed_dim * len(layout.visit_cat_sizes)
             + 2 * layout.n_static_num
@@ -120,6 +150,10 @@ class SequenceModel(nn.Module):
         nn.init.zeros_(self.current_head[-1].bias)
         self.rate_head = _mlp(hidden, hidden, 2, dropout)
         self.pair_head = _mlp(hidden + 1, hidden, 3, dropout)  # rapid logit, lower/upper width
+        nn.init.zeros_(self.pair_head[-1].weight)
+        nn.init.zeros_(self.pair_head[-1].bias)
+        # P(rapid) rises with the forecast rate; the head above only corrects it.
+        self.rapid_slope = nn.Parameter(torch.tensor(1.0))
         # SvdH units per year that one unit of the rate head means; set from training data.
         self.register_buffer("rate_scale", torch.tensor(1.0))
 
@@ -174,6 +208,7 @@ class SequenceModel(nn.Module):
             (batch["years"] / TIME_SCALE_YEARS).unsqueeze(-1),
             batch["gap"].clamp(max=TIME_SCALE_YEARS).unsqueeze(-1),
             batch["obs_log"] * obs_mask, obs_mask,
+            observed_history(batch["obs_log"], batch["obs_mask"], batch["years"]),
             batch["visit_num"] * batch["visit_num_mask"], batch["visit_num_mask"],
         ]
         parts += [emb(batch["visit_cat"][..., k]) for k, emb in enumerate(self.visit_cat)]
@@ -215,10 +250,12 @@ class SequenceModel(nn.Module):
         delta = self.rate_scale * (ab[:, :1] * h + ab[:, 1:] * h * h)
         extra = self.pair_head(torch.cat([state, h / TIME_SCALE_YEARS], dim=-1)).float()
         width = self.rate_scale * F.softplus(extra[:, 1:]) * h.sqrt()
-        point = delta.detach()  # the interval must not drag the point forecast
+        point = delta.detach()  # the interval and P(rapid) must not drag the point forecast
+        rate = point.squeeze(-1) / horizon.float().clamp(min=1e-3)
+        rapid_logit = F.softplus(self.rapid_slope) * (rate - RAPID_RATE) / self.rate_scale
         return {
             "delta": delta.squeeze(-1),
             "lo": (point - width[:, :1]).squeeze(-1),
             "hi": (point + width[:, 1:]).squeeze(-1),
-            "rapid_logit": extra[:, 0],
+            "rapid_logit": rapid_logit + extra[:, 0],
         }
