@@ -3,8 +3,9 @@
 Simulates a training cohort and an independent test cohort (another seed: different
 patients), trains the image model and a covariates-only model with the same pipeline
 (``model.use_images=false``), predicts the test cohort from each patient's index date, and
-compares with the simulator's truth and its oracle (which knows each patient's latent
-progression rate). The test histories are evaluated twice: as simulated (about 60 % of
+compares with the simulator's truth, its oracle (which knows each patient's latent
+progression rate) and gradient boosting of the annual rate
+(``progression.evaluate.baselines.CovariatesModel``). The test histories are evaluated twice: as simulated (about 60 % of
 visits carry reader scores) and with every score removed (films and covariates only).
 
     python experiments/forecast_accuracy.py                      # defaults below, ~CPU
@@ -106,6 +107,7 @@ def main() -> None:
 
     from progression.cohort import read_cohort
     from progression.config import load_config
+    from progression.evaluate.baselines import CovariatesModel
     from progression.io import atomic_write_text
     from progression.predict import predict_cohort
     from progression.train import fit
@@ -134,6 +136,8 @@ def main() -> None:
     train_truth = pd.read_csv(train_dir / "truth" / "truth.csv", dtype={"patient_id": str})
     index_dates = truth.set_index("patient_id")["index_date"]
     test = read_cohort(test_dir)
+    # Reference: gradient boosting of the annual rate on covariates (+ past scores when given).
+    boosting = CovariatesModel(seed=args.seed).fit(read_cohort(train_dir))
     for variant, cohort in (("scored_history", test), ("unscored_history", _unscored(test))):
         for name, run in runs.items():
             t = time.perf_counter()
@@ -141,6 +145,8 @@ def main() -> None:
                                   index_dates=index_dates, progress=False)
             timings[f"predict_{variant}_{name}_s"] = time.perf_counter() - t
             results[f"{variant}/{name}"] = _metrics(pred, truth)
+        pred = boosting.predict(cohort, horizons=(1.0, 2.0), index_dates=index_dates)
+        results[f"{variant}/gradient_boosting"] = _metrics(pred, truth)
     results["oracle"] = _oracle(truth, train_truth)
 
     report = {

@@ -110,6 +110,9 @@ class TrackingConfig:
     experiment: str = "progression"
     run_name: str = ""
     log_model: bool = True  # log an MLflow pyfunc model wrapping the checkpoint
+    # Store unreachable: train anyway, logging to <train.output_dir>/offline/mlruns.db, and
+    # copy the run to the server later with `progression sync` (default: stop with an error).
+    offline: bool = False
 
 
 @dataclass

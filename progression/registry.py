@@ -103,13 +103,13 @@ def model_artifact_uri(ref: str, tracking_uri: str) -> str:
     head, _, rest = ref.removeprefix("models:/").partition("/")
     if "@" in head:
         name, alias = head.split("@", 1)
-        model_id = client.get_model_version_by_alias(name, alias).model_id
+        location = client.get_model_version_download_uri(
+            name, client.get_model_version_by_alias(name, alias).version
+        )
     elif head.startswith("m-"):  # a logged model id
-        model_id = head
+        location = client.get_logged_model(head).artifact_location
     else:
         version, _, rest = rest.partition("/")
-        model_id = client.get_model_version(head, version).model_id
-    if model_id is None:
-        raise CheckpointError(f"'{ref}' was not registered from a logged model; register the run again")
-    location = client.get_logged_model(model_id).artifact_location.rstrip("/")
+        location = client.get_model_version_download_uri(head, version)
+    location = location.rstrip("/")
     return f"{location}/{rest}" if rest else location

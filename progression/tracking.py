@@ -7,16 +7,20 @@ always resolved here and passed explicitly. With a SQLite store, artifacts go to
 ``mlartifacts/`` next to the database file (set as the experiment's artifact location).
 
 The store is checked before any training starts (:func:`check_tracking`), so a typo in the
-URI or a stopped server costs seconds, not a training run.
+URI or a stopped server costs seconds, not a training run. With ``tracking.offline=true`` a
+fit whose store is unreachable logs to a local SQLite store instead (:func:`usable_tracking_uri`)
+and :func:`sync_runs` (``progression sync``) copies its runs to the server later.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -28,6 +32,8 @@ from mlflow import MlflowClient
 
 from progression.config import Config
 from progression.errors import TrackingError
+
+logger = logging.getLogger(__name__)
 
 # Short timeouts for the reachability check; MLflow's defaults retry for minutes.
 _CHECK_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
@@ -102,6 +108,36 @@ def check_tracking(uri: str) -> None:
             "(e.g. `mlflow server --backend-store-uri sqlite:///mlruns.db --port 5000`), fix "
             "tracking.tracking_uri / MLFLOW_TRACKING_URI, or leave both unset to use "
             "./mlruns.db") from None
+
+
+def offline_uri(cfg: Config) -> str:
+    """The local SQLite store a run falls back to with ``tracking.offline=true``."""
+    return f"sqlite:///{(Path(cfg.train.output_dir) / 'offline' / 'mlruns.db').resolve()}"
+
+
+def usable_tracking_uri(cfg: Config) -> str:
+    """The store a fit logs to, checked before any training.
+
+    The configured store when it can be used. When it cannot: a :class:`TrackingError`
+    (naming the fix), or with ``tracking.offline=true`` the local :func:`offline_uri`, with a
+    warning that says how to copy the run to the server later (``progression sync``).
+    """
+    uri = resolve_tracking_uri(cfg)
+    try:
+        check_tracking(uri)
+        return uri
+    except TrackingError as exc:
+        if not cfg.tracking.offline:
+            raise TrackingError(
+                f"{exc} To train now and copy the run to the server later, set "
+                "tracking.offline=true.") from None
+        local = offline_uri(cfg)
+        check_tracking(local)
+        logger.warning(
+            "%s\nContinuing offline (tracking.offline=true): this run is logged to %s. When "
+            "the server is back, copy it there with:\n  progression sync --from %s --to %s",
+            exc, local, local, uri)
+        return local
 
 
 def experiment_id(client, name: str, uri: str) -> str:
@@ -202,3 +238,59 @@ def log_pyfunc_model(uri: str, run_id: str, checkpoint: Path) -> str:
             pip_requirements=[f"progression=={version('progression')}"],
         )
     return info.model_uri
+
+
+SYNCED_FROM_TAG = "progression.synced_from"  # on a copied run: the run id in the source store
+
+
+def sync_runs(source: str, target: str) -> list[tuple[str, str]]:
+    """Copy every run of the store ``source`` (e.g. an offline store) to ``target``.
+
+    Each run is recreated in the experiment of the same name with its params, tags, full
+    metric histories (steps and timestamps), artifacts and status; a run that had a pyfunc
+    model gets it logged again from its checkpoint artifact, so ``runs:/<id>/model`` and
+    ``progression register`` work on the copy. Runs copied before (tag
+    ``progression.synced_from``) are skipped: syncing twice copies nothing new. Returns
+    ``(source run id, target run id)`` pairs of the runs copied now.
+    """
+    from mlflow.entities import Metric, Param
+
+    check_tracking(source)
+    check_tracking(target)
+    src, dst = MlflowClient(source), MlflowClient(target)
+    copied: list[tuple[str, str]] = []
+    for experiment in src.search_experiments():
+        runs = src.search_runs([experiment.experiment_id], max_results=50000)
+        if not runs:
+            continue
+        dest_experiment = experiment_id(dst, experiment.name, target)
+        done = {r.data.tags.get(SYNCED_FROM_TAG) for r in dst.search_runs(
+            [dest_experiment], f"tags.`{SYNCED_FROM_TAG}` != ''", max_results=50000)}
+        for run in runs:
+            if run.info.run_id in done:
+                continue
+            tags = {k: v for k, v in run.data.tags.items() if k != "mlflow.parentRunId"}
+            tags[SYNCED_FROM_TAG] = run.info.run_id
+            new_id = dst.create_run(dest_experiment, start_time=run.info.start_time, tags=tags,
+                                    run_name=run.info.run_name).info.run_id
+            params = [Param(k, v) for k, v in run.data.params.items()]
+            for start in range(0, len(params), 100):
+                dst.log_batch(new_id, params=params[start : start + 100])
+            metrics = [Metric(m.key, m.value, m.timestamp, m.step) for key in run.data.metrics
+                       for m in src.get_metric_history(run.info.run_id, key)]
+            for start in range(0, len(metrics), 1000):
+                dst.log_batch(new_id, metrics=metrics[start : start + 1000])
+            model_uri = None
+            if src.list_artifacts(run.info.run_id):
+                with tempfile.TemporaryDirectory() as tmp:
+                    local = Path(mlflow.artifacts.download_artifacts(
+                        run_id=run.info.run_id, tracking_uri=source, dst_path=tmp))
+                    dst.log_artifacts(new_id, str(local))
+                    found = sorted(local.glob("checkpoints/*.ckpt"))
+                    if found and run.data.params.get("tracking.log_model") == "True":
+                        model_uri = log_pyfunc_model(target, new_id, found[0])
+            dst.set_terminated(new_id, status=run.info.status, end_time=run.info.end_time)
+            copied.append((run.info.run_id, new_id))
+            logger.info("copied run %s -> %s%s", run.info.run_id, new_id,
+                        " (with its model)" if model_uri else "")
+    return copied

@@ -147,9 +147,8 @@ def fit(
     progress = cfg.train.progress if progress is None else progress
     is_main = rank_zero_only.rank == 0
     meta_in = _resume_meta(resume, cfg) if resume is not None else None
-    uri = tracking.resolve_tracking_uri(cfg)
-    if is_main:
-        tracking.check_tracking(uri)  # fail fast, before reading images
+    # Checked (or switched to the offline store) before reading any image: fail fast.
+    uri = tracking.usable_tracking_uri(cfg) if is_main else tracking.resolve_tracking_uri(cfg)
     pl.seed_everything(cfg.train.seed, workers=True, verbose=False)
 
     cohort = read_cohort(cfg.data.path)

@@ -201,6 +201,7 @@ def covariate_model(tmp_path_factory):
     }
 
 
+@pytest.mark.slow
 def test_fit_stores_the_conformal_correction_and_predict_applies_it(covariate_model):
     cal = ConformalCalibration.from_dict(covariate_model["meta"]["calibration"])
     assert cal.level == 0.9 and sum(cal.n_calibration.values()) >= 20
@@ -215,6 +216,7 @@ def test_fit_stores_the_conformal_correction_and_predict_applies_it(covariate_mo
     assert "| horizon (years) | correction added to each side (SvdH units) |" in card.read_text()
 
 
+@pytest.mark.slow
 def test_conformal_intervals_cover_90_percent_of_held_out_simulated_patients(covariate_model):
     split = covariate_model["meta"]["split"]
     truth = covariate_model["truth"][["patient_id", "horizon_years", "delta_svdh_obs"]]

@@ -14,6 +14,8 @@ import torch
 from progression import cli
 from progression.explain.report import referenced_images
 
+pytestmark = pytest.mark.slow  # trains a tiny image model (about 20 s of CPU)
+
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
@@ -105,13 +107,16 @@ def test_fit_writes_a_model_card_and_explain_adds_evaluation_metrics(trained, tm
     assert f"- train patients: {len(meta['split']['train'])}" in card
 
     metrics = tmp_path / "metrics.json"
-    metrics.write_text(json.dumps(
-        {"model": {"test/mae_delta_1y": {"value": 2.5, "ci_lo": 2.0, "ci_hi": 3.1, "n": 40}}}))
+    metrics.write_text(json.dumps({  # the layout of evaluate's metrics.json
+        "model": "model",
+        "metrics": {"model": {"horizons": {"1y": {"mae_delta": {"value": 2.5, "ci_lo": 2.0, "ci_hi": 3.1, "n": 40}}},
+                              "overall": {}}},
+    }))
     target = tmp_path / "card.md"
     code = cli.main(["explain", "--checkpoint", str(checkpoint), "--model-card", str(target),
                      "--metrics", str(metrics)])
     assert code == 0
-    assert "| `model/test/mae_delta_1y` | mean absolute error of the predicted change, 1-year horizon | 2.5 | 2 to 3.1 | 40 | SvdH units |" in target.read_text()
+    assert "| `test/mae_delta_1y` | mean absolute error of the predicted change, 1-year horizon | 2.5 | 2 to 3.1 | 40 | SvdH units |" in target.read_text()
 
 
 def _blobs(points: pd.DataFrame, size: int) -> np.ndarray:

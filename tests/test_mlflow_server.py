@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,16 +16,11 @@ from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
+from pg import free_port
 from test_train_support import simulated_cohort, tiny_overrides
 
 from progression.config import load_config
 from progression.train import fit
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _healthy(url: str) -> bool:
@@ -43,7 +37,7 @@ def mlflow_server(tmp_path):
     db = f"sqlite:///{tmp_path / 'server.db'}"
     # Create the schema here, where MLflow is already imported: the server starts faster.
     MlflowClient(db).search_experiments(max_results=1)
-    url = f"http://127.0.0.1:{_free_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no job runner
     env.pop("MLFLOW_TRACKING_URI", None)
     log = (tmp_path / "server.log").open("w")

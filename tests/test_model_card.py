@@ -66,3 +66,23 @@ def test_estimate_objects_from_evaluation_are_accepted():
 
     text = render_model_card(_card(metrics={"val/coverage_delta_2y": Estimate(0.88, 0.8, 0.95, 50)}))
     assert "| `val/coverage_delta_2y` | share of observed changes inside the interval, 2-year horizon | 0.88 | 0.8 to 0.95 | 50 | 0-1 |" in text
+
+
+def test_metrics_json_of_evaluate_gives_the_models_test_metrics():
+    from progression.explain.model_card import evaluation_metrics
+
+    results = {
+        "settings": {"seed": 0, "bootstrap_resamples": 200},
+        "model": "model",
+        "metrics": {
+            "model": {
+                "horizons": {"1y": {"mae_delta": {"value": 2.1, "ci_lo": 1.8, "ci_hi": 2.5, "n": 50}}},
+                "overall": {"cindex_event": {"value": 0.71, "ci_lo": 0.65, "ci_hi": 0.77, "n": 50}},
+            },
+            "cohort_mean": {"horizons": {"1y": {"mae_delta": {"value": 3.0}}}, "overall": {}},
+        },
+    }
+    assert evaluation_metrics(results) == {
+        "test/mae_delta_1y": {"value": 2.1, "ci_lo": 1.8, "ci_hi": 2.5, "n": 50},
+        "test/cindex_event": {"value": 0.71, "ci_lo": 0.65, "ci_hi": 0.77, "n": 50},
+    }

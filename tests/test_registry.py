@@ -15,7 +15,7 @@ from test_train_support import shared_run
 
 from progression import cli
 from progression.errors import CheckpointError, ConfigError
-from progression.predict import predict_cohort
+from progression.predict import predict_cohort, resolve_checkpoint
 from progression.registry import register_run_model
 
 
@@ -50,6 +50,9 @@ def test_alias_moves_to_the_newly_registered_version(store):
     assert str(client.get_model_version_by_alias("progression-move", "champion").version) == "2"
     assert client.get_model_version("progression-move", "1").aliases == []
     assert client.get_model_version("progression-move", "2").run_id == run.result.run_id
+    # A version number reaches the same checkpoint as the alias.
+    by_version = resolve_checkpoint("models:/progression-move/1", tracking_uri=uri)
+    assert by_version.read_bytes() == run.result.checkpoint_path.read_bytes()
 
 
 def test_register_command_prints_the_uri_to_predict_with(store, capsys):

@@ -79,20 +79,21 @@ def run_cli(capfd) -> Iterator[Callable[..., tuple[int, str]]]:
 
     def run(*argv: object) -> tuple[int, str]:
         keep.lines.clear()
-        # Optuna's console handler keeps the stderr of the test that first used it; give it
-        # this test's, as a fresh process would.
-        consoles = [h for h in logging.getLogger("optuna").handlers
-                    if type(h) is logging.StreamHandler]
-        saved = [h.stream for h in consoles]
-        for handler in consoles:
-            handler.stream = sys.stderr  # not setStream(): it flushes the old, closed stream
+        # Optuna's console handler (and its colour formatter) keep the stderr of the test
+        # that first used them; give them this test's, as a fresh process would have.
+        consoles = [o for h in logging.getLogger("optuna").handlers
+                    if type(h) is logging.StreamHandler for o in (h, h.formatter)
+                    if hasattr(o, "stream")]
+        saved = [o.stream for o in consoles]
+        for console in consoles:
+            console.stream = sys.stderr  # not setStream(): it flushes the old, closed stream
         try:
             code = cli.main([str(a) for a in argv])
         except SystemExit as exc:  # argparse usage errors
             code = exc.code
         finally:
-            for handler, stream in zip(consoles, saved):
-                handler.stream = stream
+            for console, stream in zip(consoles, saved):
+                console.stream = stream
         captured = capfd.readouterr()
         return code, captured.out + captured.err + "\n".join(keep.lines)
 

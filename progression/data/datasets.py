@@ -56,6 +56,26 @@ class VisitImageDataset(Dataset):
             "complete": np.array(len(regions) == a.image_index.shape[1]),
         }
 
+    def __getitems__(self, indices: Sequence[int]) -> list[dict[str, np.ndarray]]:
+        """The visits at ``indices`` (a batch: the DataLoader calls this instead of
+        :meth:`__getitem__` per visit) with ONE cache read and array slices for all films."""
+        a = self.arrays
+        v = self.rows[np.asarray(indices, dtype=np.int64)]
+        index = a.image_index[v]
+        has = index >= 0
+        visit, regions = np.nonzero(has)  # row-major: each visit's films in region order
+        images = self.cache.get(self.slots[index[has]])
+        region_target = a.region_target[v[visit], regions]
+        joint_target = a.joint_target[v[visit], regions]
+        ends = np.cumsum(has.sum(1)).tolist()
+        complete = has.all(1)
+        return [
+            {"images": images[start:end], "region": regions[start:end],
+             "region_target": region_target[start:end], "joint_target": joint_target[start:end],
+             "visit_target": a.obs[row], "complete": np.array(done)}
+            for start, end, row, done in zip([0, *ends[:-1]], ends, v, complete)
+        ]
+
 
 def collate_visits(items: Sequence[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
     """Concatenate the films of a batch of visits; ``image_visit`` maps each film to its visit."""

@@ -223,27 +223,25 @@ def build_arrays(
 
 def _history(image_index: np.ndarray, years: np.ndarray, start: np.ndarray):
     """For every visit and region: the same region's image at the previous and at the first
-    earlier visit that has one (-1 if none) and the years back to it."""
-    v, r = image_index.shape
-    prev_index = np.full((v, r), -1, dtype=np.int64)
-    first_index = np.full((v, r), -1, dtype=np.int64)
-    prev_gap = np.zeros((v, r), dtype=np.float32)
-    first_gap = np.zeros((v, r), dtype=np.float32)
-    for p in range(len(start) - 1):
-        last = np.full(r, -1, dtype=np.int64)
-        last_t = np.zeros(r, dtype=np.float32)
-        first = np.full(r, -1, dtype=np.int64)
-        first_t = np.zeros(r, dtype=np.float32)
-        for row in range(start[p], start[p + 1]):
-            seen = last >= 0
-            prev_index[row] = last
-            prev_gap[row] = np.where(seen, years[row] - last_t, 0.0)
-            first_index[row] = first
-            first_gap[row] = np.where(seen, years[row] - first_t, 0.0)
-            here = image_index[row] >= 0
-            last = np.where(here, image_index[row], last)
-            last_t = np.where(here, years[row], last_t)
-            new = here & (first < 0)
-            first = np.where(new, image_index[row], first)
-            first_t = np.where(new, years[row], first_t)
+    earlier visit that has one (-1 if none) and the years back to it.
+
+    Per-patient shifts and forward fills over all visits at once (a Python loop over
+    visits took seconds for 10,000 patients).
+    """
+    patient = np.repeat(np.arange(len(start) - 1), np.diff(start))
+    has = image_index >= 0
+    index = pd.DataFrame(np.where(has, image_index, np.nan))
+    when = pd.DataFrame(np.where(has, years[:, None], np.nan))
+
+    def last_before(frame: pd.DataFrame) -> np.ndarray:
+        return frame.groupby(patient).shift(1).groupby(patient).ffill().to_numpy()
+
+    prev, prev_t = last_before(index), last_before(when)
+    seen = ~np.isnan(prev)  # an earlier visit has this region's film (so the first one too)
+    first = index.groupby(patient).transform("first").to_numpy()
+    first_t = when.groupby(patient).transform("first").to_numpy()
+    prev_index = np.where(seen, prev, -1).astype(np.int64)
+    first_index = np.where(seen, first, -1).astype(np.int64)
+    prev_gap = np.where(seen, years[:, None] - prev_t, 0.0).astype(np.float32)
+    first_gap = np.where(seen, years[:, None] - first_t, 0.0).astype(np.float32)
     return prev_index, prev_gap, first_index, first_gap

@@ -3,13 +3,14 @@
 One card per trained model says what data it saw (cohort fingerprint and sizes), what it is
 for and not for, how well it did (metrics with 95% confidence intervals, overall and by
 subgroup), how its intervals were calibrated, and its known limitations. Metric values are
-taken as evaluation produces them: a number, or a mapping ``{"value", "ci_lo", "ci_hi", "n"}``
-(``progression.evaluate.metrics.Estimate.as_dict()``), keyed by names like
-``val/mae_delta_1y``.
+taken as evaluation produces them: a number, a mapping ``{"value", "ci_lo", "ci_hi", "n"}``
+or an :class:`~progression.evaluate.metrics.Estimate`, keyed by names like
+``val/mae_delta_1y``; :func:`evaluation_metrics` reads ``metrics.json`` of evaluate.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,9 +36,16 @@ _METRICS: dict[str, tuple[str, str]] = {
     "auroc_rapid": ("AUROC for rapid progression (>= 5 units/yr)", "0.5 = chance, 1 = perfect"),
     "auprc_rapid": ("area under the precision-recall curve, rapid progression", "0-1"),
     "brier_rapid": ("Brier score of p_rapid (lower is better)", "0-1"),
-    "cindex": ("Harrell's C for time to progression", "0.5 = chance, 1 = perfect"),
+    "calslope_delta": ("calibration slope of the predicted change (1 = ideal)", ""),
+    "calslope_rapid": ("calibration slope of p_rapid (1 = ideal)", ""),
+    "calintercept_rapid": ("calibration intercept of p_rapid (0 = ideal)", "log-odds"),
+    "cindex_event": ("Harrell's C for time to progression", "0.5 = chance, 1 = perfect"),
+    "mae_index": ("mean absolute error of the current-score estimate", "SvdH units"),
+    "icc_index": ("agreement (ICC) of the current-score estimate with readers", "0-1"),
     "mae_svdh_current": ("mean absolute error of the current-score estimate", "SvdH units"),
-    "icc_svdh_current": ("agreement (ICC) of current-score estimate with readers", "0-1"),
+    "mae_region": ("mean absolute error of per-region damage readings", "SvdH units"),
+    "corr_region": ("correlation of per-region damage readings with reader scores", "-1 to 1"),
+    "coverage_interval": ("share of observed changes inside the raw (uncalibrated) interval", "0-1"),
 }
 
 DEFAULT_LIMITATIONS: tuple[str, ...] = (
@@ -104,12 +112,16 @@ def _describe(name: str) -> tuple[str, str]:
 
 
 def metric_rows(metrics: Mapping[str, Any]) -> list[dict[str, str]]:
-    """Rows ``metric, meaning, value, ci (95%), n, unit`` for the card's metrics table."""
+    """Rows ``metric, meaning, value, ci (95%), n, unit`` for the card's metrics table,
+    named metrics first in the given order, then the rest (training losses and the like)."""
     rows = []
-    for name, raw in metrics.items():
-        value = raw.as_dict() if hasattr(raw, "as_dict") else raw
+    named = sorted(metrics, key=lambda name: not _describe(name)[0])
+    for name in named:
+        raw = metrics[name]
+        value = dataclasses.asdict(raw) if dataclasses.is_dataclass(raw) else raw
         if isinstance(value, Mapping):
-            point, lo, hi, n = (value.get(k) for k in ("value", "ci_lo", "ci_hi", "n"))
+            point, n = value.get("value"), value.get("n")
+            lo, hi = value.get("ci_lo", value.get("lo")), value.get("ci_hi", value.get("hi"))
         else:
             point, lo, hi, n = value, None, None, None
         meaning, unit = _describe(name)
@@ -171,13 +183,15 @@ def render_model_card(card: ModelCardInputs) -> str:
                 for h in sorted(cal.n_calibration)
             ],
         }
+    rows = metric_rows(card.metrics)
     return env.get_template(TEMPLATE).render(
         name=card.name,
         run_id=card.run_id,
         created=card.created,
         data=card.data,
         simulated=card.simulated_data,
-        metrics=metric_rows(card.metrics),
+        metrics=[r for r in rows if r["meaning"]],
+        other_metrics=[r for r in rows if not r["meaning"]],
         subgroups=None if card.subgroups is None or card.subgroups.empty else markdown_table(card.subgroups),
         calibration=calibration,
         limitations=limitations,
@@ -207,6 +221,19 @@ def flatten_metrics(results: Mapping[str, Any], prefix: str = "") -> dict[str, A
     return out
 
 
+def evaluation_metrics(results: Mapping[str, Any]) -> dict[str, Any]:
+    """The model's metrics from the results of ``progression evaluate`` (``metrics.json``),
+    named as in MLflow (``test/mae_delta_1y``, ``test/cindex_event``); a plain mapping of
+    name -> value is read with :func:`flatten_metrics`."""
+    if not {"model", "metrics"} <= set(results) or results["model"] not in results["metrics"]:
+        return flatten_metrics(results)
+    mine = results["metrics"][results["model"]]
+    out = {f"test/{name}_{label}": value
+           for label, by_name in mine.get("horizons", {}).items() for name, value in by_name.items()}
+    out.update({f"test/{name}": value for name, value in mine.get("overall", {}).items()})
+    return out
+
+
 def checkpoint_card(
     checkpoint: str | Path, metrics: Mapping[str, Any] | None = None
 ) -> ModelCardInputs:
@@ -220,7 +247,7 @@ def checkpoint_card(
     data = {
         "cohort": f"`{data_path}`",
         "cohort fingerprint": f"`{meta.get('cohort_fingerprint', 'unknown')}`",
-        **{f"{name} patients": len(ids) for name, ids in split.items()},
+        **{f"{name} patients": len(split[name]) for name in ("train", "val", "test") if name in split},
         "image size": f"{cfg['data']['image_size']} px",
         "backbone": cfg["model"]["backbone"],
     }
@@ -260,5 +287,5 @@ def write_checkpoint_card(
                 f"metrics file '{metrics_path}' cannot be read as JSON ({exc}); give the "
                 "metrics.json written by `progression evaluate`"
             ) from None
-    card = checkpoint_card(checkpoint, flatten_metrics(results))
+    card = checkpoint_card(checkpoint, evaluation_metrics(results))
     return write_model_card(card, path)

@@ -31,12 +31,14 @@ MAX_JOINTS = max(JOINTS_PER_REGION)
 def images_to_input(images: torch.Tensor) -> torch.Tensor:
     """uint8 ``[n, s, s]`` (or float in [0, 1]) -> float ``[n, 1, s, s]`` centred near 0.
 
-    Batches travel as uint8 (4x less to copy to the GPU) and become floats here.
+    Batches travel as uint8 (4x less to copy to the GPU) and become floats here, in one new
+    tensor scaled in place (each extra film-sized temporary cost ~5% of a tiny encoder's pass).
     """
-    x = images.float()
     if images.dtype == torch.uint8:
-        x = x / 255.0
-    return ((x - 0.5) / 0.25).unsqueeze(1)
+        x = images.float().div_(255.0).sub_(0.5)
+    else:
+        x = images.float() - 0.5  # never in place on the caller's tensor
+    return x.div_(0.25).unsqueeze(1)
 
 
 class ImageEncoder(nn.Module):

@@ -14,6 +14,7 @@ study's metric name), the best trial's number and run (tags ``best.trial_number`
 from __future__ import annotations
 
 import logging
+import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import Any
 
 from progression.config import Config, dump_config
 from progression.io import atomic_open, atomic_write_csv, atomic_write_text
-from progression.tracking import experiment_id
+from progression.tracking import experiment_id, git_commit
 from progression.tuning.space import SearchSpace, apply_params
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,8 @@ def open_parent_run(
             "optuna.storage": storage_text,
             "optuna.metric": space.metric,
             "optuna.direction": space.direction,
+            "command": " ".join(sys.argv),
+            "git_commit": git_commit(),
         },
     )
     run_id = run.info.run_id
