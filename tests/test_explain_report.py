@@ -92,3 +92,14 @@ def test_report_for_a_single_visit_without_images_or_heatmaps_still_renders(tmp_
     assert "no usable image: covariates only" in html
     assert "P&lt;2&gt;" in html and "P<2>" not in html  # user text is escaped
     assert "may be too narrow" in html  # uncalibrated interval is disclosed
+
+
+def test_tiny_covariate_effects_are_counted_not_listed(tmp_path):
+    effects = [CovariateEffect("CRP", "35 mg/L", 1.3), CovariateEffect("Smoker", "no", 0.01),
+               CovariateEffect("ESR", "20 mm/h", -0.02)]
+    visit = [_visit("2021-05-20")]
+    html = render_report(PatientReport("P1", _forecasts(), visit, effects), tmp_path / "a").read_text()
+    assert "+1.3 units" in html and "Smoker" not in html
+    assert "2 other recorded values each changed the forecast by less than 0.05 units." in html
+    html = render_report(PatientReport("P1", _forecasts(), visit, effects[1:]), tmp_path / "b").read_text()
+    assert "None of the 2 recorded values changed the 1-year forecast by 0.05 SvdH units or more." in html

@@ -27,6 +27,8 @@ from progression.io import atomic_write_bytes, atomic_write_text
 from progression.scoring import DEFAULT_SDC, RAPID_RATE, SVDH_MAX_TOTAL
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
+MIN_EFFECT = 0.05  # SvdH units: smaller covariate effects are counted, not listed
+MAX_COVARIATES = 8  # rows of the covariate table
 REGION_LABELS = {
     "hand_left": "Left hand",
     "hand_right": "Right hand",
@@ -130,7 +132,7 @@ def _scores_figure(report: PatientReport, path: Path) -> None:
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7.5, 3.6), dpi=110)
+    fig, ax = plt.subplots(figsize=(9.4, 3.6), dpi=110)
     try:
         dates = [_parse_date(v.visit_date) for v in report.visits]
         obs = [(d, v.observed_svdh) for d, v in zip(dates, report.visits) if v.observed_svdh is not None]
@@ -153,8 +155,8 @@ def _scores_figure(report: PatientReport, path: Path) -> None:
                 capsize=5, label=f"Forecast ({report.interval_level:.0%} interval)",
             )
             ax.axvline(start, color="#bbbbbb", lw=1)
-            ax.annotate("forecast made here", (start, ax.get_ylim()[1]), fontsize=8,
-                        color="#777777", ha="right", va="top", rotation=90)
+            ax.annotate("forecast made here", (start, ax.get_ylim()[0]), fontsize=8,
+                        color="#777777", ha="right", va="bottom", rotation=90)
         ax.set_ylabel(f"SvdH total (units, 0-{SVDH_MAX_TOTAL})")
         ax.set_xlabel("Date")
         ax.grid(alpha=0.3)
@@ -226,7 +228,9 @@ def render_report(report: PatientReport, out_dir: str | Path) -> Path:
 
     forecasts = report.forecasts.sort_values("horizon_years")
     notes = sorted({n for n in forecasts.get("note", pd.Series(dtype=str)).fillna("") if n})
-    top = sorted(report.covariates, key=lambda c: abs(c.effect), reverse=True)[:8]
+    # effects too small to matter would read as noise: list them only as a count
+    top = sorted((c for c in report.covariates if abs(c.effect) >= MIN_EFFECT),
+                 key=lambda c: abs(c.effect), reverse=True)[:MAX_COVARIATES]
     scale = max((abs(c.effect) for c in top), default=0.0) or 1.0
     covariates = [
         {
@@ -251,7 +255,7 @@ def render_report(report: PatientReport, out_dir: str | Path) -> Path:
         current=None if first is None else _fmt(float(first["svdh_index_pred"])),
         level=f"{report.interval_level:.0%}",
         calibrated=report.interval_calibrated,
-        horizon=_years(report.explained_horizon),
+        horizon=f"{report.explained_horizon:g}-year",
         rapid_rate=f"{RAPID_RATE:g}",
         svdh_max=SVDH_MAX_TOTAL,
         sdc=f"{DEFAULT_SDC:g}",
@@ -259,6 +263,8 @@ def render_report(report: PatientReport, out_dir: str | Path) -> Path:
         timeline=timeline,
         has_heatmaps=any(e["damage"] or e["forecast"] for v in timeline for e in v["images"]),
         covariates=covariates,
+        n_small_effects=len(report.covariates) - len(top),
+        min_effect=f"{MIN_EFFECT:g}",
         model_name=report.model_name,
         generated_on=report.generated_on,
     )
