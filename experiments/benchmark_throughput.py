@@ -191,6 +191,21 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def _now(device: str) -> tuple[float, float]:
+    """(wall-clock, this process's CPU) seconds, after the GPU's queued work is done.
+
+    On a shared CPU the wall clock also measures the neighbours' load (a process may get a
+    fifth of a core); CPU time counts only this process's work, so CPU-device ratios use it.
+    """
+    _sync(device)
+    return time.perf_counter(), time.process_time()
+
+
+def _since(start: tuple[float, float], device: str) -> tuple[float, float]:
+    wall, cpu = _now(device)
+    return wall - start[0], cpu - start[1]
+
+
 class BareBackbone:
     """The configured backbone alone on random films already in memory: the compute ceiling.
 
@@ -220,35 +235,34 @@ class BareBackbone:
             return self.x[:n]
         return self.x.repeat(-(-n // len(self.x)), 1, 1, 1)[:n]
 
-    def train_seconds(self, passes: list[int]) -> float:
-        """Forward + backward of passes of ``passes[i]`` films each (training's own sizes)."""
+    def train_seconds(self, passes: list[int]) -> tuple[float, float]:
+        """(wall, CPU) seconds of forward + backward over passes of ``passes[i]`` films each
+        (training's own pass sizes)."""
         import torch
 
         self.model.train()
-        _sync(self.device)
-        start = time.perf_counter()
+        start = _now(self.device)
         for n in passes:
             self.model.zero_grad(set_to_none=True)
             with torch.autocast(self.device, dtype=torch.bfloat16, enabled=self.bf16):
                 out = self.model(self._input(n))
             out.float().sum().backward()
-        _sync(self.device)
-        return time.perf_counter() - start
+        return _since(start, self.device)
 
-    def inference_seconds(self, n_images: int, batch: int = PREDICT_ENCODE_BATCH) -> float:
-        """Forward passes over ``n_images`` films, ``batch`` at a time (prediction's size)."""
+    def inference_seconds(self, n_images: int,
+                          batch: int = PREDICT_ENCODE_BATCH) -> tuple[float, float]:
+        """(wall, CPU) seconds of forward passes over ``n_images`` films, ``batch`` at a time
+        (prediction's pass size)."""
         import torch
 
         self.model.eval()
         passes = [min(batch, n_images - i) for i in range(0, n_images, batch)]
-        _sync(self.device)
-        start = time.perf_counter()
+        start = _now(self.device)
         with torch.inference_mode(), torch.autocast(self.device, dtype=torch.bfloat16,
                                                     enabled=self.bf16):
             for n in passes:
                 self.model(self._input(n))
-        _sync(self.device)
-        return time.perf_counter() - start
+        return _since(start, self.device)
 
 
 def make_clock(device: str, ceiling: BareBackbone | None):
@@ -260,15 +274,13 @@ def make_clock(device: str, ceiling: BareBackbone | None):
     class Clock(pl.Callback):
         def __init__(self) -> None:
             self.batches: list[dict[str, Any]] = []
-            self.ceiling_seconds: dict[int, float] = {}
+            self.ceiling_seconds: dict[int, tuple[float, float]] = {}
 
         def on_train_epoch_start(self, trainer, pl_module) -> None:
-            _sync(device)
-            self._mark = time.perf_counter()
+            self._mark = _now(device)
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-            _sync(device)
-            now = time.perf_counter()
+            now = _now(device)
             image_stage = "images" in batch
             self.batches.append({
                 "epoch": trainer.current_epoch,
@@ -276,7 +288,8 @@ def make_clock(device: str, ceiling: BareBackbone | None):
                 "images": int(batch["images"].shape[0]) if image_stage else 0,
                 "items": int(batch["visit_target"].shape[0] if image_stage
                              else batch["visit_mask"].shape[0]),
-                "seconds": now - self._mark,
+                "seconds": now[0] - self._mark[0],
+                "cpu_seconds": now[1] - self._mark[1],
             })
             self._mark = now
 
@@ -294,14 +307,13 @@ def make_clock(device: str, ceiling: BareBackbone | None):
             for b in self.batches:
                 if b["stage"] == stage:
                     e = out.setdefault(b["epoch"], {"images": 0, "items": 0, "seconds": 0.0,
-                                                    "batches": 0})
-                    e["images"] += b["images"]
-                    e["items"] += b["items"]
-                    e["seconds"] += b["seconds"]
+                                                    "cpu_seconds": 0.0, "batches": 0})
+                    for key in ("images", "items", "seconds", "cpu_seconds"):
+                        e[key] += b[key]
                     e["batches"] += 1
             for epoch, e in out.items():
                 if epoch in self.ceiling_seconds:
-                    e["ceiling_seconds"] = self.ceiling_seconds[epoch]
+                    e["ceiling_seconds"], e["ceiling_cpu_seconds"] = self.ceiling_seconds[epoch]
             return [out[k] for k in sorted(out)]
 
     return Clock()
@@ -373,6 +385,11 @@ def warm_cache(cfg, cohort: Path, progress: bool) -> int:
     return len(paths)
 
 
+def _clock(args) -> str:
+    """The clock ratios and scaling use: CPU seconds on a CPU (see :func:`_now`), wall on GPU."""
+    return "cpu" if args.device == "cpu" else "wall"
+
+
 def measure_training(cfg, args, with_ceiling: bool = False) -> dict[str, Any]:
     """(b) ``fit`` with a clock: image-stage images/s (median over the epochs after the first)
     and sequence-stage patients/s; with ``with_ceiling`` (a) and (c), the bare backbone timed
@@ -388,21 +405,30 @@ def measure_training(cfg, args, with_ceiling: bool = False) -> dict[str, Any]:
     image = clock.epochs("image")
     timed_epochs = image[1:] or image  # the first epoch warms up (and its ceiling too)
     seq = clock.epochs("sequence")
+
+    def median(fn) -> float:
+        return statistics.median(fn(e) for e in timed_epochs)
+
     out = {
-        "train_images_per_s": statistics.median(e["images"] / e["seconds"] for e in timed_epochs),
+        "train_images_per_s": median(lambda e: e["images"] / e["seconds"]),
+        "train_images_per_cpu_s": median(lambda e: e["images"] / e["cpu_seconds"]),
         "images_per_epoch": int(timed_epochs[0]["images"]),
         "visits_per_epoch": int(timed_epochs[0]["items"]),
         "batch_images": max(b["images"] for b in clock.batches if b["stage"] == "image"),
-        "image_epoch_seconds": statistics.median(e["seconds"] for e in timed_epochs),
+        "image_epoch_seconds": median(lambda e: e["seconds"]),
+        "image_epoch_cpu_seconds": median(lambda e: e["cpu_seconds"]),
         "sequence_patients_per_s": seq[-1]["items"] / seq[-1]["seconds"] if seq else None,
         "fit_seconds": total,
         "checkpoint": str(result.checkpoint_path),
     }
     if ceiling is not None:
-        out["ceiling_images_per_s"] = statistics.median(
-            e["images"] / e["ceiling_seconds"] for e in timed_epochs)
-        out["train_ratio"] = statistics.median(
-            e["ceiling_seconds"] / e["seconds"] for e in timed_epochs)
+        out.update({
+            "ceiling_images_per_s": median(lambda e: e["images"] / e["ceiling_seconds"]),
+            "ceiling_images_per_cpu_s": median(lambda e: e["images"] / e["ceiling_cpu_seconds"]),
+            "train_ratio_wall": median(lambda e: e["ceiling_seconds"] / e["seconds"]),
+            "train_ratio_cpu": median(lambda e: e["ceiling_cpu_seconds"] / e["cpu_seconds"]),
+        })
+        out["train_ratio"] = out[f"train_ratio_{_clock(args)}"]
     return out
 
 
@@ -436,7 +462,7 @@ def measure_predict(checkpoint: str, cohort_dir: Path, args, ceiling: BareBackbo
     """(e) ``predict_cohort`` on the cohort already read (the model's path: tables -> arrays,
     cache, encoding, forecasts) and, with ``from_directory``, on the directory (adds reading
     and validating the tables). With ``ceiling``, bare-backbone inference over the same
-    films is timed after each predict call."""
+    films is timed after each predict call. Medians of ``args.repeats`` after a warm-up."""
     from progression.cohort import read_cohort
     from progression.predict import predict_cohort
 
@@ -445,32 +471,43 @@ def measure_predict(checkpoint: str, cohort_dir: Path, args, ceiling: BareBackbo
     read_seconds = time.perf_counter() - start
     n_images = len(film_paths(cohort))
     n_patients = len(cohort.patients)
-    predict_cohort(checkpoint, cohort, progress=False)  # warm-up
+
+    def run(data) -> tuple[float, float]:
+        begin = _now(args.device)
+        predict_cohort(checkpoint, data, progress=False)
+        return _since(begin, args.device)
+
+    run(cohort)  # warm-up
     if ceiling is not None:
         ceiling.inference_seconds(n_images)
-    seconds, bare = [], []
+    spans, bare, dir_spans = [], [], []
     for _ in range(args.repeats):
-        start = time.perf_counter()
-        predict_cohort(checkpoint, cohort, progress=False)
-        seconds.append(time.perf_counter() - start)
+        spans.append(run(cohort))
         if ceiling is not None:
             bare.append(ceiling.inference_seconds(n_images))
-    median = statistics.median(seconds)
-    out = {"predict_seconds": median, "predict_patients": n_patients, "predict_images": n_images,
-           "predict_patients_per_s": n_patients / median,
-           "predict_images_per_s": n_images / median, "read_cohort_seconds": read_seconds}
-    if ceiling is not None:
-        out["inference_images_per_s"] = n_images / statistics.median(bare)
-        out["predict_ratio"] = statistics.median(b / s for b, s in zip(bare, seconds))
+        if from_directory:
+            dir_spans.append(run(cohort_dir))
+    wall = statistics.median(w for w, _ in spans)
+    out = {"predict_seconds": wall, "predict_cpu_seconds": statistics.median(c for _, c in spans),
+           "predict_patients": n_patients, "predict_images": n_images,
+           "predict_patients_per_s": n_patients / wall,
+           "predict_images_per_s": n_images / wall, "read_cohort_seconds": read_seconds}
     if from_directory:
-        dir_seconds = statistics.median(timed(
-            lambda: predict_cohort(checkpoint, cohort_dir, progress=False), args.repeats,
-            warmup=0))
-        out.update({"predict_dir_seconds": dir_seconds,
-                    "predict_dir_patients_per_s": n_patients / dir_seconds,
-                    "predict_dir_images_per_s": n_images / dir_seconds})
-        if ceiling is not None:
-            out["predict_dir_ratio"] = statistics.median(bare) / dir_seconds
+        dir_wall = statistics.median(w for w, _ in dir_spans)
+        out.update({"predict_dir_seconds": dir_wall,
+                    "predict_dir_patients_per_s": n_patients / dir_wall,
+                    "predict_dir_images_per_s": n_images / dir_wall})
+    if ceiling is not None:
+        out["inference_images_per_s"] = n_images / statistics.median(w for w, _ in bare)
+        for key, k in (("wall", 0), ("cpu", 1)):
+            out[f"predict_ratio_{key}"] = statistics.median(
+                b[k] / r[k] for b, r in zip(bare, spans))
+            if from_directory:
+                out[f"predict_dir_ratio_{key}"] = statistics.median(
+                    b[k] / r[k] for b, r in zip(bare, dir_spans))
+        out["predict_ratio"] = out[f"predict_ratio_{_clock(args)}"]
+        if from_directory:
+            out["predict_dir_ratio"] = out[f"predict_dir_ratio_{_clock(args)}"]
     return out
 
 
@@ -532,14 +569,16 @@ def measure_scaling(base: Path, args, measured: dict[Path, dict[str, Any]]) -> d
             "visits": patients * factor if kind == "visits" else None,
             "images_per_epoch": m["images_per_epoch"],
             "train_epoch_seconds": m["image_epoch_seconds"],
+            "train_epoch_cpu_seconds": m["image_epoch_cpu_seconds"],
             "predict_seconds": m["predict_seconds"],
+            "predict_cpu_seconds": m["predict_cpu_seconds"],
             "train_s_per_patient": m["image_epoch_seconds"] / n_train,
             "predict_s_per_patient": m["predict_seconds"] / patients,
             "read_cohort_s_per_patient": m["read_cohort_seconds"] / patients,
             "train_images_per_s": m["train_images_per_s"],
             "predict_images_per_s": m["predict_images_per_s"],
         })
-    return {"rows": rows, "linearity": _linearity(rows)}
+    return {"rows": rows, "clock": _clock(args), "linearity": _linearity(rows, _clock(args))}
 
 
 def _train_patients(cfg) -> int:
@@ -558,20 +597,20 @@ def _marginal(rows: list[dict[str, Any]], size: str, seconds: str) -> list[float
     return [(t1 - t0) / (n1 - n0) for (n0, t0), (n1, t1) in zip(pairs, pairs[1:])]
 
 
-def _linearity(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Marginal seconds per patient (cohort growth) and per visit (visit growth); ``change``
-    is the last marginal cost over the first minus 1 (> 0: growing faster than linearly)."""
+def _linearity(rows: list[dict[str, Any]], clock: str) -> dict[str, dict[str, Any]]:
+    """Marginal seconds (``clock``: wall or CPU) per patient (cohort growth) and per visit
+    (visit growth); ``change`` is the last marginal cost over the first minus 1 (> 0: growing
+    faster than linearly)."""
+    suffix = "_cpu_seconds" if clock == "cpu" else "_seconds"
     cohort = [r for r in rows if r["kind"] == "cohort"]
     visits = [r for r in rows if r["kind"] == "visits"]
     out = {}
     for key, group, size, seconds in (
-            ("training s/patient, 1x -> 16x patients", cohort, "train_patients",
-             "train_epoch_seconds"),
-            ("predict s/patient, 1x -> 16x patients", cohort, "patients", "predict_seconds"),
-            ("training s/visit, 2 -> 8 visits per patient", visits, "train_visits",
-             "train_epoch_seconds"),
-            ("predict s/visit, 2 -> 8 visits per patient", visits, "visits", "predict_seconds")):
-        marginal = _marginal(group, size, seconds)
+            ("training s/patient, 1x -> 16x patients", cohort, "train_patients", "train_epoch"),
+            ("predict s/patient, 1x -> 16x patients", cohort, "patients", "predict"),
+            ("training s/visit, 2 -> 8 visits per patient", visits, "train_visits", "train_epoch"),
+            ("predict s/visit, 2 -> 8 visits per patient", visits, "visits", "predict")):
+        marginal = _marginal(group, size, seconds + suffix)
         out[key] = {"marginal": marginal, "change": marginal[-1] / marginal[0] - 1.0}
     return out
 
@@ -677,8 +716,9 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     def add(target: str, value: float, met: bool) -> None:
         out.append({"target": target, "value": value, "met": bool(met)})
 
+    clock = "CPU" if results["machine"]["device"] == "cpu" else "wall"
     for row in results.get("configs", []):
-        name = row["config"]
+        name = f"{row['config']} ({clock} time)"
         add(f"{name}: training / ceiling >= {TARGET_TRAIN_RATIO}", row["train_ratio"],
             row["train_ratio"] >= TARGET_TRAIN_RATIO)
         add(f"{name}: data pipeline >= {TARGET_PIPELINE_FACTOR:g}x training",
@@ -689,7 +729,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             row["predict_dir_ratio"], row["predict_dir_ratio"] >= TARGET_PREDICT_RATIO)
     if "scaling" in results:
         for key, value in results["scaling"]["linearity"].items():
-            add(f"marginal {key}: change within {TARGET_FLAT:.0%}", value["change"],
+            add(f"marginal {clock} {key}: change within {TARGET_FLAT:.0%}", value["change"],
                 abs(value["change"]) <= TARGET_FLAT)
     memory = results.get("memory") or []
     if len(memory) >= 2:
@@ -720,9 +760,10 @@ def markdown(results: dict[str, Any]) -> str:
     if results.get("configs"):
         lines += [
             "| config | backbone | px | patients | films/batch | (a) ceiling img/s "
-            "| (b) training img/s | (c) b/a | (d) pipeline img/s | d/b "
+            "| (b) training img/s | (c) b/a CPU (wall) | (d) pipeline img/s | d/b "
             "| bare inference img/s | (e) predict img/s (in memory / from dir) "
-            "| predict patients/s (in memory / from dir) | predict / inference |",
+            "| predict patients/s (in memory / from dir) "
+            "| predict / inference CPU (wall), in memory / from dir |",
             "|---" * 14 + "|",
         ]
         for r in results["configs"]:
@@ -731,12 +772,16 @@ def markdown(results: dict[str, Any]) -> str:
                 f"| {r['config']} | {r['backbone']}{'(' + kwargs + ')' if kwargs else ''} "
                 f"| {r['image_size']} | {r['cohort_patients']} | {r['batch_images']} "
                 f"| {_f(r['ceiling_images_per_s'])} | {_f(r['train_images_per_s'])} "
-                f"| {r['train_ratio']:.2f} | {_f(r['pipeline_images_per_s'], 0)} "
+                f"| {r['train_ratio_cpu']:.2f} ({r['train_ratio_wall']:.2f}) "
+                f"| {_f(r['pipeline_images_per_s'], 0)} "
                 f"| {r['pipeline_factor']:.0f}x | {_f(r['inference_images_per_s'])} "
                 f"| {_f(r['predict_images_per_s'])} / {_f(r['predict_dir_images_per_s'])} "
                 f"| {_f(r['predict_patients_per_s'], 2)} / {_f(r['predict_dir_patients_per_s'], 2)} "
-                f"| {r['predict_ratio']:.2f} / {r['predict_dir_ratio']:.2f} |")
-        lines += [""] + [
+                f"| {r['predict_ratio_cpu']:.2f} ({r['predict_ratio_wall']:.2f}) / "
+                f"{r['predict_dir_ratio_cpu']:.2f} ({r['predict_dir_ratio_wall']:.2f}) |")
+        lines += ["", "Images/s are wall-clock; the ratios (c) and predict / inference compare "
+                  "CPU seconds of this process (wall-clock ratios in brackets), each timed right "
+                  "after the other on the same films.", ""] + [
             f"- {r['config']}: {r['cohort_images']} films; {r['images_per_epoch']} films per "
             f"training epoch (median of {r['repeats']} epochs after a warm-up epoch); sequence "
             f"stage {_f(r['sequence_patients_per_s'])} patients/s; sequence loader alone "
@@ -747,16 +792,18 @@ def markdown(results: dict[str, Any]) -> str:
         lines += ["(f) Scaling, tiny config: seconds of one training epoch (image stage) and of "
                   "one predict call (cohort in memory); reading the directory listed apart.", "",
                   "| cohort | patients | training patients / visits | films/epoch "
-                  "| epoch s | epoch s/patient | predict s | predict s/patient "
-                  "| read_cohort s/patient |", "|---" * 9 + "|"]
+                  "| epoch s wall (CPU) | epoch s/patient | predict s wall (CPU) "
+                  "| predict s/patient | read_cohort s/patient |", "|---" * 9 + "|"]
         for r in results["scaling"]["rows"]:
             lines.append(
                 f"| {r['label']} | {r['patients']} | {r['train_patients']} / {r['train_visits']} "
                 f"| {r['images_per_epoch']} | {r['train_epoch_seconds']:.2f} "
-                f"| {r['train_s_per_patient']:.4f} | {r['predict_seconds']:.2f} "
+                f"({r['train_epoch_cpu_seconds']:.2f}) | {r['train_s_per_patient']:.4f} "
+                f"| {r['predict_seconds']:.2f} ({r['predict_cpu_seconds']:.2f}) "
                 f"| {r['predict_s_per_patient']:.4f} | {r['read_cohort_s_per_patient']:.4f} |")
-        lines += ["", "Marginal cost (seconds per added patient or visit between consecutive "
-                  "sizes; flat = linear scaling):", ""]
+        lines += ["", f"Marginal cost ({results['scaling']['clock']} seconds per added patient "
+                  "or visit between consecutive sizes; flat = linear scaling, whatever the fixed "
+                  "cost of a call or an epoch):", ""]
         for key, value in results["scaling"]["linearity"].items():
             lines.append(f"- {key}: " + " -> ".join(f"{x:.4f}" for x in value["marginal"])
                          + f" ({value['change']:+.0%})")

@@ -14,6 +14,7 @@ out of memory, machine lost) is failed and queued again (:mod:`progression.tunin
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import math
@@ -145,6 +146,8 @@ class _Objective:
                 "tracking.run_name": trial_run_name(spec.study_name, trial.number),
                 "train.monitor": spec.space.metric,  # the checkpoint kept is the trial's best
                 "train.progress": False,  # the study shows one bar for all workers
+                # A trial logged to a local fallback store would be cut off from its parent.
+                "tracking.offline": False,
             },
         )
         pruning = OptunaPruning(trial, spec.space.metric)
@@ -193,6 +196,9 @@ def _run_worker(spec: _WorkerSpec, index: int, progress: Any = None) -> None:
     from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState
 
+    # Import torch & co. now, not inside the first trial: while a C extension initialises,
+    # the trial's heartbeat thread cannot run, and other workers would think it dead.
+    importlib.import_module("progression.train")
     storage = open_storage(
         spec.storage,
         heartbeat_interval=spec.heartbeat_interval,

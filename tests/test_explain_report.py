@@ -103,3 +103,13 @@ def test_tiny_covariate_effects_are_counted_not_listed(tmp_path):
     assert "2 other recorded values each changed the forecast by less than 0.05 units." in html
     html = render_report(PatientReport("P1", _forecasts(), visit, effects[1:]), tmp_path / "b").read_text()
     assert "None of the 2 recorded values changed the 1-year forecast by 0.05 SvdH units or more." in html
+
+
+def test_model_reading_far_from_the_reader_is_flagged(tmp_path):
+    visits = [_visit("2020-01-01", observed=10.0), _visit("2021-05-20", observed=30.0)]  # model: 11
+    html = render_report(PatientReport("P1", _forecasts(), visits), tmp_path).read_text()
+    assert ("differs from the reader&#39;s score by more than 5 SvdH units at 1 of 2 scored visits: "
+            "treat this forecast with caution") in html
+    visits[1].observed_svdh = 12.0
+    html = render_report(PatientReport("P1", _forecasts(), visits), tmp_path).read_text()
+    assert "treat this forecast with caution" not in html

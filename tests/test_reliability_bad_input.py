@@ -496,7 +496,7 @@ def test_predict_skips_an_unreadable_image_with_a_warning_and_a_note_on_that_pat
     assert snapshot(root) == before
 
 
-@pytest.mark.parametrize("entry", ["predict", "evaluate"])
+@pytest.mark.parametrize("entry", ["predict", "evaluate", "enrich"])
 def test_output_inside_the_cohort_directory_is_refused_and_nothing_is_written_there(
     trained, copy_cohort, predictions, run_cli, entry
 ):
@@ -505,9 +505,12 @@ def test_output_inside_the_cohort_directory_is_refused_and_nothing_is_written_th
     if entry == "predict":
         argv = ["predict", "--checkpoint", trained.result.checkpoint_path, "--data", root,
                 "--out", root / "visits.csv", "--no-progress"]
-    else:
+    elif entry == "evaluate":
         argv = ["evaluate", "--predictions", predictions, "--data", root, "--out", root / "report",
                 "--baselines", "", "--no-progress"]
+    else:
+        argv = ["enrich", "--predictions", predictions, "--outcomes", root, "--out",
+                root / "enrichment", "--no-progress"]
     code, output = run_cli(*argv)
     assert_refused(code, output, "inside the cohort directory")
     assert snapshot(root) == before

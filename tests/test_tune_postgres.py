@@ -76,7 +76,7 @@ def test_two_workers_share_the_study_and_a_killed_workers_trial_is_retried(
 
     def run_study() -> None:
         outcome.append(tune(cfg, space, "shared", storage=pg_url, n_trials=2, workers=2,
-                            heartbeat_interval=1, progress=False))
+                            progress=False))
 
     # The study's own process runs in a thread here; its two workers are spawned processes.
     runner = threading.Thread(target=run_study)

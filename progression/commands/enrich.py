@@ -71,6 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from progression.commands import refuse_output_in_cohort
     from progression.enrich.analysis import run_enrichment
     from progression.enrich.outcomes import load_outcomes
     from progression.enrich.plan import TrialDesign
@@ -79,6 +80,9 @@ def run(args: argparse.Namespace) -> int:
     from progression.enrich.tracking import log_enrichment
     from progression.errors import ProgressionError
 
+    for cohort in (args.outcomes, args.matrix_from, args.matrix_train):
+        if cohort and Path(cohort).is_dir():
+            refuse_output_in_cohort(args.out, cohort, "--out")
     if args.matrix_from and not args.matrix_train:
         raise ProgressionError("--matrix-from needs --matrix-train (the cohort to fit it on)")
     if args.matrix_train and not args.matrix_from:

@@ -154,9 +154,7 @@ def _scores_figure(report: PatientReport, path: Path) -> None:
                 when, centre, yerr=[centre - lo, hi - centre], fmt="D", color="#c55a11",
                 capsize=5, label=f"Forecast ({report.interval_level:.0%} interval)",
             )
-            ax.axvline(start, color="#bbbbbb", lw=1)
-            ax.annotate("forecast made here", (start, ax.get_ylim()[0]), fontsize=8,
-                        color="#777777", ha="right", va="bottom", rotation=90)
+            ax.axvline(start, color="#bbbbbb", lw=1, label="Last visit: forecast made here")
         ax.set_ylabel(f"SvdH total (units, 0-{SVDH_MAX_TOTAL})")
         ax.set_xlabel("Date")
         ax.grid(alpha=0.3)
@@ -228,6 +226,13 @@ def render_report(report: PatientReport, out_dir: str | Path) -> Path:
 
     forecasts = report.forecasts.sort_values("horizon_years")
     notes = sorted({n for n in forecasts.get("note", pd.Series(dtype=str)).fillna("") if n})
+    scored = [v for v in report.visits if v.observed_svdh is not None and v.estimated_svdh is not None]
+    off = sum(abs(v.estimated_svdh - v.observed_svdh) > DEFAULT_SDC for v in scored)
+    if off:
+        notes.append(
+            f"the model's reading of the radiographs differs from the reader's score by more than "
+            f"{DEFAULT_SDC:g} SvdH units at {off} of {len(scored)} scored visit"
+            f"{'s' if len(scored) > 1 else ''}: treat this forecast with caution")
     # effects too small to matter would read as noise: list them only as a count
     top = sorted((c for c in report.covariates if abs(c.effect) >= MIN_EFFECT),
                  key=lambda c: abs(c.effect), reverse=True)[:MAX_COVARIATES]
