@@ -870,6 +870,7 @@ def main(argv: list[str] | None = None) -> int:
                disable=args.no_progress)
     for part in bar:
         bar.set_postfix_str(part)
+        part_start = time.perf_counter()
         if part == "tiny":
             cohort = replicated(base, args.tiny_patients, work)
             row = measure_config("tiny", cohort, args, args.repeats)
@@ -883,6 +884,7 @@ def main(argv: list[str] | None = None) -> int:
             results["scaling"] = measure_scaling(base, args, measured)
         else:
             results["memory"] = measure_memory(base, args)
+        results.setdefault("part_seconds", {})[part] = time.perf_counter() - part_start
         save()
     print(save())
     return 0

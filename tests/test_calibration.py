@@ -193,6 +193,7 @@ def covariate_model(tmp_path_factory):
     result = fit(cfg)
     cohort = read_cohort(root)
     return {
+        "cohort": cohort,
         "checkpoint": result.checkpoint_path,
         "meta": torch.load(result.checkpoint_path, weights_only=False)["progression"],
         "raw": predict_cohort(result.checkpoint_path, cohort, progress=False, calibrate=False),
@@ -230,3 +231,19 @@ def test_conformal_intervals_cover_90_percent_of_held_out_simulated_patients(cov
     after = empirical_coverage(cal.apply(test_split)).set_index("horizon_years")["coverage"]
     for h in (1.0, 2.0):
         assert abs(after[h] - 0.9) <= 0.05, (h, before[h], after[h])
+
+
+@pytest.mark.slow
+def test_explaining_a_covariates_only_forecast_gives_covariate_and_visit_effects(covariate_model, tmp_path):
+    from progression.explain.patient import explain_patient
+    from progression.explain.report import render_report
+
+    pid = covariate_model["meta"]["split"]["test"][0]
+    report = explain_patient(covariate_model["checkpoint"], covariate_model["cohort"], pid, steps=8)
+    assert report.interval_calibrated and not report.uses_images
+    assert report.covariates and all(np.isfinite(c.effect) for c in report.covariates)
+    assert all(v.images == [] and np.isfinite(v.contribution) for v in report.visits)
+    row = covariate_model["calibrated"].query("patient_id == @pid and horizon_years == 1.0").iloc[0]
+    assert report.forecasts.query("horizon_years == 1.0")["delta_svdh_hi"].iloc[0] == pytest.approx(row.delta_svdh_hi)
+    html = render_report(report, tmp_path).read_text()
+    assert "it does not look at the radiographs" in html and "conformal calibration" in html

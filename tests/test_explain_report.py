@@ -113,3 +113,11 @@ def test_model_reading_far_from_the_reader_is_flagged(tmp_path):
     visits[1].observed_svdh = 12.0
     html = render_report(PatientReport("P1", _forecasts(), visits), tmp_path).read_text()
     assert "treat this forecast with caution" not in html
+
+
+def test_covariates_only_model_says_it_does_not_look_at_radiographs(tmp_path):
+    visit = VisitView("2021-05-20", observed_svdh=10.0, estimated_svdh=11.0)
+    report = PatientReport("P1", _forecasts(), [visit], uses_images=False)
+    html = render_report(report, tmp_path).read_text()
+    assert "it does not look at the radiographs" in html
+    assert "No radiograph at this visit." not in html

@@ -59,20 +59,31 @@ def test_predict_encodes_each_film_exactly_once_in_batches_of_four_times_the_pat
 
 def test_sequence_stage_encodes_the_films_once_for_all_its_epochs(tmp_path, tmp_path_factory,
                                                                    encoder_calls):
+    import pytorch_lightning as pl
+
     from progression.train import fit
+
+    class Window(pl.Callback):
+        """Encoder calls made while Lightning trains (not the calibration after it)."""
+
+        def on_fit_start(self, trainer, pl_module) -> None:
+            self.start = len(encoder_calls)
+
+        def on_fit_end(self, trainer, pl_module) -> None:
+            self.calls = encoder_calls[self.start:]
 
     cohort = simulated_cohort(tmp_path_factory)
     # No image stage: every encoder call is the sequence stage's feature table (or validation).
     cfg = load_config("tiny", tiny_overrides(
         cohort, tmp_path, f"sqlite:///{tmp_path / 'mlruns.db'}", **{
             "train.image_epochs": 0, "train.max_epochs": 3, "tracking.log_model": False}))
-    encoder_calls.clear()
-    fit(cfg)
+    window = Window()
+    fit(cfg, callbacks=[window])
     split = pd.read_csv(next((tmp_path / "runs").glob("*/split.csv")))
     used = set(split.loc[split["split"].isin(["train", "val"]), "patient_id"].astype(str))
     images = pd.read_csv(cohort / "images.csv", dtype={"patient_id": str})
     films = int((images["patient_id"].isin(used) & images["region"].isin(REGIONS)).sum())
-    assert sum(encoder_calls) == films  # three epochs, one encoding
+    assert sum(window.calls) == films  # three epochs, one encoding
 
 
 def _padded_slots(dataset: SequenceDataset, batches) -> int:

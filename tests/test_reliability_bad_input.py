@@ -9,7 +9,6 @@ test_image_cache.py; here the same defects go through the other commands (`train
 from __future__ import annotations
 
 import csv
-import hashlib
 import logging
 import os
 import subprocess
@@ -21,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from test_reliability_support import snapshot
 from test_train_support import shared_run
 
 from progression import cli
@@ -31,14 +31,6 @@ FAST = ["data.image_size=32", "train.max_epochs=2", "train.image_epochs=1", "tra
 
 
 # ------------------------------------------------------------------------------ helpers
-def snapshot(root: Path) -> dict[str, tuple[str, int]]:
-    """Every file under ``root``: relative path -> (sha256, mtime_ns)."""
-    return {
-        str(p.relative_to(root)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
-        for p in sorted(root.rglob("*")) if p.is_file()
-    }
-
-
 def set_cell(root: Path, file: str, line: int, column: str, value: str) -> None:
     """Set one cell of a cohort table (``line`` as the file shows it, header = 1)."""
     with open(root / file, newline="") as handle:
@@ -111,19 +103,23 @@ def assert_refused(code: int, output: str, *names: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def paths(tmp_path_factory) -> dict[str, Path]:
-    """Output locations shared by the module; the MLflow database is created once per session
-    (creating one takes seconds) and each module logs to its own experiment."""
+def trained(tmp_path_factory):
+    """The session's shared tiny fit (test_train_support.py): a real checkpoint, its cohort,
+    and an MLflow store that already exists (creating one takes seconds)."""
+    return shared_run(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def paths(tmp_path_factory, trained) -> dict[str, object]:
+    """Output locations shared by the module; runs go to their own experiment."""
     base = tmp_path_factory.mktemp("bad_input")
-    return {"cache": base / "cache", "runs": base / "runs", "out": base,
-            "mlflow": tmp_path_factory.getbasetemp() / "reliability_mlruns.db"}
+    return {"cache": base / "cache", "runs": base / "runs", "mlflow": trained.tracking_uri}
 
 
 @pytest.fixture
 def settings(paths) -> list[str]:
     return [*FAST, f"data.cache_dir={paths['cache']}", f"train.output_dir={paths['runs']}",
-            f"tracking.tracking_uri=sqlite:///{paths['mlflow']}",
-            "tracking.experiment=reliability-bad-input"]
+            f"tracking.tracking_uri={paths['mlflow']}", "tracking.experiment=reliability-bad-input"]
 
 
 @pytest.fixture(scope="module")
@@ -142,12 +138,6 @@ def predictions(handmade_cohort, tmp_path_factory) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """The session's shared tiny fit (test_train_support.py): a real checkpoint and its cohort."""
-    return shared_run(tmp_path_factory)
-
-
 def command(name: str, root: Path, settings: list[str], predictions: Path, out: Path,
             checkpoint: Path | None = None) -> list:
     """The argv of entry point ``name`` reading the cohort at ``root``."""
@@ -158,7 +148,7 @@ def command(name: str, root: Path, settings: list[str], predictions: Path, out: 
         return ["train", "--data", root, "--config", "tiny", *settings]
     if name == "tune":
         return ["tune", "--data", root, "--config", "tiny", "--space", "tiny", "--study",
-                f"s{abs(hash(str(root))) % 10**8}", "--n-trials", "1", "--no-progress", *settings]
+                f"study-{root.parent.name}", "--n-trials", "1", "--no-progress", *settings]
     if name == "evaluate":
         return ["evaluate", "--predictions", predictions, "--data", root, "--out", out / "report",
                 "--baselines", "", "--bootstrap", "10", "--no-progress"]
@@ -212,13 +202,13 @@ TABLE_DEFECTS = [
 @pytest.mark.parametrize("entry", ["train", "tune", "evaluate", "predict"])
 @pytest.mark.parametrize(("what", "edit", "names"), TABLE_DEFECTS, ids=[d[0] for d in TABLE_DEFECTS])
 def test_a_broken_cohort_table_is_refused_by_every_command_naming_file_line_and_fix(
-    handmade_cohort, copy_cohort, run_cli, settings, predictions, tmp_path, request, entry, what,
+    handmade_cohort, copy_cohort, run_cli, settings, predictions, trained, tmp_path, entry, what,
     edit, names
 ):
     root = copy_cohort(handmade_cohort)
     edit(root)
     before = snapshot(root)
-    checkpoint = request.getfixturevalue("trained").result.checkpoint_path if entry == "predict" else None
+    checkpoint = trained.result.checkpoint_path
     code, output = run_cli(*command(entry, root, settings, predictions, tmp_path, checkpoint))
     assert_refused(code, output, *names)
     assert snapshot(root) == before

@@ -68,7 +68,7 @@ def test_two_workers_share_the_study_and_a_killed_workers_trial_is_retried(
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
     cfg = load_config("tiny", tiny_overrides(
         simulated_cohort(tmp_path_factory), tmp_path, uri,
-        **{"train.max_epochs": 2, "train.image_epochs": 0}))
+        **{"train.max_epochs": 2, "train.image_epochs": 0, "tracking.log_model": False}))
     space = parse_search_space(SPACE, cfg)
     client = MlflowClient(uri)
     storage = open_storage(pg_url)  # one connection pool for all the polling

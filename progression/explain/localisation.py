@@ -36,7 +36,7 @@ from progression.explain.attributions import (
     progressing_joints,
 )
 from progression.explain.gradcam import finest_semantic_layer, grad_cam
-from progression.explain.patient import _ChangeFromFilms, _DamageFromFilms, _load_patient
+from progression.explain.patient import ChangeFromFilms, DamageFromFilms, load_patient
 from progression.models.checkpoint import checkpoint_config, model_from_checkpoint, read_checkpoint
 from progression.predict import resolve_checkpoint
 from progression.scoring import REGIONS
@@ -75,7 +75,7 @@ def index_film_heatmaps(
     layer = finest_semantic_layer(model.encoder.backbone, cfg.data.image_size)
     cache = cfg.data.cache_dir if cache_dir is None else cache_dir
     for pid in tqdm(list(patient_ids), desc="heatmaps", unit="patient", disable=not progress):
-        patient = _load_patient(model, spec, cohort.subset([pid]), cfg.data.image_size, cache)
+        patient = load_patient(model, spec, cohort.subset([pid]), cfg.data.image_size, cache)
         if patient.images is None:
             continue
         a = patient.arrays
@@ -83,8 +83,8 @@ def index_film_heatmaps(
         rows = [int(r) for r in a.image_index[last] if r >= 0]
         if not rows:
             continue
-        change = grad_cam(_ChangeFromFilms(model, patient, horizon), patient.images, layer)
-        damage = grad_cam(_DamageFromFilms(model, patient.regions), patient.images, layer)
+        change = grad_cam(ChangeFromFilms(model, patient, horizon), patient.images, layer)
+        damage = grad_cam(DamageFromFilms(model, patient.regions), patient.images, layer)
         for row in rows:
             yield FilmHeatmaps(pid, str(a.visit_date[last]), REGIONS[int(a.image_region[row])],
                                a.image_path[row], change[row], damage[row])

@@ -70,7 +70,7 @@ BINARY_WORDS: dict[str, tuple[str, str]] = {
 
 
 @dataclass
-class _Patient:
+class PatientInputs:
     """One patient's model inputs on the CPU."""
 
     arrays: CohortArrays
@@ -95,10 +95,10 @@ def _change(model: Forecaster, feats: torch.Tensor | None, batch: dict[str, torc
     return model.sequence.pair_outputs(state, torch.full((len(rows),), horizon))["delta"]
 
 
-class _ChangeFromFilms(nn.Module):
+class ChangeFromFilms(nn.Module):
     """Films -> one patient's change forecast (for Grad-CAM over every film at once)."""
 
-    def __init__(self, model: Forecaster, patient: _Patient, horizon: float) -> None:
+    def __init__(self, model: Forecaster, patient: PatientInputs, horizon: float) -> None:
         super().__init__()
         self.model, self.patient, self.horizon = model, patient, horizon
 
@@ -107,7 +107,7 @@ class _ChangeFromFilms(nn.Module):
         return _change(self.model, feats, self.patient.batch, self.horizon)
 
 
-class _DamageFromFilms(nn.Module):
+class DamageFromFilms(nn.Module):
     """Films -> each film's damage reading (SvdH units: erosion + JSN of its region)."""
 
     def __init__(self, model: Forecaster, regions: torch.Tensor) -> None:
@@ -118,8 +118,10 @@ class _DamageFromFilms(nn.Module):
         return torch.expm1(self.model.encoder(images, self.regions)["region_log"]).sum(-1)
 
 
-def _load_patient(model: Forecaster, spec: CovariateSpec, cohort: Cohort, image_size: int,
-                  cache_dir: str | Path | None) -> _Patient:
+def load_patient(model: Forecaster, spec: CovariateSpec, cohort: Cohort, image_size: int,
+                 cache_dir: str | Path | None) -> PatientInputs:
+    """The model inputs of a one-patient ``cohort``, history cut at the index visit as in
+    ``predict``; unreadable films are left out like ``predict`` does."""
     use_images = model.encoder is not None
     arrays = build_arrays(cohort, spec, use_images, truncate_to_index=True)
     images = regions = None
@@ -134,17 +136,17 @@ def _load_patient(model: Forecaster, spec: CovariateSpec, cohort: Cohort, image_
             images = torch.from_numpy(cache.get(slots)).float() / 255.0
             regions = torch.from_numpy(arrays.image_region)
     batch = collate_sequences([SequenceDataset(arrays, np.array([0]))[0]])
-    return _Patient(arrays, batch, images, regions)
+    return PatientInputs(arrays, batch, images, regions)
 
 
-def _features(model: Forecaster, patient: _Patient) -> torch.Tensor | None:
+def _features(model: Forecaster, patient: PatientInputs) -> torch.Tensor | None:
     if patient.images is None:
         return None
     with torch.no_grad():
         return model.image_features(model.encoder(patient.images, patient.regions))
 
 
-def _visit_effects(model: Forecaster, patient: _Patient, feats: torch.Tensor | None,
+def _visit_effects(model: Forecaster, patient: PatientInputs, feats: torch.Tensor | None,
                    horizon: float, steps: int) -> np.ndarray:
     """Integrated gradients over each visit's own inputs (static covariates held fixed)."""
     seq = model.sequence
@@ -166,7 +168,7 @@ def _visit_effects(model: Forecaster, patient: _Patient, feats: torch.Tensor | N
     return attr.sum(-1).numpy()
 
 
-def _covariate_effects(model: Forecaster, spec: CovariateSpec, patient: _Patient,
+def _covariate_effects(model: Forecaster, spec: CovariateSpec, patient: PatientInputs,
                        feats: torch.Tensor | None, horizon: float,
                        steps: int) -> list[CovariateEffect]:
     batch = patient.batch
@@ -265,15 +267,15 @@ def explain_patient(
     horizon = float(explained_horizon if explained_horizon is not None else horizons[0])
     forecasts = predict_cohort(path, one, horizons=horizons, progress=False,
                                cache_dir=cfg.data.cache_dir if cache_dir is None else cache_dir)
-    patient = _load_patient(model, spec, one, cfg.data.image_size,
+    patient = load_patient(model, spec, one, cfg.data.image_size,
                             cfg.data.cache_dir if cache_dir is None else cache_dir)
     feats = _features(model, patient)
 
     change_maps = damage_maps = None
     if patient.images is not None:
         layer = finest_semantic_layer(model.encoder.backbone, cfg.data.image_size)
-        change_maps = grad_cam(_ChangeFromFilms(model, patient, horizon), patient.images, layer)
-        damage_maps = grad_cam(_DamageFromFilms(model, patient.regions), patient.images, layer)
+        change_maps = grad_cam(ChangeFromFilms(model, patient, horizon), patient.images, layer)
+        damage_maps = grad_cam(DamageFromFilms(model, patient.regions), patient.images, layer)
     with torch.no_grad():
         current = torch.expm1(model.sequence(feats, patient.batch)["current_log"][0, :, 0])
     a = patient.arrays
@@ -305,6 +307,7 @@ def explain_patient(
         interval_level=float(calibration["level"]) if calibration else cfg.model.interval_level,
         interval_calibrated=calibration is not None,
         explained_horizon=horizon,
+        uses_images=model.encoder is not None,
         model_name=str(ckpt["progression"]["mlflow"].get("run_id") or Path(path).name),
         generated_on=date.today().isoformat(),
     )

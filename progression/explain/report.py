@@ -86,6 +86,7 @@ class PatientReport:
     interval_level: float = 0.9
     interval_calibrated: bool = False
     explained_horizon: float = 1.0
+    uses_images: bool = True  # False: a covariates-only model (no films, no heatmaps)
     model_name: str = ""
     generated_on: str = ""
 
@@ -266,6 +267,7 @@ def render_report(report: PatientReport, out_dir: str | Path) -> Path:
         sdc=f"{DEFAULT_SDC:g}",
         notes=notes,
         timeline=timeline,
+        uses_images=report.uses_images,
         has_heatmaps=any(e["damage"] or e["forecast"] for v in timeline for e in v["images"]),
         covariates=covariates,
         n_small_effects=len(report.covariates) - len(top),

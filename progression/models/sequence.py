@@ -5,8 +5,9 @@ transformer runs over the visits in date order, and the state at a visit summari
 everything known up to that date. Heads read that state:
 
 - current damage at the visit (SvdH total, erosion, JSN; log1p units), as the image
-  reading (sum of region predictions) plus a learned correction that also fills in missing
-  regions and unimaged visits;
+  reading (sum of region predictions), or for the total the last observed total where a
+  reader scored one, plus a learned correction (growth since then, missing regions,
+  unimaged visits);
 - change over a continuous horizon ``h`` (years): ``scale * (softplus(a) h + softplus(b) h^2)``,
   non-negative and increasing in ``h`` by construction;
 - ``P(change >= RAPID_RATE * h)`` (a logit rising with the forecast rate, plus a learned
@@ -199,16 +200,19 @@ class SequenceModel(nn.Module):
     def visit_inputs(
         self, feats: torch.Tensor | None, batch: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The input vector of every visit ``[B, T, n_inputs]`` and the imaged log totals."""
+        """The input vector of every visit ``[B, T, n_inputs]`` and the damage to start the
+        current-score head from (log1p total/erosion/JSN ``[B, T, 3]``): the image reading,
+        with the total replaced by the last observed total where one exists."""
         block, imaged_log, frac, pooled = self._region_block(feats, batch)
         b, t = batch["visit_mask"].shape
         obs_mask = batch["obs_mask"].float()
+        history = observed_history(batch["obs_log"], batch["obs_mask"], batch["years"])
         parts = [
             block, imaged_log, frac, pooled,
             (batch["years"] / TIME_SCALE_YEARS).unsqueeze(-1),
             batch["gap"].clamp(max=TIME_SCALE_YEARS).unsqueeze(-1),
             batch["obs_log"] * obs_mask, obs_mask,
-            observed_history(batch["obs_log"], batch["obs_mask"], batch["years"]),
+            history,
             batch["visit_num"] * batch["visit_num_mask"], batch["visit_num_mask"],
         ]
         parts += [emb(batch["visit_cat"][..., k]) for k, emb in enumerate(self.visit_cat)]
@@ -216,7 +220,10 @@ class SequenceModel(nn.Module):
         static += [emb(batch["static_cat"][:, k]) for k, emb in enumerate(self.static_cat)]
         parts += [s.unsqueeze(1).expand(b, t, s.shape[-1]) for s in static]
         x = torch.cat([p.float() for p in parts], dim=-1)
-        return x * batch["visit_mask"].unsqueeze(-1), imaged_log
+        seen = history[..., 1:2] > 0
+        base_total = torch.where(seen, history[..., :1], imaged_log[..., :1])
+        base = torch.cat([base_total, imaged_log[..., 1:]], dim=-1)
+        return x * batch["visit_mask"].unsqueeze(-1), base
 
     # ---- forward ----------------------------------------------------------------------------
     def forward(
@@ -227,7 +234,7 @@ class SequenceModel(nn.Module):
         ``feats`` is the per-image feature table ``[n_images, 2 + embed_dim]`` (region
         log-scores then embedding) that ``batch['image_index']`` points into.
         """
-        x, imaged_log = self.visit_inputs(feats, batch)
+        x, base = self.visit_inputs(feats, batch)
         h = self.input(x)
         if self.kind == "gru":
             state, _ = self.rnn(h)
@@ -237,7 +244,7 @@ class SequenceModel(nn.Module):
             t = h.shape[1]
             causal = torch.triu(torch.ones(t, t, dtype=torch.bool, device=h.device), diagonal=1)
             state = self.rnn(h, mask=causal, src_key_padding_mask=~batch["visit_mask"])
-        current_log = imaged_log + self.current_head(state)
+        current_log = base + self.current_head(state)
         return {"state": state, "current_log": current_log}
 
     def pair_outputs(self, state: torch.Tensor, horizon: torch.Tensor) -> dict[str, torch.Tensor]:

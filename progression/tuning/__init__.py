@@ -1,0 +1,3 @@
+"""Parts of ``progression tune`` (the entry point is :mod:`progression.tune`): search spaces,
+study storage and dead-worker recovery, the Lightning pruning callback, and the MLflow
+parent/child runs of a study."""
