@@ -4,7 +4,8 @@ Simulates a training cohort and an independent test cohort (another seed), train
 the first (or takes --checkpoint), computes Grad-CAM maps over the index-visit films of the
 test cohort, and reports the top-k joint hit rate against the simulator's truth next to the
 exact rate for k joints drawn at random (see progression.explain.localisation). Writes
-experiments/results/attribution_hit_rate.json and .md and prints the table.
+attribution_hit_rate.json and .md to --results (default experiments/results/) and prints the
+table.
 
     python experiments/attribution_hit_rate.py --patients 120 --test-patients 60 \
         --image-size 128 --image-epochs 20 --out /tmp/hit_rate
@@ -41,6 +42,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--checkpoint", help="use this trained model instead of training one")
     parser.add_argument("--out", default="hit_rate_work", help="working directory (cohorts, runs)")
+    parser.add_argument("--results", default=str(RESULTS), help="where the JSON and markdown go")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
 
@@ -96,9 +98,9 @@ def main(argv: list[str] | None = None) -> dict:
         lines.append(f"| {MEANING[name]} | {rate.n_images} | {rate.hit_rate:.2f} | "
                      f"{rate.random_hit_rate:.2f} | {rate.precision:.2f} | {rate.random_precision:.2f} |")
     table = "\n".join(lines)
-    RESULTS.mkdir(exist_ok=True)
-    atomic_write_text(RESULTS / "attribution_hit_rate.json", json.dumps(result, indent=2) + "\n")
-    atomic_write_text(RESULTS / "attribution_hit_rate.md", table + "\n")
+    results = Path(args.results)
+    atomic_write_text(results / "attribution_hit_rate.json", json.dumps(result, indent=2) + "\n")
+    atomic_write_text(results / "attribution_hit_rate.md", table + "\n")
     print(table)
     print(f"train {result['seconds_train']} s, heatmaps {result['seconds_heatmaps']} s")
     return result
