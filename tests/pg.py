@@ -7,7 +7,9 @@ trust authentication and fsync off, and ``pg_ctl stop -m immediate`` afterwards.
 refuses to run as root, so as root the cluster is owned and run by the ``postgres`` system
 user (``runuser -u postgres --``). Binaries come from PATH (e.g. /usr/local/bin) or
 /usr/lib/postgresql/*/bin; without them, or without a ``postgres`` user when running as
-root, the tests that need it are skipped with the reason.
+root, the tests that need it are skipped with the reason. A watchdog process
+(:func:`cleanup_if_killed`, also used for the MLflow server test) stops the server if the
+test process is killed before its teardown.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import pwd
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -73,9 +76,40 @@ def postgres_server() -> Iterator[str]:
         log = logfile.read_text() if logfile.exists() else ""
         shutil.rmtree(root, ignore_errors=True)
         raise RuntimeError(f"could not start PostgreSQL: {exc.stderr!r}\n{log}") from exc
+    stop = [*prefix, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"]
+    watchdog = cleanup_if_killed(stop, root)
     try:
         yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
     finally:
+        watchdog.kill()
+        watchdog.wait()
         with contextlib.suppress(subprocess.SubprocessError):
-            run(str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop")
+            subprocess.run(stop, check=True, capture_output=True, timeout=120)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def cleanup_if_killed(command: list[str], remove: Path | None = None) -> subprocess.Popen:
+    """A watchdog that runs ``command`` (and deletes ``remove``) once this process is gone.
+
+    If pytest is killed (a CI timeout), no teardown runs and a server started for a test
+    would be left running; kill the returned process in the normal teardown.
+    """
+    return subprocess.Popen(
+        [sys.executable, "-c", _WATCHDOG, str(os.getpid()), str(remove or ""), *command],
+        start_new_session=True,
+    )
+
+
+_WATCHDOG = """
+import os, shutil, subprocess, sys, time
+parent, remove, command = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
+while True:
+    try:
+        os.kill(parent, 0)
+    except ProcessLookupError:
+        break
+    time.sleep(1)
+subprocess.run(command, capture_output=True, timeout=120)
+if remove:
+    shutil.rmtree(remove, ignore_errors=True)
+"""

@@ -6,6 +6,7 @@ directory) runs on a free 127.0.0.1 port for this test only and is stopped after
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
-from pg import free_port
+from pg import cleanup_if_killed, free_port
 from test_train_support import simulated_cohort, tiny_overrides
 
 from progression.config import load_config
@@ -47,6 +48,7 @@ def mlflow_server(tmp_path):
          "--artifacts-destination", str(tmp_path / "artifacts")],
         stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
     )
+    watchdog = cleanup_if_killed(["kill", "-TERM", f"-{proc.pid}"])
     try:
         deadline = time.monotonic() + 300
         while not _healthy(url):
@@ -55,7 +57,10 @@ def mlflow_server(tmp_path):
             time.sleep(0.5)
         yield url
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # the server's own process group: it and uvicorn
+        watchdog.kill()
+        watchdog.wait()
+        with contextlib.suppress(ProcessLookupError):  # gone already if it failed to start
+            os.killpg(proc.pid, signal.SIGTERM)  # the server's own process group: it and uvicorn
         try:
             proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
