@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import statistics
@@ -53,6 +54,7 @@ TARGET_FLAT = 0.15  # marginal time per patient (per visit) may grow by at most 
 TARGET_RSS_GROWTH = 0.25  # peak RSS at 10x the patients may grow by at most 25 %
 SCALE_FACTORS = (1, 4, 16)
 VISIT_COUNTS = (2, 4, 8)
+MIN_TIMED_FILMS = 3000  # scaling rows: repeats until about this many films are timed
 PREDICT_ENCODE_BATCH = 256  # predict_cohort's default: 4 x batch_size (64) films per pass
 
 
@@ -427,6 +429,8 @@ def measure_training(cfg, args, with_ceiling: bool = False) -> dict[str, Any]:
             "ceiling_images_per_cpu_s": median(lambda e: e["images"] / e["ceiling_cpu_seconds"]),
             "train_ratio_wall": median(lambda e: e["ceiling_seconds"] / e["seconds"]),
             "train_ratio_cpu": median(lambda e: e["ceiling_cpu_seconds"] / e["cpu_seconds"]),
+            "train_ratio_cpu_epochs": [e["ceiling_cpu_seconds"] / e["cpu_seconds"]
+                                       for e in timed_epochs],
         })
         out["train_ratio"] = out[f"train_ratio_{_clock(args)}"]
     return out
@@ -552,8 +556,6 @@ def measure_scaling(base: Path, args, measured: dict[Path, dict[str, Any]]) -> d
     visits per patient (tiny config). ``measured``: tiny-config results already taken, by
     cohort directory (reused, not measured twice)."""
     work = Path(args.work).resolve()
-    # One repeat fewer than the main rows (at least 2): 16x is the longest measurement.
-    args = argparse.Namespace(**{**vars(args), "repeats": max(2, args.repeats - 1)})
     n = _n_patients(base)
     cohorts = [("cohort", f"{k}x", k, replicated(base, n * k, work)) for k in SCALE_FACTORS]
     cohorts += [("visits", f"{v} visits", v, derive_cohort(
@@ -562,9 +564,12 @@ def measure_scaling(base: Path, args, measured: dict[Path, dict[str, Any]]) -> d
     for kind, label, factor, cohort in cohorts:
         cfg = make_config("tiny", cohort, args)
         if cohort not in measured:
-            warm_cache(cfg, cohort, not args.no_progress)
-            train = measure_training(cfg, args)
-            measured[cohort] = {**train, **measure_predict(train["checkpoint"], cohort, args,
+            n_films = warm_cache(cfg, cohort, not args.no_progress)
+            # Enough repeats to time ~MIN_TIMED_FILMS films: a 0.1 s epoch is mostly noise.
+            repeats = max(2, math.ceil(MIN_TIMED_FILMS / n_films))
+            sized = argparse.Namespace(**{**vars(args), "repeats": repeats})
+            train = measure_training(make_config("tiny", cohort, sized), sized)
+            measured[cohort] = {**train, **measure_predict(train["checkpoint"], cohort, sized,
                                                            from_directory=False)}
         m = measured[cohort]
         patients = _n_patients(cohort)
