@@ -62,12 +62,13 @@ def markdown_table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def _simulate(root: Path, n: int, seed: int, image_size: int, images: bool) -> Path:
+def _simulate(root: Path, n: int, seed: int, image_size: int, images: bool,
+              progress: bool) -> Path:
     if (root / "truth" / "truth.csv").is_file():
         print(f"   reusing {root}")
         return root
     cfg = SimulationConfig(n_patients=n, seed=seed, image_size=image_size, render_images=images)
-    return Path(simulate_cohort(root, cfg))
+    return Path(simulate_cohort(root, cfg, progress=progress))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,9 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"== simulate {args.train_patients} training and {args.test_patients} test patients")
     suffix = "" if images else "_tables"
     train_dir = _simulate(work / f"train{suffix}", args.train_patients, args.seed,
-                          args.image_size, images)
+                          args.image_size, images, not args.no_progress)
     test_dir = _simulate(work / f"test{suffix}", args.test_patients, args.seed + 1,
-                         args.image_size, images)
+                         args.image_size, images, not args.no_progress)
 
     source, train_seconds = None, 0.0
     if not args.skip_model:

@@ -8,8 +8,8 @@ progression rate) and gradient boosting of the annual rate
 (``progression.evaluate.baselines.CovariatesModel``). The test histories are evaluated twice: as simulated (about 60 % of
 visits carry reader scores) and with every score removed (films and covariates only).
 
-    python experiments/forecast_accuracy.py                      # defaults below, ~CPU
-    python experiments/forecast_accuracy.py --image-size 256 train.accelerator=gpu ...
+    python experiments/forecast_accuracy.py                      # 128 px, ~15 min on 2 cores
+    python experiments/forecast_accuracy.py --image-size 256 --config gpu     # on a GPU
 
 Writes ``forecast_accuracy.json`` and ``forecast_accuracy.md`` to ``--out``.
 """
@@ -27,19 +27,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
-# Settings sized for a 2-core CPU (see docs/model.md); extra KEY=VALUE overrides win.
-CPU_OVERRIDES = [
-    "model.backbone_kwargs={width: 8}",
-    "model.embed_dim=32",
-    "data.visit_batch_size=16",
-    "data.batch_size=16",
-    "data.val_fraction=0.15",
-    "data.test_fraction=0.0",
-    "train.image_epochs=8",
-    "train.max_epochs=48",
-    "train.threads=1",
-]
 
 
 def _simulate(path: Path, n: int, seed: int, size: int) -> Path:
@@ -102,6 +89,8 @@ def main() -> None:
     parser.add_argument("--test-patients", type=int, default=150)
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--config", default="cpu",
+                        help="training config: bundled name (cpu = 128 px on 2 cores) or YAML")
     parser.add_argument("overrides", nargs="*", help="config overrides (KEY=VALUE)")
     args = parser.parse_args()
 
@@ -122,11 +111,11 @@ def main() -> None:
               f"data.cache_dir={work / 'cache'}", f"train.output_dir={work / 'runs'}",
               f"tracking.tracking_uri=sqlite:///{work / 'mlruns.db'}",
               "tracking.experiment=forecast_accuracy", f"train.seed={args.seed}",
-              *CPU_OVERRIDES, *args.overrides]
+              *args.overrides]
     results: dict[str, dict] = {}
     runs = {}
     for name, extra in (("images", []), ("covariates_only", ["model.use_images=false"])):
-        cfg = load_config("default", [*common, *extra, f"tracking.run_name={name}"])
+        cfg = load_config(args.config, [*common, *extra, f"tracking.run_name={name}"])
         t = time.perf_counter()
         runs[name] = fit(cfg, progress=False)
         timings[f"train_{name}_s"] = time.perf_counter() - t
@@ -153,7 +142,7 @@ def main() -> None:
         "command": "python experiments/forecast_accuracy.py " + " ".join(os.sys.argv[1:]),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores (shared), no GPU",
         "train_patients": args.train_patients, "test_patients": args.test_patients,
-        "image_size": args.image_size, "overrides": CPU_OVERRIDES + args.overrides,
+        "image_size": args.image_size, "config": args.config, "overrides": args.overrides,
         "runs": {k: v.run_id for k, v in runs.items()},
         "results": results, "timings_s": {k: round(v, 1) for k, v in timings.items()},
     }

@@ -147,7 +147,9 @@ def predict_cohort(
     if device.type == "cuda" and model.encoder is not None:
         model.encoder.to(memory_format=torch.channels_last)  # faster bf16 convolutions
     dates = _index_dates(index_dates)
-    arrays = build_arrays(cohort, spec, cfg.model.use_images, dates, truncate_to_index=True)
+    # targets=False: forecasts read observed totals only, not per-region/joint targets.
+    arrays = build_arrays(cohort, spec, cfg.model.use_images, dates, truncate_to_index=True,
+                          targets=False)
     feats, skipped = None, {}
     if model.encoder is not None and arrays.image_path:
         cache = ImageCache(cfg.data.cache_dir if cache_dir is None else cache_dir, cfg.data.image_size)
@@ -155,7 +157,8 @@ def predict_cohort(
         if (slots < 0).any():
             bad = {p for p, s in zip(arrays.image_path, slots) if s < 0}
             skipped = cohort.images[cohort.images["abs_path"].isin(bad)].groupby("patient_id").size().to_dict()
-            arrays = build_arrays(cohort, spec, True, dates, truncate_to_index=True, drop_images=bad)
+            arrays = build_arrays(cohort, spec, True, dates, truncate_to_index=True,
+                                  drop_images=bad, targets=False)
             slots = slots[slots >= 0]
         feats = encode_images(model, cache, slots, arrays.image_region, device, 4 * batch_size, progress)
     frame = _forecast(model, cfg, arrays, feats, horizons, batch_size, device, skipped)

@@ -32,8 +32,8 @@ class RegisteredVersion:
         return f"models:/{self.name}@{self.alias}" if self.alias else f"models:/{self.name}/{self.version}"
 
 
-def _logged_model_id(client, run) -> str:
-    """Id of the model logged by the run (MLflow 3 logged models; the newest if several)."""
+def _logged_model(client, run):
+    """The model logged by the run (MLflow 3 logged models; the newest if several)."""
     models = client.search_logged_models(
         experiment_ids=[run.info.experiment_id],
         filter_string=f"source_run_id = '{run.info.run_id}'",
@@ -43,7 +43,7 @@ def _logged_model_id(client, run) -> str:
             f"run {run.info.run_id} has no logged MLflow model; train it with "
             "tracking.log_model=true (the default), then register it"
         )
-    return max(models, key=lambda m: m.creation_timestamp).model_id
+    return max(models, key=lambda m: m.creation_timestamp)
 
 
 def register_run_model(
@@ -63,7 +63,7 @@ def register_run_model(
             f"alias '{alias}': use letters, digits, '_' and '-', starting with a letter "
             "(v1, v2, ... are reserved for versions)"
         )
-    client = MlflowClient(tracking_uri)
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     try:
         run = client.get_run(run_id)
     except MlflowException as exc:
@@ -71,18 +71,20 @@ def register_run_model(
             f"run '{run_id}' not found in the tracking store {client.tracking_uri}: {exc.message}; "
             "check --run and the tracking URI (--tracking-uri or $MLFLOW_TRACKING_URI)"
         ) from None
-    model_id = _logged_model_id(client, run)
+    model = _logged_model(client, run)
     try:
         client.create_registered_model(name)
     except MlflowException as exc:
         if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
             raise
+    # The artifact location, not "models:/<id>": MLflow resolves a models:/ source in the
+    # process-wide tracking store, which need not be the one this client talks to.
     version = client.create_model_version(
         name,
-        source=f"models:/{model_id}",
+        source=model.artifact_location,
         run_id=run_id,
         tags={"progression.run_id": run_id},
-        model_id=model_id,
+        model_id=model.model_id,
     )
     if alias:
         client.set_registered_model_alias(name, alias, version.version)

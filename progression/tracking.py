@@ -225,18 +225,41 @@ def _parse_horizons(value: Any) -> tuple[float, ...]:
     return tuple(float(v) for v in value)
 
 
+@contextlib.contextmanager
+def _fluent_store(uri: str) -> Iterator[None]:
+    """Point MLflow's process-wide fluent API at ``uri`` for a block, then put back what was.
+
+    ``mlflow.pyfunc.log_model`` only exists in the fluent form, which reads global state;
+    restoring it keeps one command's store from leaking into the next command run in the same
+    process (a notebook, the tests, ``sync`` after ``evaluate``).
+    """
+    import mlflow.tracking.fluent as fluent
+
+    previous_uri, previous_experiment = mlflow.get_tracking_uri(), fluent._active_experiment_id
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous_uri)
+        fluent._active_experiment_id = previous_experiment
+
+
 def log_pyfunc_model(uri: str, run_id: str, checkpoint: Path) -> str:
     """Log the checkpoint as an MLflow pyfunc model ``runs:/<run_id>/model``; returns its URI."""
     from importlib.metadata import version
 
-    mlflow.set_tracking_uri(uri)
-    with mlflow.start_run(run_id=run_id):
-        info = mlflow.pyfunc.log_model(
-            name=MODEL_ARTIFACT,
-            python_model=ProgressionPyfuncModel(),
-            artifacts={CHECKPOINT_KEY: str(checkpoint)},
-            pip_requirements=[f"progression=={version('progression')}"],
-        )
+    import mlflow.tracking.fluent as fluent
+
+    with _fluent_store(uri):
+        # start_run(run_id) refuses a run outside the active experiment: make it the run's.
+        fluent._active_experiment_id = MlflowClient(uri).get_run(run_id).info.experiment_id
+        with mlflow.start_run(run_id=run_id):
+            info = mlflow.pyfunc.log_model(
+                name=MODEL_ARTIFACT,
+                python_model=ProgressionPyfuncModel(),
+                artifacts={CHECKPOINT_KEY: str(checkpoint)},
+                pip_requirements=[f"progression=={version('progression')}"],
+            )
     return info.model_uri
 
 

@@ -189,6 +189,22 @@ def test_evaluation_is_logged_to_mlflow(run, tmp_path):
     assert "evaluation/report.html" in artifacts
 
 
+def test_logging_an_evaluation_leaves_mlflow_global_state_and_cwd_alone(run, tmp_path, monkeypatch):
+    import mlflow
+    import mlflow.tracking.fluent as fluent
+
+    monkeypatch.chdir(tmp_path)
+    before = (mlflow.get_tracking_uri(), fluent._active_experiment_id)
+    uri = f"sqlite:///{tmp_path / 'store' / 'mlruns.db'}"
+    cohort = run["test"].subset(run["test"].patient_ids[:10])
+    evaluate(run["model"], cohort, baselines=[], out_dir=tmp_path / "rep", n_boot=5,
+             progress=False, tracking_uri=uri, experiment="eval-global")
+    assert (mlflow.get_tracking_uri(), fluent._active_experiment_id) == before
+    # Artifacts go beside the database, not into ./mlruns of whatever directory we ran in.
+    assert not (tmp_path / "mlruns").exists()
+    assert any((tmp_path / "store" / "mlartifacts").rglob("report.html"))
+
+
 def _real_cohort() -> Cohort:
     """Two patients with scores after their radiographs (a 'real' cohort, no truth)."""
     visits = pd.DataFrame({

@@ -41,6 +41,23 @@ def test_champion_alias_forecasts_like_the_checkpoint_it_points_to(store, tmp_pa
     assert by_alias["patient_id"].nunique() == 12
 
 
+def test_registering_ignores_a_process_wide_tracking_uri_pointing_elsewhere(store, tmp_path,
+                                                                           monkeypatch):
+    run, uri = store
+    import mlflow
+
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", other)
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(other)
+    try:
+        version = register_run_model(run.result.run_id, "progression-elsewhere", tracking_uri=uri)
+    finally:
+        mlflow.set_tracking_uri(previous)
+    assert resolve_checkpoint(version.uri, tracking_uri=uri).read_bytes() == \
+        run.result.checkpoint_path.read_bytes()
+
+
 def test_alias_moves_to_the_newly_registered_version(store):
     run, uri = store
     first = register_run_model(run.result.run_id, "progression-move", alias="champion", tracking_uri=uri)

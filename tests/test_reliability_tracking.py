@@ -141,7 +141,10 @@ def test_sync_copies_the_offline_run_to_the_server_once(offline, capsys):
         assert sorted((m.step, m.value, m.timestamp)
                       for m in target.get_metric_history(copy.info.run_id, key)) == sorted(history)
     assert {a.path for a in target.list_artifacts(copy.info.run_id)} >= {"checkpoints", "config"}
-    model = Path(mlflow.artifacts.download_artifacts(f"runs:/{copy.info.run_id}/model",
+    (logged,) = target.search_logged_models(
+        experiment_ids=[copy.info.experiment_id],
+        filter_string=f"source_run_id = '{copy.info.run_id}'")
+    model = Path(mlflow.artifacts.download_artifacts(artifact_uri=logged.artifact_location,
                                                      tracking_uri=server))
     assert list(model.rglob("*.ckpt"))  # the pyfunc model was logged again on the server
 

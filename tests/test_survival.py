@@ -119,3 +119,13 @@ def test_cox_adjusts_for_as_many_clinical_covariates_as_events_allow():
     assert len(terms) == events // 10
     assert terms == ["risk_score", "svdh_last", "crp", "rf", "haq", "age"][: events // 10]
     assert result["risk_plus_clinical"]["terms"]["risk_score"]["hr"] > 1.0
+
+
+@pytest.mark.parametrize(("events", "why"), [(0, "too few"), (10, "same value")])
+def test_cox_without_events_or_with_a_constant_risk_says_why_instead_of_failing(events, why):
+    n = 20
+    frame = pd.DataFrame({"patient_id": [f"p{i}" for i in range(n)], "risk_score": 1.0,
+                          "time_to_event_years": np.linspace(0.5, 3.0, n),
+                          "event": np.r_[np.ones(events), np.zeros(n - events)]})
+    result = cox_models(frame, None)["risk_only"]
+    assert why in result["error"] and result["n"] == n

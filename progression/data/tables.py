@@ -92,8 +92,13 @@ def fit_covariates(cohort: Cohort) -> CovariateSpec:
     return CovariateSpec.fit(cohort.patients, visits_with_derived(cohort), static, per_visit)
 
 
-def _visit_scores(cohort: Cohort, visits: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Observed totals, region sums and joint grades per visit row (NaN where not scored)."""
+def _visit_scores(cohort: Cohort, visits: pd.DataFrame, targets: bool = True
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Observed totals, region sums and joint grades per visit row (NaN where not scored).
+
+    ``targets`` False (prediction): only the totals are needed, so joint scores are read just
+    for visits whose totals they fill, and region sums and joint grades stay NaN.
+    """
     v = len(visits)
     obs = np.full((v, 3), np.nan, dtype=np.float32)
     for k, col in enumerate(SCORE_COLUMNS):
@@ -107,23 +112,33 @@ def _visit_scores(cohort: Cohort, visits: pd.DataFrame) -> tuple[np.ndarray, np.
     key = pd.MultiIndex.from_frame(visits[["patient_id", "visit_date"]])
     js = js.copy()
     js["visit_date"] = pd.to_datetime(js["visit_date"])
+    if not targets:
+        unscored = key[np.isnan(obs).any(1)]
+        js = js[pd.MultiIndex.from_frame(js[["patient_id", "visit_date"]]).isin(unscored)]
+        if js.empty:
+            return obs, region, joint
     agg = aggregate_joint_scores(js)
     agg["visit_date"] = pd.to_datetime(agg["visit_date"])
     agg = agg.set_index(["patient_id", "visit_date"]).reindex(key)
-    for r, name in enumerate(REGIONS):
-        region[:, r, 0] = agg[f"{name}_erosion"].to_numpy(dtype=np.float32)
-        region[:, r, 1] = agg[f"{name}_jsn"].to_numpy(dtype=np.float32)
     # A total in visits.csv wins; complete joint scores fill visits scored only per joint.
     for k, col in enumerate(SCORE_COLUMNS):
         fill = agg[col].to_numpy(dtype=np.float32)
         obs[:, k] = np.where(np.isnan(obs[:, k]), fill, obs[:, k])
+    if not targets:
+        return obs, region, joint
+    for r, name in enumerate(REGIONS):
+        region[:, r, 0] = agg[f"{name}_erosion"].to_numpy(dtype=np.float32)
+        region[:, r, 1] = agg[f"{name}_jsn"].to_numpy(dtype=np.float32)
     row = pd.Series(np.arange(v), index=key)
     rows = row.reindex(pd.MultiIndex.from_frame(js[["patient_id", "visit_date"]])).to_numpy()
     ok = ~np.isnan(rows.astype(float))
-    slots = np.array([JOINT_SLOT[n] for n in js["joint"]], dtype=np.int64).reshape(-1, 2)
-    rows, slots = rows[ok].astype(np.int64), slots[ok]
-    joint[rows, slots[:, 0], slots[:, 1], 0] = js["erosion"].to_numpy(dtype=np.float32)[ok]
-    joint[rows, slots[:, 0], slots[:, 1], 1] = js["jsn"].to_numpy(dtype=np.float32)[ok]
+    slot_region = js["joint"].map({name: r for name, (r, _) in JOINT_SLOT.items()})
+    slot_joint = js["joint"].map({name: j for name, (_, j) in JOINT_SLOT.items()})
+    rows = rows[ok].astype(np.int64)
+    slot_region = slot_region.to_numpy(dtype=np.int64)[ok]
+    slot_joint = slot_joint.to_numpy(dtype=np.int64)[ok]
+    joint[rows, slot_region, slot_joint, 0] = js["erosion"].to_numpy(dtype=np.float32)[ok]
+    joint[rows, slot_region, slot_joint, 1] = js["jsn"].to_numpy(dtype=np.float32)[ok]
     return obs, region, joint
 
 
@@ -151,11 +166,14 @@ def build_arrays(
     index_dates: Mapping[str, object] | None = None,
     truncate_to_index: bool = False,
     drop_images: set[str] | None = None,
+    targets: bool = True,
 ) -> CohortArrays:
     """Arrays for every patient of ``cohort`` (patients without visits get none).
 
     ``truncate_to_index`` keeps visits up to each patient's index visit (prediction);
     training keeps all visits. ``drop_images`` are absolute paths to leave out (unreadable).
+    ``targets`` False (prediction) leaves ``region_target`` and ``joint_target`` NaN, which
+    saves aggregating every joint score; ``obs`` is the same either way.
     """
     visits = visits_with_derived(cohort)
     images = cohort.images.copy()
@@ -179,7 +197,7 @@ def build_arrays(
     years = ((visits["visit_date"] - first).dt.days / DAYS_PER_YEAR).to_numpy(dtype=np.float32)
     gap = np.diff(years, prepend=0.0).astype(np.float32)
     gap[start[:-1][counts > 0]] = 0.0
-    obs, region_target, joint_target = _visit_scores(cohort, visits)
+    obs, region_target, joint_target = _visit_scores(cohort, visits, targets)
 
     # Images -> visit rows; one per (visit, region).
     visit_row = pd.Series(np.arange(len(visits)),

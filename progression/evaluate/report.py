@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -333,6 +334,10 @@ def log_to_mlflow(table: pd.DataFrame, out_dir: Path, model_name: str | None, tr
                   experiment: str, run_name: str, params: dict[str, Any]) -> str:
     """Log every finite metric (and its CI bounds) and the report directory; returns run id."""
     import mlflow
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, Param
+
+    from progression.tracking import experiment_id
 
     metrics: dict[str, float] = {}
     for row in table.itertuples(index=False):
@@ -341,14 +346,20 @@ def log_to_mlflow(table: pd.DataFrame, out_dir: Path, model_name: str | None, tr
             value = getattr(row, key)
             if value is not None and np.isfinite(value):
                 metrics[name + suffix] = float(value)
+    # The client, not the fluent API: no process-wide MLflow state is changed, and the
+    # experiment gets the same artifact location as train's (mlartifacts/ beside a SQLite db).
     try:
-        mlflow.set_tracking_uri(tracking_uri)
-        mlflow.set_experiment(experiment)
-        with mlflow.start_run(run_name=run_name) as run:
-            mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
-            mlflow.log_metrics(metrics)
-            mlflow.log_artifacts(str(out_dir), artifact_path="evaluation")
-            return run.info.run_id
+        client = MlflowClient(tracking_uri)
+        run = client.create_run(experiment_id(client, experiment, tracking_uri), run_name=run_name)
+        run_id = run.info.run_id
+        now = int(time.time() * 1000)
+        client.log_batch(run_id, params=[Param(k, str(v)[:500]) for k, v in params.items()])
+        items = [Metric(k, v, now, 0) for k, v in metrics.items()]
+        for start in range(0, len(items), 1000):
+            client.log_batch(run_id, metrics=items[start : start + 1000])
+        client.log_artifacts(run_id, str(out_dir), artifact_path="evaluation")
+        client.set_terminated(run_id)
+        return run_id
     except mlflow.exceptions.MlflowException as exc:
         raise TrackingError(
             f"could not log the evaluation to MLflow at '{tracking_uri}': {exc}; check the "

@@ -117,10 +117,14 @@ def _standardise(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
 def fit_cox(frame: pd.DataFrame, columns: list[str]) -> dict[str, Any]:
     """Cox PH on ``columns`` (standardised); hazard ratios with 95% CI and p per column."""
     data = frame[["time_to_event_years", "event", *columns]].dropna()
-    data = data.loc[:, data.nunique() > 1].copy()
-    used = [c for c in columns if c in data.columns]
-    if len(data) < 10 or data["event"].sum() < 2 or not used:
-        return {"error": f"too few complete cases ({len(data)}) or events to fit", "n": len(data)}
+    used = [c for c in columns if data[c].nunique() > 1]  # a constant column cannot be fitted
+    data = data[["time_to_event_years", "event", *used]].copy()
+    if len(data) < 10 or data["event"].sum() < 2:
+        return {"error": f"too few complete cases ({len(data)}) or events "
+                         f"({int(data['event'].sum())}) to fit", "n": len(data)}
+    if not used:
+        return {"error": f"{', '.join(columns)}: the same value for every patient",
+                "n": len(data)}
     data = _standardise(data, used)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
