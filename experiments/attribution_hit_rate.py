@@ -3,7 +3,9 @@
 Simulates a training cohort and an independent test cohort (another seed), trains a model on
 the first (or takes --checkpoint), computes Grad-CAM maps over the index-visit films of the
 test cohort, and reports the top-k joint hit rate against the simulator's truth next to the
-exact rate for k joints drawn at random (see progression.explain.localisation). Writes
+exact rate for k joints drawn at random (see progression.explain.localisation). The encoder's
+per-joint head ranks the same films' joints a second way, by the change it reads since the
+region's first film, against the same truth and baseline. Writes
 attribution_hit_rate.json and .md to --results (default experiments/results/) and prints the
 table.
 
@@ -25,6 +27,8 @@ MEANING = {
     "progressed_before_index": "change-forecast map vs joints that worsened between the first and the index visit",
     "progresses_next_year": "change-forecast map vs joints that worsen in the year after the index",
     "damaged_at_index": "damage map vs joints with any damage at the index visit",
+    "joint_head_progressed_before_index": "per-joint head's change since the first film vs "
+    "joints that worsened between the first and the index visit",
 }
 
 

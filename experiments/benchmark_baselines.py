@@ -5,12 +5,13 @@ cohort (``progression.train.fit``), fits every baseline on the same whole traini
 and evaluates the checkpoint (forecasting the test cohort from each patient's index visit),
 every baseline and the oracle with ``progression.evaluate.evaluate``. Writes the full report under ``--work`` and the
 side-by-side table (MAE, RMSE, AUROC, Harrell's C, interval coverage, 95% bootstrap CIs) as
-markdown to ``experiments/results/benchmark_baselines.md``, and prints it.
+markdown to ``experiments/results/benchmark_baselines.md`` (``_seed<N>.md`` for other
+seeds), and prints it.
 
-    nice python experiments/benchmark_baselines.py                    # model + baselines
+    nice python experiments/benchmark_baselines.py                    # model + baselines, ~6 min
     python experiments/benchmark_baselines.py --skip-model            # baselines + oracle only
     python experiments/benchmark_baselines.py --train-patients 80 --test-patients 40 \\
-        --config tiny train.max_epochs=4                              # quicker
+        --image-size 64 --config tiny train.max_epochs=4              # quicker
 
 Without ``--skip-model`` radiographs are rendered (the model reads them); with it the
 cohorts are tables only, which takes seconds.
@@ -28,7 +29,7 @@ from progression.evaluate import evaluate, load_cohort, read_tables
 from progression.io import atomic_write_text
 from progression.simulate import SimulationConfig, simulate_cohort
 
-RESULTS = Path(__file__).resolve().parent / "results" / "benchmark_baselines.md"
+RESULTS = Path(__file__).resolve().parent / "results"
 COLUMNS = (  # (metric, horizon or None, header)
     ("mae_delta", "1y", "MAE 1y"),
     ("mae_delta", "2y", "MAE 2y"),
@@ -68,19 +69,20 @@ def _simulate(root: Path, n: int, seed: int, image_size: int, images: bool,
         print(f"   reusing {root}")
         return root
     cfg = SimulationConfig(n_patients=n, seed=seed, image_size=image_size, render_images=images)
-    return Path(simulate_cohort(root, cfg, progress=progress))
+    # No truth file: absent, or left half-written by an interrupted run (replace it).
+    return Path(simulate_cohort(root, cfg, progress=progress, overwrite=True))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", default="outputs/benchmark_baselines",
                         help="directory for cohorts, runs and the report")
-    parser.add_argument("--train-patients", type=int, default=240)
-    parser.add_argument("--test-patients", type=int, default=160)
-    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--train-patients", type=int, default=300)
+    parser.add_argument("--test-patients", type=int, default=200)
+    parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0, help="train cohort seed (test: +1)")
     parser.add_argument("--bootstrap", type=int, default=1000)
-    parser.add_argument("--config", default="tiny", help="training config (bundled name or YAML)")
+    parser.add_argument("--config", default="cpu", help="training config (bundled name or YAML)")
     parser.add_argument("--skip-model", action="store_true",
                         help="baselines and oracle only (no training, no radiographs)")
     parser.add_argument("--no-progress", action="store_true")
@@ -145,9 +147,12 @@ def main(argv: list[str] | None = None) -> int:
         f"Full report: `{work / 'report' / 'report.html'}`.",
         "",
     ])
-    atomic_write_text(RESULTS, text)
+    # One file per seed, so a second run does not overwrite the first one's table.
+    results = RESULTS / ("benchmark_baselines.md" if args.seed == 0
+                         else f"benchmark_baselines_seed{args.seed}.md")
+    atomic_write_text(results, text)
     print("\n" + text)
-    print(f"written to {RESULTS}")
+    print(f"written to {results}")
     return 0
 
 

@@ -8,12 +8,14 @@ directory, flush and fsync, then ``os.replace`` onto the target.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
+import numpy as np
 import pandas as pd
 
 
@@ -57,3 +59,19 @@ def atomic_write_csv(path: str | Path, frame: pd.DataFrame, **kwargs) -> None:
     kwargs.setdefault("index", False)
     with atomic_open(path, "w", encoding="utf-8", newline="") as handle:
         frame.to_csv(handle, **kwargs)
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with what JSON cannot hold replaced: NaN/inf -> None, numpy scalars ->
+    Python numbers, timestamps -> ISO dates, keys -> strings (nested dicts and lists)."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, pd.Timestamp):
+        return value.strftime("%Y-%m-%d")
+    return value

@@ -197,6 +197,8 @@ def fit(
         "covariates": dm.spec.to_dict(),
         "layout": dm.layout.to_dict(),
         "image_epochs": dm.image_epochs,
+        # whether the per-joint head had reader scores to learn from (explain shows it only then)
+        "joint_supervised": cohort.joint_scores is not None and not cohort.joint_scores.empty,
         "split": dm.split,
         "cohort_fingerprint": cohort.fingerprint,
         "mlflow": {"run_id": run_id, "tracking_uri": uri, "experiment": cfg.tracking.experiment},
@@ -238,6 +240,8 @@ def fit(
             warnings.filterwarnings("ignore", message=".*across ranks is zero.*")
             # Resuming writes into the run's own checkpoint directory.
             warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
+            # Lightning's own use of a deprecated torch API, once per epoch: nothing to act on.
+            warnings.filterwarnings("ignore", message=".*LeafSpec.*")
             trainer.fit(module, datamodule=dm, ckpt_path=str(resume) if resume is not None else None)
     finally:
         torch.set_num_threads(threads)

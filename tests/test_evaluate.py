@@ -129,7 +129,8 @@ def test_report_html_references_every_figure_and_each_reference_exists(run):
     assert set(parser.images) == written
     for reference in parser.images + parser.links:
         assert (out / reference).is_file(), reference
-    for name in ("metrics.json", "metrics.csv", "outcomes.csv", "predictions/clinical_matrix.csv"):
+    for name in ("metrics.json", "metrics.csv", "outcomes.csv", "predictions/clinical_matrix.csv",
+                 "predictions/model.csv"):
         assert (out / name).is_file()
     assert not list(out.rglob("*.tmp"))  # atomic writes leave no temporaries
 

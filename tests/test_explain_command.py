@@ -68,15 +68,60 @@ def test_reports_render_for_a_one_visit_and_a_many_visit_patient(trained, tmp_pa
         assert sources[0] == "figures/scores.png"
         for src in sources:
             assert (page.parent / src).is_file(), src
-        # radiograph + damage map + forecast map for every film of every visit
+        # radiograph + damage map + forecast map for every film of every visit, and one
+        # per-joint figure per region filmed at the index visit
         films = [s for s in sources if re.fullmatch(r"figures/v\d\d_(hand|foot)_(left|right)\.png", s)]
-        assert len(sources) == 1 + 3 * len(films)
+        index_films = [s for s in films if s.startswith(f"figures/v{n_visits:02d}_")]
+        joint_maps = [s for s in sources if s.startswith("figures/joints_")]
+        assert joint_maps == [s.replace(f"v{n_visits:02d}_", "joints_") for s in index_films]
+        assert len(sources) == 1 + 3 * len(films) + len(joint_maps)
         assert len({s[8:11] for s in films}) == n_visits
+        assert "Per-joint damage (model reading)" in html
+        assert ("No earlier radiograph of this region to compare with." in html) == (n_visits == 1)
         row = predictions[(predictions["patient_id"] == pid) & (predictions["horizon_years"] == 1.0)].iloc[0]
         sign = "+" if row.delta_svdh_pred >= 0.05 else ""
         assert (f"Predicted change over 1 year: {sign}{row.delta_svdh_pred:.1f} SvdH units "
                 f"(90% interval {row.delta_svdh_lo:.1f} to {row.delta_svdh_hi:.1f})") in html
         assert f"rapid progression probability {row.p_rapid:.0%}" in html
+
+
+def test_per_joint_readings_cover_every_joint_of_every_film(trained):
+    """One row per joint of each film's region, in SvdH units within each joint's scale, with
+    the reader's grades of joint_scores.csv next to them; the change since the first film."""
+    from progression.cohort import read_cohort
+    from progression.data.covariates import CovariateSpec
+    from progression.explain.joints import joint_change, joint_readings
+    from progression.explain.patient import load_patient
+    from progression.models.checkpoint import model_from_checkpoint, read_checkpoint
+    from progression.scoring import joint_by_name, joints_in_region
+
+    ckpt = read_checkpoint(trained["checkpoint"])
+    model = model_from_checkpoint(ckpt, trained["checkpoint"]).eval()
+    spec = CovariateSpec.from_dict(ckpt["progression"]["covariates"])
+    cohort = read_cohort(trained["root"]).subset([trained["many"]])
+    patient = load_patient(model, spec, cohort, 48, trained["work"] / "cache")
+    readings = joint_readings(model, patient)
+
+    assert len(readings) == sum(len(joints_in_region(r)) for r in cohort.images["region"])
+    for (_, region), rows in readings.groupby(["visit_date", "region"]):
+        assert list(rows["joint"]) == [j.name for j in joints_in_region(region)]
+    for column in ("erosion_pred", "jsn_pred"):
+        assert np.isfinite(readings[column]).all() and (readings[column] >= 0).all()
+    scale = readings["joint"].map(lambda j: joint_by_name(j).erosion_max or 0)
+    assert (readings["erosion_pred"] <= scale).all()
+    assert (readings.loc[scale == 0, "erosion_pred"] == 0).all()  # cmc3 etc.: no erosion site
+
+    scores = pd.read_csv(trained["root"] / "joint_scores.csv", dtype={"patient_id": str})
+    scores = scores[scores["patient_id"] == trained["many"]]
+    read = readings.merge(scores, on=["visit_date", "joint"])
+    assert len(read) > 0
+    assert np.allclose(read["erosion_reader"], read["erosion"], equal_nan=True)
+    assert np.allclose(read["jsn_reader"], read["jsn"], equal_nan=True)
+
+    change = joint_change(readings)
+    assert len(change) > 0 and np.isfinite(change["change"]).all()
+    index = readings[readings["visit_date"] == readings["visit_date"].max()]
+    assert set(change["joint"]) <= set(index["joint"])
 
 
 def test_unknown_patient_is_one_clear_message(trained, tmp_path, capsys):
@@ -141,6 +186,7 @@ def test_joint_hit_rate_finds_the_truly_changed_joints_of_simulated_films(traine
         localisation_hit_rates,
         square_frame,
     )
+    from progression.scoring import joints_in_region
 
     root, size = trained["root"], 48
     truth = pd.read_csv(root / "truth" / "joint_truth.csv", dtype={"patient_id": str})
@@ -154,21 +200,36 @@ def test_joint_hit_rate_finds_the_truly_changed_joints_of_simulated_films(traine
         grades = truth[(truth["patient_id"] == film.patient_id) & (truth["visit_date"] == film.visit_date)]
         damaged = set(grades.loc[grades["erosion"].fillna(0) + grades["jsn"].fillna(0) > 0, "joint"])
         joints = square_frame(where[where["path"] == film.path], *film_shape(str(root / film.path)), size)
+        grade = truth.assign(grade=truth["erosion"].fillna(0) + truth["jsn"].fillna(0))
+        grade = grade[grade["patient_id"] == film.patient_id].pivot_table(
+            index="joint", columns="visit_date", values="grade")
+        region_joints = [j.name for j in joints_in_region(film.region)]
+        true_change = (grade[film.visit_date] - grade[first]).reindex(region_joints)
         films.append(FilmHeatmaps(
             film.patient_id, film.visit_date, film.region, str(root / film.path),
             change=_blobs(joints[joints["joint"].isin(worse)], size),
             damage=_blobs(joints[joints["joint"].isin(damaged)], size),
+            joint_change=true_change,
         ))
     rates = localisation_hit_rates(films, root, size, k=3)
-    for name in ("progressed_before_index", "damaged_at_index"):
+    for name in ("progressed_before_index", "damaged_at_index", "joint_head_progressed_before_index"):
         assert rates[name].n_images >= 5
         assert rates[name].hit_rate == 1.0 and rates[name].precision > rates[name].random_precision
         assert rates[name].random_hit_rate < 0.95
+    # the per-joint head's ranking is scored on the same films with the same exact baseline
+    head, maps = rates["joint_head_progressed_before_index"], rates["progressed_before_index"]
+    assert (head.n_images, head.random_hit_rate, head.random_precision) == (
+        maps.n_images, maps.random_hit_rate, maps.random_precision)
 
     cohort = read_cohort(root)
     model_maps = list(index_film_heatmaps(trained["checkpoint"], cohort, cohort.patient_ids[:4], progress=False))
     assert {m.change.shape for m in model_maps} == {(size, size)}
     assert all(np.isfinite(m.change).all() and (m.damage >= 0).all() for m in model_maps)
-    measured = localisation_hit_rates(model_maps, root, size, k=3)["damaged_at_index"]
-    assert 0 < measured.n_images <= rates["damaged_at_index"].n_images
-    assert 0.0 <= measured.hit_rate <= 1.0
+    measured = localisation_hit_rates(model_maps, root, size, k=3)
+    assert 0 < measured["damaged_at_index"].n_images <= rates["damaged_at_index"].n_images
+    assert 0.0 <= measured["damaged_at_index"].hit_rate <= 1.0
+    # the head's own readings: one change per joint of the region for films filmed before
+    read = [m for m in model_maps if m.joint_change is not None]
+    assert read and all(len(m.joint_change) == len(joints_in_region(m.region)) for m in read)
+    assert all(np.isfinite(m.joint_change).all() for m in read)
+    assert measured["joint_head_progressed_before_index"].n_images <= measured["progressed_before_index"].n_images

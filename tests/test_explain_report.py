@@ -1,4 +1,5 @@
-"""The per-patient HTML report: plain-language summary, every figure it references exists."""
+"""The per-patient HTML report: plain-language summary, every figure it references exists;
+per-joint model readings and their change since the first film."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from progression.explain.joints import READING_COLUMNS, joint_change
 from progression.explain.report import (
     CovariateEffect,
     PatientReport,
@@ -17,6 +19,7 @@ from progression.explain.report import (
     render_report,
     summary_sentences,
 )
+from progression.scoring import joints_in_region
 
 
 def _forecasts(patient="P1", note=""):
@@ -121,3 +124,60 @@ def test_covariates_only_model_says_it_does_not_look_at_radiographs(tmp_path):
     html = render_report(report, tmp_path).read_text()
     assert "it does not look at the radiographs" in html
     assert "No radiograph at this visit." not in html
+
+
+def _readings(dates, regions=("hand_left", "foot_right"), scored=()):
+    """A per-joint reading table (joint_readings layout): damage grows by 0.5 units a visit at
+    every joint of the region; the reader scored the visits in ``scored``."""
+    rows = []
+    for v, date in enumerate(dates):
+        for region in regions:
+            for joint in joints_in_region(region):
+                reader = (1.0, 0.0) if date in scored else (np.nan, np.nan)
+                rows.append((date, region, joint.name, 0.5 * v, 0.1, *reader))
+    return pd.DataFrame(rows, columns=READING_COLUMNS)
+
+
+def test_joint_change_is_read_between_each_region_s_first_and_index_film():
+    readings = _readings(["2019-01-01", "2020-01-01", "2021-05-20"])
+    # the left foot is first filmed at the index visit: nothing to compare it with
+    readings = pd.concat([readings, _readings(["2021-05-20"], regions=("foot_left",))])
+    change = joint_change(readings)
+    assert set(change["region"]) == {"hand_left", "foot_right"}
+    assert len(change) == 22 + 6
+    assert (change["first_date"] == "2019-01-01").all() and (change["index_date"] == "2021-05-20").all()
+    assert np.allclose(change["erosion_change"], 1.0) and np.allclose(change["jsn_change"], 0.0)
+    assert np.allclose(change["change"], 1.0)
+    assert joint_change(_readings(["2021-05-20"])).empty
+
+
+def test_report_shows_per_joint_readings_with_the_reader_and_the_change(tmp_path):
+    dates = ("2018-01-10", "2019-02-11", "2020-03-12", "2021-05-20")
+    visits = [_visit(d) for d in dates]
+    joints = _readings(dates, scored={"2021-05-20"})
+    html_path = render_report(PatientReport("P1", _forecasts(), visits, joints=joints), tmp_path)
+    sources = referenced_images(html_path)
+    assert [s for s in sources if "joints_" in s] == ["figures/joints_hand_left.png",
+                                                      "figures/joints_foot_right.png"]
+    for src in sources:
+        with Image.open(html_path.parent / src) as png:
+            assert png.format == "PNG"
+    html = html_path.read_text()
+    assert "Per-joint damage (model reading)" in html
+    assert "These are model readings, not a reader's scores." in html
+    assert "black marks: the reader's score of the same joint" in html
+    # 22 hand joints x (1.5 erosion + 0.1 JSN); the reader gave 1 erosion to every joint
+    assert "Left hand</b>: model reading 35.2 units in total (reader: 22.0)" in html
+    assert "Largest increases read since 2018-01-10: PIP2 +1.5, PIP3 +1.5, PIP4 +1.5." in html
+
+
+def test_per_joint_section_of_a_one_visit_patient_has_no_change(tmp_path):
+    joints = _readings(["2021-05-20"], regions=("hand_right",))
+    report = PatientReport("P1", _forecasts(), [_visit("2021-05-20", regions=("hand_right",))], joints=joints)
+    html_path = render_report(report, tmp_path)
+    html = html_path.read_text()
+    assert "figures/joints_hand_right.png" in referenced_images(html_path)
+    assert all((tmp_path / src).is_file() for src in referenced_images(html_path))
+    assert "No earlier radiograph of this region to compare with." in html
+    assert "Lower panel" not in html and "black marks" not in html
+    assert "(reader:" not in html  # not scored at this visit

@@ -34,3 +34,18 @@ def test_written_files_are_readable_by_others_like_a_plain_open(tmp_path):
     os.umask(mask)
     assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~mask
     assert pd.read_csv(target, dtype={"patient_id": str}).patient_id.tolist() == ["007"]
+
+
+def test_json_safe_turns_nan_numpy_and_timestamps_into_plain_json():
+    import json
+
+    import numpy as np
+    import pandas as pd
+
+    from progression.io import json_safe
+
+    value = {1: [np.float32(1.5), float("nan"), np.inf], "when": pd.Timestamp("2024-03-01"),
+             "n": np.int64(3), "nested": ({"x": -np.inf},)}
+    assert json_safe(value) == {"1": [1.5, None, None], "when": "2024-03-01", "n": 3,
+                                "nested": [{"x": None}]}
+    json.dumps(json_safe(value), allow_nan=False)

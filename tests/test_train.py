@@ -57,7 +57,14 @@ def test_fit_logs_one_run_with_config_params_tags_metrics_and_checkpoint(run):
 
 
 def test_logged_mlflow_model_loads_and_predicts(run):
-    model = mlflow.pyfunc.load_model(f"runs:/{run.result.run_id}/model")
+    # As a user would: point MLflow at the store the run was logged to (training leaves the
+    # process-wide URI as it found it).
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(run.tracking_uri)
+    try:
+        model = mlflow.pyfunc.load_model(f"runs:/{run.result.run_id}/model")
+    finally:
+        mlflow.set_tracking_uri(previous)
     out = model.predict(pd.DataFrame({"cohort_dir": [str(run.cohort)]}))
     assert list(out.columns) == PREDICTION_COLUMNS
     assert len(out) == 2 * 12  # 12 patients x horizons 1 and 2 years

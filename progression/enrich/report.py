@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ import pandas as pd
 from progression.enrich.analysis import LABELS, MATRIX, MODEL, NONE, EnrichmentResult
 from progression.enrich.plan import SelectorPlan, Sizing
 from progression.enrich.sample_size import ArmSizes
-from progression.io import atomic_write_bytes, atomic_write_csv, atomic_write_text
+from progression.io import atomic_write_bytes, atomic_write_csv, atomic_write_text, json_safe
 
 SELECTED_COLUMNS = ("patient_id", "rank", "risk_score", "p_rapid", "delta_svdh_pred",
                     "delta_svdh_lo", "delta_svdh_hi", "svdh_index_pred", "index_date",
@@ -35,19 +34,6 @@ TEMPLATE = "report.html.j2"
 def _arms(sizes: ArmSizes | None) -> dict[str, int] | None:
     return None if sizes is None else {"control": sizes.control, "treated": sizes.treated,
                                        "total": sizes.total}
-
-
-def _clean(value: Any) -> Any:
-    """JSON-safe: NaN/inf become null, numpy scalars become Python numbers."""
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def _sizing_dict(sizing: Sizing, saved: dict | None) -> dict[str, Any]:
@@ -122,7 +108,7 @@ def summary_dict(result: EnrichmentResult, inputs: dict[str, str]) -> dict[str, 
                 for name, powers in val.power.items()
             },
         }
-    return _clean(out)
+    return json_safe(out)
 
 
 def metrics(summary: dict[str, Any]) -> dict[str, float]:

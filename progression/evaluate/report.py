@@ -8,7 +8,7 @@ It writes atomically into ``out_dir``: ``metrics.json`` (every metric of every m
 its bootstrap CI, the cohort description, the survival analysis, the settings),
 ``metrics.csv`` (the same metrics, one row each), ``report.html`` (TRIPOD-style, readable
 offline, figures referenced by relative path), the PNG figures, ``outcomes.csv`` (the
-outcomes used) and ``predictions/<method>.csv`` for every baseline (usable as a selector by
+outcomes used) and ``predictions/<method>.csv`` for the model and every baseline (a selector for
 ``progression enrich``). With a tracking URI the metrics (``test/mae_delta_1y``, ...; a
 baseline's as ``test/<baseline>/mae_delta_1y``) and the whole directory are logged to an
 MLflow run.
@@ -58,7 +58,7 @@ from progression.evaluate.tables import (
     read_outcomes,
     read_predictions,
 )
-from progression.io import atomic_write_bytes, atomic_write_csv, atomic_write_text
+from progression.io import atomic_write_bytes, atomic_write_csv, atomic_write_text, json_safe
 from progression.scoring import is_rapid
 
 log = logging.getLogger(__name__)
@@ -299,21 +299,6 @@ def describe_cohort(cohort: CohortTables, outcomes: pd.DataFrame,
 
 
 # --------------------------------------------------------------------------- output
-def _clean(value: Any) -> Any:
-    """JSON-safe: NaN/inf -> None, numpy scalars -> Python, timestamps -> ISO dates."""
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, pd.Timestamp):
-        return value.strftime("%Y-%m-%d")
-    return value
-
-
 def _nested_metrics(table: pd.DataFrame) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for row in table.itertuples(index=False):
@@ -544,12 +529,11 @@ def evaluate(
     if km is not None:
         files["km"] = "km.png"
         atomic_write_bytes(out_dir / "km.png", figures.km_figure(km, survival_method))
-    for name, predictions in methods.items():
-        if name != model_key:
-            path = f"predictions/{name}.csv"
-            atomic_write_csv(out_dir / path, predictions.assign(
-                index_date=predictions["index_date"].dt.strftime("%Y-%m-%d")))
-            files[f"predictions_{name}"] = path
+    for name, predictions in methods.items():  # the model's too: a checkpoint's were made here
+        path = f"predictions/{name}.csv"
+        atomic_write_csv(out_dir / path, predictions.assign(
+            index_date=predictions["index_date"].dt.strftime("%Y-%m-%d")))
+        files[f"predictions_{name}"] = path
     atomic_write_csv(out_dir / "outcomes.csv", outcomes.assign(
         index_date=outcomes["index_date"].dt.strftime("%Y-%m-%d")))
     files["outcomes"] = "outcomes.csv"
@@ -569,7 +553,7 @@ def evaluate(
     }
     degraded = {m: int((p["note"].fillna("") != "").sum() // max(len(horizons), 1))
                 for m, p in methods.items()}
-    results = _clean({
+    results = json_safe({
         "settings": settings,
         "model": model_key,
         "methods": list(methods),

@@ -13,6 +13,13 @@ padded frame the model sees), and the top-k hit rate against three kinds of trut
   the index (what the forecast is about, but not yet visible);
 - ``damaged_at_index`` (damage maps): joints with any true damage at the index visit.
 
+A second way to rank the joints of a film needs no heatmap: the encoder's per-joint head
+reads each joint's damage, so the change it reads between the region's first film and the
+index film (:func:`progression.explain.joints.joint_change`) ranks joints directly:
+
+- ``joint_head_progressed_before_index``: joints ranked by that change vs the same truth as
+  ``progressed_before_index``, on the same films (those whose region was filmed before).
+
 Each comes with the exact hit rate of k joints drawn at random from the same film.
 """
 
@@ -36,6 +43,7 @@ from progression.explain.attributions import (
     progressing_joints,
 )
 from progression.explain.gradcam import finest_semantic_layer, grad_cam
+from progression.explain.joints import joint_change, joint_readings
 from progression.explain.patient import ChangeFromFilms, DamageFromFilms, load_patient
 from progression.models.checkpoint import checkpoint_config, model_from_checkpoint, read_checkpoint
 from progression.predict import resolve_checkpoint
@@ -44,7 +52,8 @@ from progression.scoring import REGIONS
 
 @dataclass
 class FilmHeatmaps:
-    """Grad-CAM maps of one film as the model saw it (``[size, size]``, >= 0)."""
+    """Grad-CAM maps of one film as the model saw it (``[size, size]``, >= 0), and the change
+    the per-joint head reads on it."""
 
     patient_id: str
     visit_date: str
@@ -52,6 +61,9 @@ class FilmHeatmaps:
     path: str  # absolute path of the film
     change: np.ndarray  # for the change forecast at the explained horizon
     damage: np.ndarray  # for the film's own damage reading
+    # per-joint head: erosion + JSN change (SvdH units) since the region's first film, by
+    # joint name; None when this is the region's first film
+    joint_change: pd.Series | None = None
 
 
 def index_film_heatmaps(
@@ -62,7 +74,8 @@ def index_film_heatmaps(
     cache_dir: str | Path | None = None,
     progress: bool = True,
 ) -> Iterator[FilmHeatmaps]:
-    """Heatmaps of the index-visit films of each patient (patients without films are skipped)."""
+    """Heatmaps and per-joint change of the index-visit films of each patient (patients
+    without films are skipped)."""
     from tqdm.auto import tqdm
 
     path = resolve_checkpoint(checkpoint)
@@ -85,9 +98,12 @@ def index_film_heatmaps(
             continue
         change = grad_cam(ChangeFromFilms(model, patient, horizon), patient.images, layer)
         damage = grad_cam(DamageFromFilms(model, patient.regions), patient.images, layer)
+        read = joint_change(joint_readings(model, patient)).groupby("region")
+        by_region = {region: group.set_index("joint")["change"] for region, group in read}
         for row in rows:
-            yield FilmHeatmaps(pid, str(a.visit_date[last]), REGIONS[int(a.image_region[row])],
-                               a.image_path[row], change[row], damage[row])
+            region = REGIONS[int(a.image_region[row])]
+            yield FilmHeatmaps(pid, str(a.visit_date[last]), region, a.image_path[row],
+                               change[row], damage[row], by_region.get(region))
 
 
 def square_frame(locations: pd.DataFrame, height: int, width: int, size: int) -> pd.DataFrame:
@@ -121,7 +137,8 @@ def localisation_hit_rates(
     horizon: float = 1.0,
     seed: int = 0,
 ) -> dict[str, HitRate]:
-    """Top-k joint hit rates of index-film heatmaps on the simulated cohort ``data`` (see module).
+    """Top-k joint hit rates of index-film heatmaps and of the per-joint head's change on the
+    simulated cohort ``data`` (see module).
 
     ``films``: e.g. :func:`index_film_heatmaps` of a checkpoint, maps ``[image_size,
     image_size]`` in the padded square frame. Raises CohortError when ``data`` has no
@@ -144,7 +161,8 @@ def localisation_hit_rates(
     first_date = joint_truth[joint_truth["kind"] == "history"].groupby("patient_id")["visit_date"].min()
 
     by_kind: dict[str, tuple[list[pd.Series], list[set[str]]]] = {
-        name: ([], []) for name in ("progressed_before_index", "progresses_next_year", "damaged_at_index")
+        name: ([], []) for name in ("progressed_before_index", "progresses_next_year",
+                                    "damaged_at_index", "joint_head_progressed_before_index")
     }
     by_path = dict(tuple(locations.groupby("abs_path")))
     for film in films:
@@ -165,4 +183,8 @@ def localisation_hit_rates(
             masses, sets = by_kind[name]
             masses.append(damage if name == "damaged_at_index" else change)
             sets.append(truth)
+        if film.joint_change is not None:
+            masses, sets = by_kind["joint_head_progressed_before_index"]
+            masses.append(film.joint_change)
+            sets.append(truths["progressed_before_index"])
     return {name: hit_rate(m, s, k=k, seed=seed) for name, (m, s) in by_kind.items()}

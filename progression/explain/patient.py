@@ -6,6 +6,8 @@ For the patient's history (up to the index visit, as ``predict`` sees it) this c
 - Grad-CAM maps over every film for the change forecast at ``explained_horizon`` (the whole
   sequence model is differentiated, so earlier films count through the change they show) and
   for the current-score head (the film's own damage reading);
+- the per-joint head's reading of every film (SvdH units, :mod:`~progression.explain.joints`),
+  when the checkpoint trained that head;
 - per-visit effects: integrated gradients over each visit's inputs except the patient's static
   covariates, from an empty visit (SvdH units);
 - covariate effects in SvdH units compared with an average patient of the training split:
@@ -35,6 +37,7 @@ from progression.data.tables import CohortArrays, build_arrays
 from progression.errors import CohortError
 from progression.explain.attributions import integrated_gradients
 from progression.explain.gradcam import finest_semantic_layer, grad_cam
+from progression.explain.joints import joint_readings
 from progression.explain.report import CovariateEffect, PatientReport, RegionImage, VisitView
 from progression.models.checkpoint import checkpoint_config, model_from_checkpoint, read_checkpoint
 from progression.models.forecaster import Forecaster
@@ -299,11 +302,16 @@ def explain_patient(
             images=films,
         ))
     calibration = ckpt["progression"].get("calibration")
+    # an untrained per-joint head reads noise: no map rather than a misleading one
+    meta = ckpt["progression"]
+    joint_head_trained = (cfg.loss.joint > 0 and meta.get("image_epochs", 1) > 0
+                          and meta.get("joint_supervised", True))
     return PatientReport(
         patient_id=pid,
         forecasts=forecasts,
         visits=visits,
         covariates=_covariate_effects(model, spec, patient, feats, horizon, steps),
+        joints=joint_readings(model, patient) if joint_head_trained else None,
         interval_level=float(calibration["level"]) if calibration else cfg.model.interval_level,
         interval_calibrated=calibration is not None,
         explained_horizon=horizon,

@@ -4,7 +4,8 @@ Layout of what :func:`render_report` writes::
 
     <out_dir>/report.html          the page (jinja2 template templates/report.html.j2)
     <out_dir>/figures/scores.png   observed and estimated SvdH over time with the forecast
-    <out_dir>/figures/v01_hand_left.png, v01_hand_left_heat.png, ...  radiograph + heatmap
+    <out_dir>/figures/joints_hand_left.png, ...  per-joint model reading at the index visit
+    <out_dir>/figures/v01_hand_left.png, v01_hand_left_damage.png, ...  radiograph + heatmaps
 
 Figures are PNG files next to the page, referenced by relative paths, so the folder is
 self-contained (no network, no scripts): it can be zipped, attached or opened from disk, the
@@ -15,6 +16,7 @@ page stays small, and the figures can be reused in slides. The page is built fro
 from __future__ import annotations
 
 import io
+import re
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -23,12 +25,14 @@ import numpy as np
 import pandas as pd
 
 from progression.explain.gradcam import overlay, save_png
+from progression.explain.joints import joint_change, reader_total
 from progression.io import atomic_write_bytes, atomic_write_text
 from progression.scoring import DEFAULT_SDC, RAPID_RATE, SVDH_MAX_TOTAL
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
-MIN_EFFECT = 0.05  # SvdH units: smaller covariate effects are counted, not listed
+MIN_EFFECT = 0.05  # SvdH units: smaller covariate effects are counted, joint changes not named
 MAX_COVARIATES = 8  # rows of the covariate table
+MAX_LISTED_CHANGES = 3  # joints named in the caption of a region's per-joint figure
 REGION_LABELS = {
     "hand_left": "Left hand",
     "hand_right": "Right hand",
@@ -77,6 +81,9 @@ class PatientReport:
 
     ``forecasts`` holds the patient's rows of the predictions table (one per horizon).
     ``explained_horizon`` (years) is the horizon the heatmaps and attributions refer to.
+    ``joints`` is the per-joint head's reading of every film
+    (:func:`progression.explain.joints.joint_readings`; None: not shown, e.g. a
+    covariates-only model or one whose per-joint head was not trained).
     """
 
     patient_id: str
@@ -89,6 +96,7 @@ class PatientReport:
     uses_images: bool = True  # False: a covariates-only model (no films, no heatmaps)
     model_name: str = ""
     generated_on: str = ""
+    joints: pd.DataFrame | None = None
 
 
 def _fmt(value: float, signed: bool = False) -> str:
@@ -169,6 +177,90 @@ def _scores_figure(report: PatientReport, path: Path) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
+def _site_label(joint: str, region: str) -> str:
+    """``hand_left_mcp2`` -> ``MCP2``, ``hand_left_radius`` -> ``Radius``: how joints are
+    named on a scoring sheet."""
+    site = joint.removeprefix(f"{region}_")
+    return site.upper() if re.fullmatch(r"(mcp|pip|mtp|cmc|ip|stt|csl)\d?", site) else site.capitalize()
+
+
+def _joint_figure(reading: pd.DataFrame, change: pd.DataFrame, path: Path) -> None:
+    """One region's film at the index visit, joint by joint: the model's erosion and JSN as
+    stacked bars, the reader's grade as a black mark where that joint was scored, and (when
+    ``change`` has rows) a lower panel with the change read since the region's first film."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    region = str(reading["region"].iloc[0])
+    x = np.arange(len(reading))
+    panels = 2 if len(change) else 1
+    fig, axes = plt.subplots(panels, 1, figsize=(max(4.2, 0.3 * len(x) + 1.4), 1.1 + 1.7 * panels),
+                             dpi=110, sharex=True, squeeze=False)
+    try:
+        ax = axes[0, 0]
+        erosion = reading["erosion_pred"].to_numpy(dtype=float)
+        jsn = reading["jsn_pred"].to_numpy(dtype=float)
+        ax.bar(x, erosion, color="#1f4e79", label="erosion (model)")
+        ax.bar(x, jsn, bottom=erosion, color="#9dc3e6", label="narrowing (model)")
+        reader = reader_total(reading["erosion_reader"], reading["jsn_reader"]).to_numpy(dtype=float)
+        scored = np.isfinite(reader)
+        if scored.any():
+            ax.plot(x[scored], reader[scored], "_", color="black", ms=11, mew=2.5, label="reader's score")
+        ax.set_ylim(0, max(1.0, float(np.nanmax([*(erosion + jsn), *reader[scored]])) * 1.15))
+        ax.set_ylabel("SvdH units", fontsize=8)
+        # A foot has 6 joints: its narrow figure takes the legend in two rows.
+        ax.legend(loc="lower left", bbox_to_anchor=(0, 1.0), ncol=3 if len(x) > 10 else 2,
+                  fontsize=7, frameon=False)
+        if len(change):
+            delta = change.set_index("joint")["change"].reindex(reading["joint"]).to_numpy(dtype=float)
+            low = axes[1, 0]
+            low.bar(x, delta, color=np.where(delta >= 0, "#c55a11", "#2e75b6"))
+            low.axhline(0, color="#999999", lw=0.8)
+            # At least +-1 SvdH unit: a grade is 1 unit, and hundredths must not look like change.
+            reach = max(1.0, float(np.nanmax(np.abs(delta), initial=0.0)) * 1.15)
+            low.set_ylim(-reach, reach)
+            low.set_ylabel(f"change since\n{change['first_date'].iloc[0]}", fontsize=8)
+        bottom = axes[-1, 0]
+        bottom.set_xticks(x, [_site_label(j, region) for j in reading["joint"]], rotation=90, fontsize=8)
+        for a in axes[:, 0]:
+            a.tick_params(axis="y", labelsize=7)
+            a.grid(axis="y", alpha=0.3)
+        fig.tight_layout()
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png")
+    finally:
+        plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _joint_maps(readings: pd.DataFrame, out_dir: Path) -> list[dict]:
+    """Write one per-joint figure per region filmed at the index visit (the latest date of
+    ``readings``); returns what the page says about each."""
+    index_date = readings["visit_date"].max()
+    changes = joint_change(readings)
+    maps = []
+    for region, reading in readings[readings["visit_date"] == index_date].groupby("region", sort=False):
+        change = changes[changes["region"] == region]
+        name = f"figures/joints_{region}.png"
+        _joint_figure(reading, change, out_dir / name)
+        reader = reader_total(reading["erosion_reader"], reading["jsn_reader"])
+        worse = change[change["change"] >= MIN_EFFECT].nlargest(MAX_LISTED_CHANGES, "change")
+        maps.append({
+            "label": REGION_LABELS.get(region, region),
+            "src": name,
+            "total": _fmt(float((reading["erosion_pred"] + reading["jsn_pred"]).sum())),
+            # a partly scored region has no reader total to compare with
+            "reader": _fmt(float(reader.sum())) if reader.notna().all() else None,
+            "scored": bool(reader.notna().any()),
+            "first_date": str(change["first_date"].iloc[0]) if len(change) else None,
+            "worse": ", ".join(f"{_site_label(j, region)} {_fmt(c, signed=True)}"
+                               for j, c in zip(worse["joint"], worse["change"])),
+        })
+    return maps
+
+
 def referenced_images(html_path: str | Path) -> list[str]:
     """The ``src`` of every ``<img>`` of a report page, in order: check that a copied or
     uploaded report folder is complete (each is relative to the page's folder)."""
@@ -192,6 +284,7 @@ def render_report(report: PatientReport, out_dir: str | Path) -> Path:
     out_dir = Path(out_dir)
     figures = out_dir / "figures"
     _scores_figure(report, figures / "scores.png")
+    joint_maps = [] if report.joints is None or report.joints.empty else _joint_maps(report.joints, out_dir)
 
     # one colour scale per kind of map for the whole patient, so films compare
     vmax = {
@@ -274,6 +367,10 @@ def render_report(report: PatientReport, out_dir: str | Path) -> Path:
         min_effect=f"{MIN_EFFECT:g}",
         model_name=report.model_name,
         generated_on=report.generated_on,
+        joint_maps=joint_maps,
+        joint_date=None if not joint_maps else str(report.joints["visit_date"].max()),
+        joint_reader=any(m["scored"] for m in joint_maps),
+        joint_change=any(m["first_date"] for m in joint_maps),
     )
     path = out_dir / "report.html"
     atomic_write_text(path, html)
