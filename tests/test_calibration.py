@@ -1,4 +1,5 @@
-"""Conformal (CQR) calibration: coverage reaches the nominal level, with the finite-sample rank."""
+"""Conformal (asymmetric CQR) calibration: coverage reaches the nominal level, with the
+finite-sample rank on each side, and a skewed change no longer drags the lower bound down."""
 
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ import pytest
 from progression.calibration import (
     CalibrationError,
     ConformalCalibration,
+    Correction,
     conformal_quantile,
     damage_tertile,
     empirical_coverage,
     fit_conformal,
+    fit_preferred,
 )
 
 HORIZONS = (1.0, 2.0)
@@ -78,32 +81,81 @@ def test_calibrated_intervals_cover_90_percent_of_new_patients(width_factor, off
 def test_too_wide_intervals_get_narrower():
     frame = _forecasts(400, seed=3, width_factor=2.0)
     cal = fit_conformal(frame)
-    assert all(q < 0 for q in cal.corrections.values())
+    assert all(q.lo < 0 and q.hi < 0 for q in cal.corrections.values())
     out = cal.apply(frame)
     assert ((out["delta_svdh_hi"] - out["delta_svdh_lo"]) < (frame["delta_svdh_hi"] - frame["delta_svdh_lo"])).all()
 
 
-def test_correction_is_the_finite_sample_rank_not_the_plain_quantile():
-    # 19 patients with scores 1..19 (observed change above hi by k units):
-    # rank ceil((19 + 1) * 0.9) = 18 -> Q = 18, whereas np.quantile(0.9) would give 17.2.
+def test_each_side_is_the_finite_sample_rank_of_its_own_misses():
+    # Raw interval [0, 10] for 39 patients: 19 above it by 1..19 units, 19 below it by
+    # 0.1..1.9, one inside (y = 5). Each side's rank is ceil((39 + 1) x 0.95) = 38 of 39.
+    #   E_hi = y - 10: -11.9..-10.1, -5, 1..19   -> 38th smallest = 18
+    #   E_lo = 0 - y: -29..-11, -5, 0.1..1.9     -> 38th smallest = 1.8
     k = np.arange(1, 20, dtype=float)
+    observed = np.concatenate([10.0 + k, -k / 10.0, [5.0]])
     frame = pd.DataFrame(
-        {"horizon_years": 1.0, "delta_svdh_lo": 0.0, "delta_svdh_hi": 0.0, "delta_svdh_obs": k}
+        {"horizon_years": 1.0, "delta_svdh_lo": 0.0, "delta_svdh_hi": 10.0, "delta_svdh_obs": observed}
     )
     cal = fit_conformal(frame, level=0.9)
-    assert cal.corrections[1.0] == 18.0
-    assert math.ceil((19 + 1) * 0.9) == 18
-    assert conformal_quantile(k, 0.8) == 16.0  # ceil(20 * 0.8) = 16
+    assert math.ceil((39 + 1) * 0.95) == 38
+    assert cal.corrections[1.0] == pytest.approx(Correction(lo=1.8, hi=18.0))
+    # the plain empirical 95% quantile of E_hi would be 17.1, one rank too optimistic
+    assert np.quantile(observed - 10.0, 0.95) == pytest.approx(17.1)
+    out = cal.apply(frame.iloc[:1])
+    assert (out["delta_svdh_lo"].iloc[0], out["delta_svdh_hi"].iloc[0]) == pytest.approx((-1.8, 28.0))
+    assert conformal_quantile(k, 0.8) == 16.0  # ceil(20 x 0.8) = 16
 
 
-def test_too_few_calibration_patients_is_a_clear_error_and_nine_are_enough_for_90_percent():
+@pytest.mark.parametrize(("level", "need", "need_both"), [(0.9, 9, 19), (0.8, 4, 9), (0.95, 19, 39)])
+def test_too_few_calibration_patients_is_a_clear_error_naming_how_many_are_needed(level, need,
+                                                                                 need_both):
+    # symmetric rank ceil((n + 1) level) <= n needs n >= level / (1 - level); each side's rank
+    # ceil((n + 1)(1 + level) / 2) needs n >= (1 + level) / (1 - level)
     frame = pd.DataFrame(
-        {"horizon_years": 1.0, "delta_svdh_lo": 0.0, "delta_svdh_hi": 0.0, "delta_svdh_obs": np.arange(1.0, 10.0)}
+        {"horizon_years": 1.0, "delta_svdh_lo": 0.0, "delta_svdh_hi": 0.0,
+         "delta_svdh_obs": np.arange(1.0, need_both + 1.0)}
     )
-    with pytest.raises(CalibrationError, match="only 8 calibration patient.*at least 9"):
+    with pytest.raises(CalibrationError,
+                       match=f"only {need - 1} calibration patient.*at least {need} .*{need_both} "
+                             ".*validation split"):
+        fit_conformal(frame.iloc[: need - 1], level=level)
+    # between the two: one symmetric correction, max(lo - y, y - hi) at rank ceil((n + 1) level)
+    symmetric = fit_conformal(frame.iloc[:need], level=level).corrections[1.0]
+    assert symmetric == (float(need), float(need))
+    # (19 + 1) x 0.95 is exactly 19 (and (9 + 1) x 0.9 = 9, not 9.000000000000002 rounded up):
+    # with exactly `need_both` patients each side's correction is its largest miss
+    assert fit_conformal(frame, level=level).corrections[1.0] == (-1.0, float(need_both))
+
+
+def test_a_small_calibration_split_gets_one_correction_for_both_sides_not_none():
+    frame = pd.DataFrame(
+        {"horizon_years": 1.0, "delta_svdh_lo": 0.0, "delta_svdh_hi": 1.0,
+         "delta_svdh_obs": np.r_[np.zeros(9), 5.0]}
+    )
+    correction = fit_conformal(frame, level=0.9).corrections[1.0]  # 10 patients: < 19, >= 9
+    # rank ceil(11 x 0.9) = 10 of max(lo - y, y - hi) = (0 x 9, 4): the 5-unit miss above
+    # sets both sides
+    assert correction.lo == correction.hi == 4.0
+    with pytest.raises(CalibrationError, match="needs at least 9 .*19 for separate"):
         fit_conformal(frame.iloc[:8], level=0.9)
-    # (9 + 1) * 0.9 = 9 (not 9.000000000000002 rounded up): the largest of nine scores
-    assert fit_conformal(frame, level=0.9).corrections[1.0] == 9.0
+
+
+@pytest.mark.parametrize(("per_horizon", "pooled", "symmetric"),
+                         [(20, False, False), (12, True, False), (6, True, True)])
+def test_fit_prefers_separate_corrections_pooled_over_one_symmetric_per_horizon(
+        per_horizon, pooled, symmetric):
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({
+        "horizon_years": np.repeat([1.0, 2.0], per_horizon),
+        "delta_svdh_lo": 0.0, "delta_svdh_hi": 2.0,
+        "delta_svdh_obs": rng.gamma(1.0, 2.0, 2 * per_horizon),
+    })
+    cal = fit_preferred(frame, level=0.9)
+    assert cal.scale_by_horizon is pooled
+    q, _ = cal.correction_for(1.0)
+    assert (q.lo == q.hi) is symmetric
+    with pytest.raises(CalibrationError, match="needs at least 9"):
+        fit_preferred(frame.iloc[[0, 1, per_horizon, per_horizon + 1]], level=0.9)
 
 
 def test_missing_observed_column_names_the_column():
@@ -120,9 +172,74 @@ def test_state_round_trips_through_json_and_gives_the_same_intervals():
     pd.testing.assert_frame_equal(restored.apply(frame), cal.apply(frame))
 
 
-def test_damaged_state_is_a_clear_error():
+@pytest.mark.parametrize(
+    "state",
+    [
+        {"level": 0.9},
+        {"method": "quantile-magic", "level": 0.9, "scale_by_horizon": False, "per_year": 1.0,
+         "corrections": {}, "n_calibration": {}},
+        # an asymmetric state must hold both sides
+        {"method": "cqr-asymmetric", "level": 0.9, "scale_by_horizon": False,
+         "per_year": {"lo": 0.5, "hi": 2.0}, "corrections": {"1.0": 1.5}, "n_calibration": {"1.0": 30}},
+    ],
+    ids=["missing-keys", "unknown-method", "one-sided-asymmetric"],
+)
+def test_damaged_state_is_a_clear_error(state):
     with pytest.raises(CalibrationError, match="refit"):
-        ConformalCalibration.from_dict({"level": 0.9})
+        ConformalCalibration.from_dict(state)
+
+
+def test_old_symmetric_state_loads_and_gives_the_old_intervals():
+    # the state checkpoints carried before the asymmetric rule: one Q per horizon, both sides
+    old = {"method": "cqr", "level": 0.9, "scale_by_horizon": False, "per_year": 1.25,
+           "corrections": {"1.0": 1.5, "2.0": 2.25}, "n_calibration": {"1.0": 30, "2.0": 28}}
+    cal = ConformalCalibration.from_dict(old)
+    assert cal.corrections == {1.0: (1.5, 1.5), 2.0: (2.25, 2.25)} and cal.per_year == (1.25, 1.25)
+    raw = pd.DataFrame({"horizon_years": [1.0, 2.0, 3.0], "delta_svdh_lo": [0.0, -1.0, 1.0],
+                        "delta_svdh_hi": [4.0, 6.0, 1.0], "note": ""})
+    out = cal.apply(raw)
+    np.testing.assert_allclose(out["delta_svdh_lo"], [0.0 - 1.5, -1.0 - 2.25, 1.0 - 3 * 1.25])
+    np.testing.assert_allclose(out["delta_svdh_hi"], [4.0 + 1.5, 6.0 + 2.25, 1.0 + 3 * 1.25])
+    assert out["note"].tolist() == ["", "", "interval calibrated by extrapolation from other horizons"]
+    # the pre-"method" states meant the same; a re-saved old state keeps its intervals
+    del old["method"]
+    assert ConformalCalibration.from_dict(old) == cal
+    resaved = ConformalCalibration.from_dict(json.loads(json.dumps(cal.to_dict())))
+    assert resaved.to_dict()["method"] == "cqr-asymmetric"
+    pd.testing.assert_frame_equal(resaved.apply(raw), out)
+
+
+def test_right_skewed_change_keeps_the_lower_bound_near_the_raw_one():
+    """SvdH-like change: gamma (most 0-3 units, a long tail to 20+) plus reader noise, with a
+    symmetric raw interval around the median. The symmetric rule's single Q is set by the big
+    upward misses and drags the lower bound units below zero; the asymmetric one barely moves it."""
+    rng = np.random.default_rng(11)
+
+    def draw(n):
+        return rng.gamma(0.6, 5.0, n) + rng.normal(0.0, 1.0, n)
+
+    calibration_y, test_y = draw(400), draw(3000)
+    median = float(np.median(calibration_y))
+
+    def table(y):
+        return pd.DataFrame({"horizon_years": 1.0, "delta_svdh_lo": median - 3.0,
+                             "delta_svdh_hi": median + 3.0, "delta_svdh_obs": y})
+
+    calibration_split, test_split = table(calibration_y), table(test_y)
+    raw_lo = median - 3.0
+    raw_coverage = _coverage(test_split, 1.0)
+    assert raw_coverage < 0.8  # the raw interval really is too narrow (above all, too low-reaching)
+
+    # the symmetric rule by hand: Q = ceil(401 x 0.9) = 361st smallest of max(lo - y, y - hi)
+    symmetric_q = conformal_quantile(np.maximum(raw_lo - calibration_y, calibration_y - median - 3.0), 0.9)
+    cal = fit_conformal(calibration_split, level=0.9)
+    q = cal.corrections[1.0]
+    assert q.hi > 2.0 * abs(q.lo)  # the upper side needs the room, the lower side does not
+    assert abs(q.lo) < symmetric_q / 3.0
+    assert raw_lo - q.lo > raw_lo - symmetric_q + 2.0  # lower bound at least 2 units higher
+    calibrated = cal.apply(test_split)
+    assert (calibrated["delta_svdh_lo"] > -1.5).all()  # about the reader noise, not -4 or worse
+    assert _coverage(calibrated, 1.0) >= 0.9 - 0.05
 
 
 def test_uncalibrated_horizon_uses_the_per_year_correction_and_says_so():
@@ -130,8 +247,10 @@ def test_uncalibrated_horizon_uses_the_per_year_correction_and_says_so():
     cal = fit_conformal(frame)
     three_years = frame[frame["horizon_years"] == 2.0].assign(horizon_years=3.0)
     out = cal.apply(three_years)
-    q = out["delta_svdh_hi"].to_numpy() - three_years["delta_svdh_hi"].to_numpy()
-    np.testing.assert_allclose(q, cal.per_year * 3.0)
+    q_hi = out["delta_svdh_hi"].to_numpy() - three_years["delta_svdh_hi"].to_numpy()
+    q_lo = three_years["delta_svdh_lo"].to_numpy() - out["delta_svdh_lo"].to_numpy()
+    np.testing.assert_allclose(q_hi, cal.per_year.hi * 3.0)
+    np.testing.assert_allclose(q_lo, cal.per_year.lo * 3.0)
     assert out["note"].str.contains("extrapolation").all()
     assert not cal.apply(frame)["note"].str.contains("extrapolation").any()
 
@@ -210,11 +329,11 @@ def test_fit_stores_the_conformal_correction_and_predict_applies_it(covariate_mo
     for h in (1.0, 2.0):
         q, _ = cal.correction_for(h)
         rows = raw["horizon_years"] == h
-        np.testing.assert_allclose(calibrated.loc[rows, "delta_svdh_hi"], raw.loc[rows, "delta_svdh_hi"] + q, atol=1e-6)
-        np.testing.assert_allclose(calibrated.loc[rows, "delta_svdh_lo"], raw.loc[rows, "delta_svdh_lo"] - q, atol=1e-6)
+        np.testing.assert_allclose(calibrated.loc[rows, "delta_svdh_hi"], raw.loc[rows, "delta_svdh_hi"] + q.hi, atol=1e-6)
+        np.testing.assert_allclose(calibrated.loc[rows, "delta_svdh_lo"], raw.loc[rows, "delta_svdh_lo"] - q.lo, atol=1e-6)
     pd.testing.assert_series_equal(calibrated["delta_svdh_pred"], raw["delta_svdh_pred"])
     card = covariate_model["checkpoint"].parent.parent / "MODEL_CARD.md"
-    assert "| horizon (years) | correction added to each side (SvdH units) |" in card.read_text()
+    assert "| horizon (years) | correction, lower and upper bound (SvdH units) |" in card.read_text()
 
 
 @pytest.mark.slow

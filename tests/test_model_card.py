@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from progression.calibration import ConformalCalibration
+from progression.calibration import ConformalCalibration, Correction
 from progression.explain.model_card import ModelCardInputs, write_model_card
 
 
@@ -22,7 +22,8 @@ def _card(**changes) -> ModelCardInputs:
             {"subgroup": ["all", "sex"], "level": ["all", "F"], "n": [40, 22], "coverage": [0.9, 0.8636]}
         ),
         calibration=ConformalCalibration(
-            level=0.9, scale_by_horizon=False, per_year=1.25, corrections={1.0: 1.5, 2.0: 2.25},
+            level=0.9, scale_by_horizon=False, per_year=Correction(0.25, 1.25),
+            corrections={1.0: Correction(0.5, 1.5), 2.0: Correction(0.75, 2.25)},
             n_calibration={1.0: 30, 2.0: 28},
         ),
         config={"train": {"lr": 0.001}, "model": {"backbone": "resnet10t"}},
@@ -44,10 +45,27 @@ def test_card_lists_data_metrics_with_ci_subgroups_and_calibration(tmp_path):
     assert "| `test/auroc_rapid_1y` | AUROC for rapid progression" in text
     assert "| 0.812 | not computed |" in text
     assert "| sex | F | 22 | 0.864 |" in text
-    assert "| 2 | 2.25 | 28 |" in text  # horizon 2 y: +2.25 units each side, 28 patients
+    # horizon 2 y: lower bound 0.75 units further down, upper 2.25 further up, 28 patients
+    assert "| 2 | 0.75 below, 2.25 above | 28 |" in text
     assert "SIMULATED cohort" in text
     assert "| `train.lr` | 0.001 |" in text
     assert [p.name for p in tmp_path.iterdir()] == ["MODEL_CARD.md"]
+
+
+def test_card_of_pooled_or_old_symmetric_calibration_shows_both_sides():
+    from progression.explain.model_card import render_model_card
+
+    pooled = ConformalCalibration(level=0.9, scale_by_horizon=True, per_year=Correction(-0.2, 1.5),
+                                  n_calibration={1.0: 12, 2.0: 10})
+    text = render_model_card(_card(calibration=pooled))
+    assert "a correction of -0.2 (below) and 1.5 (above) SvdH units per year of horizon" in text
+    assert "| 1 | -0.2 below, 1.5 above | 12 |" in text and "| 2 | -0.4 below, 3 above | 10 |" in text
+    # a checkpoint calibrated before the asymmetric rule: one Q, the same on both sides
+    old = ConformalCalibration.from_dict({
+        "method": "cqr", "level": 0.9, "scale_by_horizon": False, "per_year": 1.25,
+        "corrections": {"1.0": 1.5}, "n_calibration": {"1.0": 30},
+    })
+    assert "| 1 | 1.5 below, 1.5 above | 30 |" in render_model_card(_card(calibration=old))
 
 
 def test_card_without_results_or_calibration_says_so():

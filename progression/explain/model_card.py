@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from progression.calibration import ConformalCalibration
+from progression.calibration import ConformalCalibration, Correction
 from progression.io import atomic_write_text
 
 TEMPLATE = "model_card.md.j2"
@@ -100,6 +100,11 @@ def _number(value: Any) -> str:
     return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
 
 
+def _both_sides(correction: Correction) -> str:
+    """``"0.5 below, 3.2 above"``: how far a calibrated bound moved out (negative: in)."""
+    return f"{_number(correction.lo)} below, {_number(correction.hi)} above"
+
+
 def _describe(name: str) -> tuple[str, str]:
     """``("test/mae_delta_1y")`` -> ("mean absolute error of the predicted change, 1 year", unit)."""
     stem = name.rsplit("/", 1)[-1]
@@ -172,13 +177,15 @@ def render_model_card(card: ModelCardInputs) -> str:
     limitations.extend(card.limitations)
     calibration = None
     if card.calibration is not None:
+        # Asymmetric CQR widens the two sides by different amounts (skewed SvdH change needs
+        # far more room above than below), so every cell names both.
         cal = card.calibration
         calibration = {
             "level": f"{cal.level:.0%}",
             "pooled": cal.scale_by_horizon,
-            "per_year": _number(cal.per_year),
+            "per_year": f"{_number(cal.per_year.lo)} (below) and {_number(cal.per_year.hi)} (above)",
             "rows": [
-                {"horizon": f"{h:g}", "q": _number(cal.corrections.get(h, cal.per_year * h)),
+                {"horizon": f"{h:g}", "q": _both_sides(cal.correction_for(h)[0]),
                  "n": cal.n_calibration[h]}
                 for h in sorted(cal.n_calibration)
             ],
