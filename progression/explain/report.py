@@ -169,11 +169,16 @@ def _scores_figure(report: PatientReport, path: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend(loc="upper left", fontsize=8, frameon=False)
         fig.autofmt_xdate()
-        fig.tight_layout()
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png")
+        _write_png(fig, path)
     finally:
         plt.close(fig)
+
+
+def _write_png(fig, path: Path) -> None:
+    """Lay out ``fig`` and write it as a PNG, atomically."""
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
     atomic_write_bytes(path, buffer.getvalue())
 
 
@@ -227,12 +232,9 @@ def _joint_figure(reading: pd.DataFrame, change: pd.DataFrame, path: Path) -> No
         for a in axes[:, 0]:
             a.tick_params(axis="y", labelsize=7)
             a.grid(axis="y", alpha=0.3)
-        fig.tight_layout()
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png")
+        _write_png(fig, path)
     finally:
         plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
 
 
 def _joint_maps(readings: pd.DataFrame, out_dir: Path) -> list[dict]:
