@@ -77,11 +77,11 @@ def test_invalid_yaml_names_the_file(tmp_path):
 
 
 def test_missing_config_file_lists_bundled_configs():
-    with pytest.raises(ConfigError, match="not found.*cpu, default, gpu, tiny"):
+    with pytest.raises(ConfigError, match="not found.*cpu, cpu256, default, gpu, tiny"):
         load_config("/nonexistent/config.yaml")
 
 
-@pytest.mark.parametrize("name", ["tiny", "cpu", "default", "gpu"])
+@pytest.mark.parametrize("name", ["tiny", "cpu", "cpu256", "default", "gpu"])
 def test_every_bundled_config_loads_by_name(name):
     cfg = load_config(name)
     assert cfg.data.image_size in (64, 128, 256)
