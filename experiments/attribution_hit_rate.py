@@ -62,10 +62,9 @@ def main(argv: list[str] | None = None) -> dict:
     cohorts = {}
     for name, n, seed in (("train", args.patients, args.seed), ("test", args.test_patients, args.seed + 1000)):
         cohorts[name] = work / f"{name}_{n}_{args.image_size}px_seed{seed}"
-        if not (cohorts[name] / "patients.csv").is_file():
-            simulate_cohort(cohorts[name], SimulationConfig(
-                n_patients=n, seed=seed, image_size=args.image_size, rate_median=args.rate_median),
-                progress=not args.no_progress)
+        simulate_cohort(cohorts[name], SimulationConfig(
+            n_patients=n, seed=seed, image_size=args.image_size, rate_median=args.rate_median),
+            progress=not args.no_progress, overwrite=True, reuse=True)
     checkpoint = args.checkpoint
     if checkpoint is None:
         from progression.train import fit

@@ -65,12 +65,8 @@ def markdown_table(results: dict) -> str:
 
 def _simulate(root: Path, n: int, seed: int, image_size: int, images: bool,
               progress: bool) -> Path:
-    if (root / "truth" / "truth.csv").is_file():
-        print(f"   reusing {root}")
-        return root
     cfg = SimulationConfig(n_patients=n, seed=seed, image_size=image_size, render_images=images)
-    # No truth file: absent, or left half-written by an interrupted run (replace it).
-    return Path(simulate_cohort(root, cfg, progress=progress, overwrite=True))
+    return Path(simulate_cohort(root, cfg, progress=progress, overwrite=True, reuse=True))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -102,10 +102,8 @@ def simulate_base(work: Path, n_patients: int, seed: int, progress: bool) -> Pat
     from progression.simulate import SimulationConfig, simulate_cohort
 
     out = work / f"sim_{n_patients}p_seed{seed}"
-    if not (out / "truth" / "truth.csv").is_file():
-        cfg = SimulationConfig(n_patients=n_patients, seed=seed, image_size=64)
-        simulate_cohort(out, cfg, progress=progress, overwrite=out.exists())
-    return out
+    cfg = SimulationConfig(n_patients=n_patients, seed=seed, image_size=64)
+    return simulate_cohort(out, cfg, progress=progress, overwrite=True, reuse=True)
 
 
 def _read_tables(base: Path) -> dict[str, Any]:

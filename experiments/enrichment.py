@@ -45,11 +45,8 @@ LABELS = {"model": "model", "clinical_matrix": "clinical matrix", "none": "no en
 
 def _simulate(root: Path, n: int, seed: int, image_size: int, images: bool,
               progress: bool) -> Path:
-    if (root / "truth" / "truth.csv").is_file():
-        print(f"   reusing {root}")
-        return root
     cfg = SimulationConfig(n_patients=n, seed=seed, image_size=image_size, render_images=images)
-    return Path(simulate_cohort(root, cfg, progress=progress))
+    return Path(simulate_cohort(root, cfg, progress=progress, overwrite=True, reuse=True))
 
 
 def _oracle(root: Path) -> pd.DataFrame:

@@ -32,10 +32,8 @@ import pandas as pd
 def _simulate(path: Path, n: int, seed: int, size: int) -> Path:
     from progression.simulate import SimulationConfig, simulate_cohort
 
-    if not (path / "truth" / "truth.csv").is_file():  # absent, or left half-written
-        simulate_cohort(path, SimulationConfig(n_patients=n, seed=seed, image_size=size),
-                        progress=False, overwrite=True)
-    return path
+    return simulate_cohort(path, SimulationConfig(n_patients=n, seed=seed, image_size=size),
+                           progress=False, overwrite=True, reuse=True)
 
 
 def _unscored(cohort):

@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 
 from progression.cohort import Cohort, ImageCache, read_cohort
+from progression.columns import PREDICTION_COLUMNS
 from progression.config import Config
 from progression.data.covariates import CovariateSpec
 from progression.data.datasets import GroupedBatchSampler, SequenceDataset, collate_sequences
@@ -29,10 +30,6 @@ from progression.models.forecaster import Forecaster
 
 logger = logging.getLogger(__name__)
 
-PREDICTION_COLUMNS = [
-    "patient_id", "index_date", "horizon_years", "svdh_index_pred", "delta_svdh_pred",
-    "delta_svdh_lo", "delta_svdh_hi", "p_rapid", "risk_score", "note",
-]
 NOTE_NO_IMAGE = "no usable image: covariates only"
 NOTE_NO_VISIT = "no visit before the index date: covariates only"
 _MLFLOW_SCHEMES = ("runs:/", "models:/", "mlflow-artifacts:/")

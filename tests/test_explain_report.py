@@ -181,3 +181,20 @@ def test_per_joint_section_of_a_one_visit_patient_has_no_change(tmp_path):
     assert "No earlier radiograph of this region to compare with." in html
     assert "Lower panel" not in html and "black marks" not in html
     assert "(reader:" not in html  # not scored at this visit
+
+
+def test_writing_a_report_leaves_the_callers_matplotlib_backend_and_pyplot_alone(tmp_path):
+    import matplotlib
+    from matplotlib import pyplot as plt
+
+    before = matplotlib.get_backend()
+    matplotlib.use("svg")  # e.g. a notebook's inline backend: a report must not switch it
+    try:
+        dates = ("2020-03-12", "2021-05-20")
+        report = PatientReport("P1", _forecasts(), [_visit(d) for d in dates],
+                               joints=_readings(dates, scored={"2021-05-20"}))
+        render_report(report, tmp_path)
+        assert matplotlib.get_backend() == "svg"
+        assert plt.get_fignums() == []
+    finally:
+        matplotlib.use(before)

@@ -9,8 +9,9 @@ import torch
 from test_train_support import shared_run
 
 from progression.cli import main
+from progression.columns import PREDICTION_COLUMNS
 from progression.errors import CheckpointError
-from progression.predict import NOTE_NO_IMAGE, PREDICTION_COLUMNS, predict_cohort, predict_frame
+from progression.predict import NOTE_NO_IMAGE, predict_cohort, predict_frame
 
 
 @pytest.fixture(scope="module")
@@ -25,11 +26,11 @@ def predictions(run):
 
 def test_predictions_have_exactly_the_contract_columns_one_row_per_patient_and_horizon(
         run, predictions):
-    assert list(predictions.columns) == PREDICTION_COLUMNS
+    assert list(predictions.columns) == list(PREDICTION_COLUMNS)
     assert len(predictions) == 12 * 2
     horizons = predictions.groupby("patient_id")["horizon_years"].apply(tuple)
     assert set(horizons) == {(1.0, 2.0)}
-    numbers = predictions[PREDICTION_COLUMNS[2:-1]].to_numpy(float)
+    numbers = predictions[list(PREDICTION_COLUMNS[2:-1])].to_numpy(float)
     assert np.isfinite(numbers).all()
     assert (predictions["delta_svdh_lo"] <= predictions["delta_svdh_pred"]).all()
     assert (predictions["delta_svdh_pred"] <= predictions["delta_svdh_hi"]).all()
@@ -65,7 +66,7 @@ def test_cohort_without_any_scores_is_forecast(run, copy_cohort):
     visits.drop(columns=["svdh_total", "svdh_erosion", "svdh_jsn"]).to_csv(root / "visits.csv", index=False)
     (root / "joint_scores.csv").unlink()
     out = predict_cohort(run.result.checkpoint_path, root, progress=False)
-    assert list(out.columns) == PREDICTION_COLUMNS and len(out) == 24
+    assert list(out.columns) == list(PREDICTION_COLUMNS) and len(out) == 24
     assert np.isfinite(out["delta_svdh_pred"]).all() and (out["note"] == "").all()
 
 
@@ -98,7 +99,7 @@ def test_predict_command_writes_the_table(run, tmp_path, capsys):
                  str(run.cohort), "--out", str(out), "--horizons", "1,2,5", "--no-progress"])
     assert code == 0
     table = pd.read_csv(out, keep_default_na=False)
-    assert list(table.columns) == PREDICTION_COLUMNS and len(table) == 36
+    assert list(table.columns) == list(PREDICTION_COLUMNS) and len(table) == 36
     assert "12 patients x 3 horizons" in capsys.readouterr().out
 
 

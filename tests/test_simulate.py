@@ -13,10 +13,11 @@ import pytest
 
 from progression.cli import main
 from progression.cohort import load_image, read_cohort, validate_cohort
+from progression.columns import PREDICTION_COLUMNS
 from progression.errors import ConfigError
 from progression.scoring import aggregate_joint_scores, joints_in_region
 from progression.simulate import Oracle, SimulationConfig, render_region, simulate_cohort
-from progression.simulate.oracle import PREDICTION_COLUMNS
+from progression.simulate.cohort import simulation_settings
 
 TINY = {"n_patients": 8, "image_size": 64, "oracle_draws": 32}
 
@@ -139,7 +140,7 @@ def test_dicom_files_mix_photometric_interpretations_and_load_bone_bright(tiny_c
 
 def test_oracle_gives_a_predictions_table_per_patient_and_horizon(tiny_cohort):
     pred = Oracle.load(tiny_cohort).predictions()
-    assert list(pred.columns) == PREDICTION_COLUMNS
+    assert list(pred.columns) == list(PREDICTION_COLUMNS)
     assert len(pred) == 2 * TINY["n_patients"]
     assert sorted(pred["horizon_years"].unique()) == [1.0, 2.0]
     assert pred["p_rapid"].between(0, 1).all()
@@ -244,3 +245,37 @@ def test_cli_simulates_refuses_to_overwrite_and_rejects_bad_settings(tmp_path, c
 def test_config_check_names_the_setting():
     with pytest.raises(ConfigError, match="followup_interval"):
         SimulationConfig(followup_interval=0.3).check()
+
+
+def test_reuse_keeps_a_complete_cohort_with_the_same_settings_untouched(tmp_path):
+    cfg = SimulationConfig(n_patients=4, seed=5, render_images=False, oracle_draws=16)
+    out = simulate_cohort(tmp_path / "c", cfg, progress=False)
+    assert simulation_settings(out)["n_patients"] == 4 and not (out / "truth" / "UNFINISHED").exists()
+    stamp = (out / "visits.csv").stat().st_mtime_ns
+    assert simulate_cohort(out, cfg, progress=False, reuse=True) == out
+    assert (out / "visits.csv").stat().st_mtime_ns == stamp
+
+    other = SimulationConfig(n_patients=5, seed=5, render_images=False, oracle_draws=16)
+    with pytest.raises(ConfigError, match=r"other settings \(n_patients 4 \(asked: 5\)\)"):
+        simulate_cohort(out, other, progress=False, reuse=True)
+    simulate_cohort(out, other, progress=False, reuse=True, overwrite=True)
+    assert len(pd.read_csv(out / "patients.csv")) == 5
+
+
+def test_reuse_replaces_a_simulation_left_unfinished_but_never_a_users_folder(tmp_path):
+    cfg = SimulationConfig(n_patients=3, seed=1, render_images=False, oracle_draws=16)
+    out = tmp_path / "interrupted"
+    (out / "truth").mkdir(parents=True)
+    (out / "truth" / "UNFINISHED").touch()  # what a killed run leaves, with some images
+    (out / "images").mkdir()
+    (out / "images" / "P0001.png").write_bytes(b"half")
+    assert simulation_settings(out) is None
+    simulate_cohort(out, cfg, progress=False, reuse=True)
+    assert not (out / "images" / "P0001.png").exists() and simulation_settings(out) is not None
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    with pytest.raises(ConfigError, match="not a simulated cohort"):
+        simulate_cohort(mine, cfg, progress=False, reuse=True, overwrite=True)
+    assert (mine / "notes.txt").read_text() == "keep"

@@ -11,13 +11,13 @@ from test_train_support import shared_run, simulated_cohort, tiny_overrides
 
 from progression.cli import main
 from progression.cohort import read_cohort
+from progression.columns import PREDICTION_COLUMNS
 from progression.config import load_config
 from progression.data.datamodule import ProgressionDataModule
 from progression.data.datasets import collate_sequences
 from progression.errors import TrackingError
 from progression.models import build_forecaster
 from progression.models.module import ForecastModule
-from progression.predict import PREDICTION_COLUMNS
 from progression.train import fit
 
 
@@ -66,7 +66,7 @@ def test_logged_mlflow_model_loads_and_predicts(run):
     finally:
         mlflow.set_tracking_uri(previous)
     out = model.predict(pd.DataFrame({"cohort_dir": [str(run.cohort)]}))
-    assert list(out.columns) == PREDICTION_COLUMNS
+    assert list(out.columns) == list(PREDICTION_COLUMNS)
     assert len(out) == 2 * 12  # 12 patients x horizons 1 and 2 years
 
 

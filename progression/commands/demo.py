@@ -29,11 +29,10 @@ def _step(title: str) -> float:
 def _simulate(path: Path, n_patients: int, seed: int, image_size: int, progress: bool) -> None:
     from progression.simulate import SimulationConfig, simulate_cohort
 
-    if (path / "patients.csv").exists():
-        print(f"   {path} already there, reusing it")
-        return
+    # The demo's own folder: a rerun reuses a cohort made with the same settings and replaces
+    # one made with others or left unfinished by an interrupted run.
     simulate_cohort(path, SimulationConfig(n_patients=n_patients, seed=seed, image_size=image_size),
-                    progress=progress)
+                    progress=progress, overwrite=True, reuse=True)
 
 
 def run(args: argparse.Namespace) -> int:

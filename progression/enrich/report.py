@@ -9,7 +9,6 @@ an MLflow run as it is.
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from progression.enrich.analysis import LABELS, MATRIX, MODEL, NONE, EnrichmentR
 from progression.enrich.plan import SelectorPlan, Sizing
 from progression.enrich.sample_size import ArmSizes
 from progression.io import atomic_write_bytes, atomic_write_csv, atomic_write_text, json_safe
+from progression.plotting import new_figure, png_bytes
 
 SELECTED_COLUMNS = ("patient_id", "rank", "risk_score", "p_rapid", "delta_svdh_pred",
                     "delta_svdh_lo", "delta_svdh_hi", "svdh_index_pred", "index_date",
@@ -135,19 +135,6 @@ def metrics(summary: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in out.items() if v is not None}
 
 
-def _png(fig) -> bytes:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    return buffer.getvalue()
-
-
-def _figure(width: float, height: float):
-    """A matplotlib Figure not tied to pyplot: no global backend or state is touched."""
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=(width, height))
-
-
 def _figure_curve(result: EnrichmentResult, curves: dict[str, pd.DataFrame],
                   none: dict[str, ArmSizes | None], basis: str):
     """Patients per arm and screened vs enrolled fraction; ``none``: sizes without enrichment
@@ -155,7 +142,7 @@ def _figure_curve(result: EnrichmentResult, curves: dict[str, pd.DataFrame],
     from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
     design = result.plan.design
-    fig = _figure(11, 4.2)
+    fig = new_figure(11, 4.2, dpi=110)
     axes = fig.subplots(1, 2)
     for ax, what, ylabel in ((axes[0], "n_per_arm", "patients enrolled per arm (control)"),
                              (axes[1], "screened", "patients screened")):
@@ -185,7 +172,7 @@ def _figure_curve(result: EnrichmentResult, curves: dict[str, pd.DataFrame],
 def _figure_predicted(result: EnrichmentResult):
     frame = result.forecasts[MODEL]
     chosen = frame["patient_id"].isin(result.selected_ids[MODEL])
-    fig = _figure(6.5, 3.8)
+    fig = new_figure(6.5, 3.8, dpi=110)
     ax = fig.subplots()
     bins = np.histogram_bin_edges(frame["delta_svdh_pred"], bins=30)
     ax.hist(frame.loc[~chosen, "delta_svdh_pred"], bins=bins, color="#bbbbbb", label="not selected")
@@ -200,7 +187,7 @@ def _figure_predicted(result: EnrichmentResult):
 def _figure_realised(result: EnrichmentResult):
     outcomes = result.validation.deltas
     names = list(result.validation.realised)
-    fig = _figure(6.5, 3.8)
+    fig = new_figure(6.5, 3.8, dpi=110)
     ax = fig.subplots()
     data, labels = [], []
     for name in names:
@@ -220,7 +207,7 @@ def _figure_km(result: EnrichmentResult):
     from lifelines import KaplanMeierFitter
 
     survival = result.validation.survival
-    fig = _figure(5.5 * len(survival), 3.8)
+    fig = new_figure(5.5 * len(survival), 3.8, dpi=110)
     axes = fig.subplots(1, len(survival), squeeze=False)
     for ax, (name, comp) in zip(axes[0], survival.items(), strict=True):
         for group, colour in (("selected", COLOURS[name]), ("unselected", "#888888")):
@@ -236,7 +223,7 @@ def _figure_km(result: EnrichmentResult):
 
 def _figure_power(result: EnrichmentResult):
     val = result.validation
-    fig = _figure(6.5, 3.8)
+    fig = new_figure(6.5, 3.8, dpi=110)
     ax = fig.subplots()
     x, ticks = 0, []
     for name, powers in val.power.items():
@@ -289,7 +276,7 @@ def write_report(result: EnrichmentResult, out_dir: str | Path,
                            lambda: _figure_power(result)))
     figures = []
     for filename, title, make in makers:
-        atomic_write_bytes(out / filename, _png(make()))
+        atomic_write_bytes(out / filename, png_bytes(make(), crop=True))
         figures.append({"file": filename, "title": title})
 
     env = jinja2.Environment(

@@ -5,27 +5,14 @@ Each function returns the encoded PNG so the caller writes it atomically (progre
 
 from __future__ import annotations
 
-import io
 from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from progression.evaluate.metrics import calibration_table
 from progression.evaluate.survival import KaplanMeierResult
-
-_DPI = 100
-
-
-def _png(fig: Figure) -> bytes:
-    # Fixed margins (subplots_adjust) instead of bbox_inches="tight": a tight box draws the
-    # figure twice, which doubles the time of a report on a busy CPU.
-    FigureCanvasAgg(fig)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=_DPI)
-    return buffer.getvalue()
+from progression.plotting import new_figure, png_bytes
 
 
 def calibration_figure(frames: Mapping[str, pd.DataFrame], horizon_label: str) -> bytes:
@@ -34,7 +21,7 @@ def calibration_figure(frames: Mapping[str, pd.DataFrame], horizon_label: str) -
     ``frames``: method -> rows with ``p_rapid``, ``rapid_obs``, ``delta_svdh_pred``,
     ``delta_svdh_obs`` for one horizon.
     """
-    fig = Figure(figsize=(10, 4.4))
+    fig = new_figure(10, 4.4)
     fig.subplots_adjust(left=0.07, right=0.98, bottom=0.12, top=0.92, wspace=0.25)
     ax_p, ax_d = fig.subplots(1, 2)
     lows, highs = [], []
@@ -59,7 +46,7 @@ def calibration_figure(frames: Mapping[str, pd.DataFrame], horizon_label: str) -
              ylabel="observed change (mean)", title=f"Change in SvdH, {horizon_label}")
     if ax_p.get_legend_handles_labels()[0]:
         ax_p.legend(fontsize=8)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def scatter_figure(frames: Mapping[str, pd.DataFrame], horizon_label: str) -> bytes:
@@ -67,7 +54,7 @@ def scatter_figure(frames: Mapping[str, pd.DataFrame], horizon_label: str) -> by
     n = len(frames)
     cols = min(3, n)
     rows = int(np.ceil(n / cols))
-    fig = Figure(figsize=(4 * cols, 3.6 * rows))
+    fig = new_figure(4 * cols, 3.6 * rows)
     fig.subplots_adjust(left=0.08, right=0.98, bottom=0.1, top=0.88, wspace=0.3, hspace=0.45)
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
     values = np.concatenate([
@@ -84,12 +71,12 @@ def scatter_figure(frames: Mapping[str, pd.DataFrame], horizon_label: str) -> by
     for ax in axes[n:]:
         ax.set_axis_off()
     fig.suptitle(f"Predicted vs observed change over {horizon_label}")
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def km_figure(result: KaplanMeierResult, method: str) -> bytes:
     """Progression-free Kaplan-Meier curves by risk tertile with the log-rank p-value."""
-    fig = Figure(figsize=(7, 4.6))
+    fig = new_figure(7, 4.6)
     fig.subplots_adjust(left=0.1, right=0.97, bottom=0.12, top=0.9)
     ax = fig.subplots()
     for fitter in result.fitters.values():
@@ -97,4 +84,4 @@ def km_figure(result: KaplanMeierResult, method: str) -> bytes:
     ax.set(xlabel="years from index", ylabel="progression-free fraction", ylim=(0, 1.02),
            title=f"Time to progression by {method} risk tertile "
                  f"(log-rank p = {result.logrank_p:.2g})")
-    return _png(fig)
+    return png_bytes(fig)

@@ -19,20 +19,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from progression.columns import PREDICTION_COLUMNS
 from progression.errors import ProgressionError
 
-PREDICTION_COLUMNS = (
-    "patient_id",
-    "index_date",
-    "horizon_years",
-    "svdh_index_pred",
-    "delta_svdh_pred",
-    "delta_svdh_lo",
-    "delta_svdh_hi",
-    "p_rapid",
-    "risk_score",
-    "note",
-)
 OUTCOME_COLUMNS = (
     "patient_id",
     "index_date",

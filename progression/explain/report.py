@@ -15,7 +15,6 @@ page stays small, and the figures can be reused in slides. The page is built fro
 
 from __future__ import annotations
 
-import io
 import re
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -27,6 +26,7 @@ import pandas as pd
 from progression.explain.gradcam import overlay, save_png
 from progression.explain.joints import joint_change, reader_total
 from progression.io import atomic_write_bytes, atomic_write_text
+from progression.plotting import new_figure, png_bytes
 from progression.scoring import DEFAULT_SDC, RAPID_RATE, SVDH_MAX_TOTAL
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
@@ -136,50 +136,41 @@ def _parse_date(text: str) -> date:
 
 def _scores_figure(report: PatientReport, path: Path) -> None:
     """Observed and model-estimated SvdH totals per visit and the forecast with its interval."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(9.4, 3.6), dpi=110)
-    try:
-        dates = [_parse_date(v.visit_date) for v in report.visits]
-        obs = [(d, v.observed_svdh) for d, v in zip(dates, report.visits) if v.observed_svdh is not None]
-        est = [(d, v.estimated_svdh) for d, v in zip(dates, report.visits) if v.estimated_svdh is not None]
-        if obs:
-            ax.plot(*zip(*obs), "o", color="#1f4e79", ms=7, label="Scored by a reader")
-        if est:
-            ax.plot(*zip(*est), "s-", color="#7f7f7f", ms=5, mfc="white", label="Estimated by the model")
-        forecasts = report.forecasts.sort_values("horizon_years")
-        if not forecasts.empty:
-            start = _parse_date(forecasts["index_date"].iloc[0])
-            base = float(forecasts["svdh_index_pred"].iloc[0])
-            when = [start + timedelta(days=365.25 * h) for h in forecasts["horizon_years"]]
-            centre = base + forecasts["delta_svdh_pred"].to_numpy(dtype=float)
-            lo = base + forecasts["delta_svdh_lo"].to_numpy(dtype=float)
-            hi = base + forecasts["delta_svdh_hi"].to_numpy(dtype=float)
-            ax.plot([start, *when], [base, *centre], "--", color="#c55a11")
-            ax.errorbar(
-                when, centre, yerr=[centre - lo, hi - centre], fmt="D", color="#c55a11",
-                capsize=5, label=f"Forecast ({report.interval_level:.0%} interval)",
-            )
-            ax.axvline(start, color="#bbbbbb", lw=1, label="Last visit: forecast made here")
-        ax.set_ylabel(f"SvdH total (units, 0-{SVDH_MAX_TOTAL})")
-        ax.set_xlabel("Date")
-        ax.grid(alpha=0.3)
-        ax.legend(loc="upper left", fontsize=8, frameon=False)
-        fig.autofmt_xdate()
-        _write_png(fig, path)
-    finally:
-        plt.close(fig)
+    fig = new_figure(9.4, 3.6, dpi=110)
+    ax = fig.subplots()
+    dates = [_parse_date(v.visit_date) for v in report.visits]
+    obs = [(d, v.observed_svdh) for d, v in zip(dates, report.visits) if v.observed_svdh is not None]
+    est = [(d, v.estimated_svdh) for d, v in zip(dates, report.visits) if v.estimated_svdh is not None]
+    if obs:
+        ax.plot(*zip(*obs), "o", color="#1f4e79", ms=7, label="Scored by a reader")
+    if est:
+        ax.plot(*zip(*est), "s-", color="#7f7f7f", ms=5, mfc="white", label="Estimated by the model")
+    forecasts = report.forecasts.sort_values("horizon_years")
+    if not forecasts.empty:
+        start = _parse_date(forecasts["index_date"].iloc[0])
+        base = float(forecasts["svdh_index_pred"].iloc[0])
+        when = [start + timedelta(days=365.25 * h) for h in forecasts["horizon_years"]]
+        centre = base + forecasts["delta_svdh_pred"].to_numpy(dtype=float)
+        lo = base + forecasts["delta_svdh_lo"].to_numpy(dtype=float)
+        hi = base + forecasts["delta_svdh_hi"].to_numpy(dtype=float)
+        ax.plot([start, *when], [base, *centre], "--", color="#c55a11")
+        ax.errorbar(
+            when, centre, yerr=[centre - lo, hi - centre], fmt="D", color="#c55a11",
+            capsize=5, label=f"Forecast ({report.interval_level:.0%} interval)",
+        )
+        ax.axvline(start, color="#bbbbbb", lw=1, label="Last visit: forecast made here")
+    ax.set_ylabel(f"SvdH total (units, 0-{SVDH_MAX_TOTAL})")
+    ax.set_xlabel("Date")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8, frameon=False)
+    fig.autofmt_xdate()
+    _write_png(fig, path)
 
 
 def _write_png(fig, path: Path) -> None:
     """Lay out ``fig`` and write it as a PNG, atomically."""
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    atomic_write_bytes(path, buffer.getvalue())
+    atomic_write_bytes(path, png_bytes(fig))
 
 
 def _site_label(joint: str, region: str) -> str:
@@ -193,48 +184,40 @@ def _joint_figure(reading: pd.DataFrame, change: pd.DataFrame, path: Path) -> No
     """One region's film at the index visit, joint by joint: the model's erosion and JSN as
     stacked bars, the reader's grade as a black mark where that joint was scored, and (when
     ``change`` has rows) a lower panel with the change read since the region's first film."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
     region = str(reading["region"].iloc[0])
     x = np.arange(len(reading))
     panels = 2 if len(change) else 1
-    fig, axes = plt.subplots(panels, 1, figsize=(max(4.2, 0.3 * len(x) + 1.4), 1.1 + 1.7 * panels),
-                             dpi=110, sharex=True, squeeze=False)
-    try:
-        ax = axes[0, 0]
-        erosion = reading["erosion_pred"].to_numpy(dtype=float)
-        jsn = reading["jsn_pred"].to_numpy(dtype=float)
-        ax.bar(x, erosion, color="#1f4e79", label="erosion (model)")
-        ax.bar(x, jsn, bottom=erosion, color="#9dc3e6", label="narrowing (model)")
-        reader = reader_total(reading["erosion_reader"], reading["jsn_reader"]).to_numpy(dtype=float)
-        scored = np.isfinite(reader)
-        if scored.any():
-            ax.plot(x[scored], reader[scored], "_", color="black", ms=11, mew=2.5, label="reader's score")
-        ax.set_ylim(0, max(1.0, float(np.nanmax([*(erosion + jsn), *reader[scored]])) * 1.15))
-        ax.set_ylabel("SvdH units", fontsize=8)
-        # A foot has 6 joints: its narrow figure takes the legend in two rows.
-        ax.legend(loc="lower left", bbox_to_anchor=(0, 1.0), ncol=3 if len(x) > 10 else 2,
-                  fontsize=7, frameon=False)
-        if len(change):
-            delta = change.set_index("joint")["change"].reindex(reading["joint"]).to_numpy(dtype=float)
-            low = axes[1, 0]
-            low.bar(x, delta, color=np.where(delta >= 0, "#c55a11", "#2e75b6"))
-            low.axhline(0, color="#999999", lw=0.8)
-            # At least +-1 SvdH unit: a grade is 1 unit, and hundredths must not look like change.
-            reach = max(1.0, float(np.nanmax(np.abs(delta), initial=0.0)) * 1.15)
-            low.set_ylim(-reach, reach)
-            low.set_ylabel(f"change since\n{change['first_date'].iloc[0]}", fontsize=8)
-        bottom = axes[-1, 0]
-        bottom.set_xticks(x, [_site_label(j, region) for j in reading["joint"]], rotation=90, fontsize=8)
-        for a in axes[:, 0]:
-            a.tick_params(axis="y", labelsize=7)
-            a.grid(axis="y", alpha=0.3)
-        _write_png(fig, path)
-    finally:
-        plt.close(fig)
+    fig = new_figure(max(4.2, 0.3 * len(x) + 1.4), 1.1 + 1.7 * panels, dpi=110)
+    axes = fig.subplots(panels, 1, sharex=True, squeeze=False)
+    ax = axes[0, 0]
+    erosion = reading["erosion_pred"].to_numpy(dtype=float)
+    jsn = reading["jsn_pred"].to_numpy(dtype=float)
+    ax.bar(x, erosion, color="#1f4e79", label="erosion (model)")
+    ax.bar(x, jsn, bottom=erosion, color="#9dc3e6", label="narrowing (model)")
+    reader = reader_total(reading["erosion_reader"], reading["jsn_reader"]).to_numpy(dtype=float)
+    scored = np.isfinite(reader)
+    if scored.any():
+        ax.plot(x[scored], reader[scored], "_", color="black", ms=11, mew=2.5, label="reader's score")
+    ax.set_ylim(0, max(1.0, float(np.nanmax([*(erosion + jsn), *reader[scored]])) * 1.15))
+    ax.set_ylabel("SvdH units", fontsize=8)
+    # A foot has 6 joints: its narrow figure takes the legend in two rows.
+    ax.legend(loc="lower left", bbox_to_anchor=(0, 1.0), ncol=3 if len(x) > 10 else 2,
+              fontsize=7, frameon=False)
+    if len(change):
+        delta = change.set_index("joint")["change"].reindex(reading["joint"]).to_numpy(dtype=float)
+        low = axes[1, 0]
+        low.bar(x, delta, color=np.where(delta >= 0, "#c55a11", "#2e75b6"))
+        low.axhline(0, color="#999999", lw=0.8)
+        # At least +-1 SvdH unit: a grade is 1 unit, and hundredths must not look like change.
+        reach = max(1.0, float(np.nanmax(np.abs(delta), initial=0.0)) * 1.15)
+        low.set_ylim(-reach, reach)
+        low.set_ylabel(f"change since\n{change['first_date'].iloc[0]}", fontsize=8)
+    bottom = axes[-1, 0]
+    bottom.set_xticks(x, [_site_label(j, region) for j in reading["joint"]], rotation=90, fontsize=8)
+    for a in axes[:, 0]:
+        a.tick_params(axis="y", labelsize=7)
+        a.grid(axis="y", alpha=0.3)
+    _write_png(fig, path)
 
 
 def _joint_maps(readings: pd.DataFrame, out_dir: Path) -> list[dict]:

@@ -8,7 +8,9 @@ oracle use separate streams, so e.g. switching images off leaves every table unc
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import json
 import logging
 import shutil
 from concurrent.futures import ProcessPoolExecutor
@@ -21,7 +23,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from progression.errors import ConfigError
-from progression.io import atomic_write_csv
+from progression.io import atomic_write_csv, atomic_write_text
 from progression.scoring import JOINT_NAMES as _JOINT_NAMES
 from progression.scoring import JOINTS, REGIONS, is_rapid
 from progression.simulate import process
@@ -38,6 +40,10 @@ from progression.simulate.writers import (
 log = logging.getLogger(__name__)
 
 HORIZONS = (1.0, 2.0)
+# Written last: a cohort with this file is complete, and it records the settings that made it.
+RECORD = Path("truth") / "simulation.json"
+# Present while a simulation runs: what it leaves behind when interrupted may be replaced.
+UNFINISHED = Path("truth") / "UNFINISHED"
 _N = process.N_JOINTS
 _IS_EROSION_SCORED = process.CAPS[:_N] > 0
 _IS_JSN_SCORED = process.CAPS[_N:] > 0
@@ -364,28 +370,41 @@ def simulate_cohort(
     workers: int = 1,
     progress: bool = True,
     overwrite: bool = False,
+    reuse: bool = False,
 ) -> Path:
     """Write a format-v1 cohort to ``out_dir`` and its ground truth to ``out_dir/truth``.
 
     ``workers`` > 1 simulates patients in that many processes (same output). An existing
-    non-empty ``out_dir`` is refused unless ``overwrite`` (then it is replaced).
-    Returns ``out_dir``.
+    non-empty ``out_dir`` is refused unless ``overwrite`` (then it is replaced, but only if
+    it is a simulated cohort). ``reuse``: a complete cohort simulated there with the same
+    settings (``truth/simulation.json``) is returned untouched, and one left unfinished by
+    an interrupted run is replaced; scripts that rerun need nothing else. Returns ``out_dir``.
     """
     cfg = cfg or SimulationConfig()
     cfg.check()
     out = Path(out_dir)
+    settings = dataclasses.asdict(cfg)
+    if reuse and simulation_settings(out) == settings:
+        log.info("reusing the cohort simulated at %s", out)
+        return out
     if out.exists() and any(out.iterdir()):
-        if not overwrite:
+        unfinished = (out / UNFINISHED).exists()
+        if not (overwrite or (reuse and unfinished)):
+            made = simulation_settings(out)
+            differ = ", ".join(f"{k} {made[k]!r} (asked: {v!r})" for k, v in settings.items()
+                               if made.get(k) != v) if made else ""
             raise ConfigError(
-                f"output directory '{out}' is not empty; choose a new directory or pass "
-                "--overwrite to replace it"
+                f"output directory '{out}' is not empty"
+                + (f": it holds a cohort simulated with other settings ({differ})" if differ else "")
+                + "; choose a new directory or pass --overwrite to replace it"
             )
-        if not (out / "truth" / "truth.csv").exists():
+        if not (unfinished or (out / "truth" / "truth.csv").exists()):
             raise ConfigError(
                 f"refusing to overwrite '{out}': it is not a simulated cohort (no truth/truth.csv)"
             )
         shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    (out / UNFINISHED).parent.mkdir(parents=True, exist_ok=True)
+    (out / UNFINISHED).touch()
     jobs = [(i, cfg, out) for i in range(cfg.n_patients)]
     bar = tqdm(total=cfg.n_patients, desc="simulate", unit="patient", disable=not progress)
     records = []
@@ -407,8 +426,23 @@ def simulate_cohort(
         for name in _Records.__dataclass_fields__
     }
     _write(out, tables, cfg)
+    atomic_write_text(out / RECORD, json.dumps({"settings": settings}, indent=2) + "\n")
+    (out / UNFINISHED).unlink()
     log.info("simulated %d patients -> %s", cfg.n_patients, out)
     return out
+
+
+def simulation_settings(cohort_dir: str | Path) -> dict | None:
+    """The :class:`SimulationConfig` (as a dict) of the complete simulated cohort at
+    ``cohort_dir``; None for anything else (a real cohort, an unfinished simulation, one
+    written before settings were recorded)."""
+    record = Path(cohort_dir) / RECORD
+    if not record.is_file() or (Path(cohort_dir) / UNFINISHED).exists():
+        return None
+    try:
+        return json.loads(record.read_text())["settings"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 # columns holding whole numbers that may be empty: written as integers ("3", not "3.0")

@@ -11,20 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from progression.columns import PREDICTION_COLUMNS
 from progression.errors import CohortError
-
-PREDICTION_COLUMNS = [
-    "patient_id",
-    "index_date",
-    "horizon_years",
-    "svdh_index_pred",
-    "delta_svdh_pred",
-    "delta_svdh_lo",
-    "delta_svdh_hi",
-    "p_rapid",
-    "risk_score",
-    "note",
-]
 
 
 @dataclass
@@ -82,4 +70,4 @@ class Oracle:
         out = pd.concat(rows, ignore_index=True)
         return out.sort_values(["patient_id", "horizon_years"], kind="stable").reset_index(
             drop=True
-        )[PREDICTION_COLUMNS]
+        )[list(PREDICTION_COLUMNS)]
