@@ -40,7 +40,7 @@ from progression.errors import CheckpointError, ConfigError
 from progression.io import atomic_open, atomic_write_csv
 from progression.models.checkpoint import CHECKPOINT_FORMAT, read_checkpoint
 from progression.models.forecaster import build_forecaster
-from progression.models.module import ForecastModule
+from progression.models.module import MIN_READING_CORR, ForecastModule
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +115,21 @@ def _resume_meta(resume: str | Path, cfg: Config) -> dict[str, Any]:
             f"{', '.join(diff)}; resume with the same model settings and image size (omit "
             "--config to reuse the checkpoint's config)")
     return meta
+
+
+def _warn_if_films_unread(reading: dict[str, Any] | None, cfg: Config) -> None:
+    """Say so when the encoder ends its stage without a reading of damage that generalises:
+    the run still succeeds, but its forecasts then rest on covariates and scored history."""
+    if not reading or reading["val_corr_region"] >= MIN_READING_CORR:
+        return
+    logger.warning(
+        "the image encoder has not learned to read damage from the films: its region readings "
+        "correlate %.2f with the reader's scores on validation films after %d image epochs "
+        "(runs that read damage reach 0.75-0.9). Forecasts rest on covariates and scored "
+        "history. Erosions show at 256 px or more (data.image_size is %d), and the encoder "
+        "can need 30-60 image epochs before it starts to read (train.image_epochs): use "
+        "--config cpu256 on a CPU or --config gpu on a GPU (docs/model.md).",
+        reading["val_corr_region"], reading["image_epochs"], cfg.data.image_size)
 
 
 def fit(
@@ -203,6 +218,8 @@ def fit(
         "cohort_fingerprint": cohort.fingerprint,
         "mlflow": {"run_id": run_id, "tracking_uri": uri, "experiment": cfg.tracking.experiment},
     }
+    if meta_in and "image_reading" in meta_in:  # resumed after the image stage
+        meta["image_reading"] = meta_in["image_reading"]
     module = ForecastModule(model, cfg, dm.image_epochs, meta)
     monitor = cfg.train.monitor
     checkpoint = StageCheckpoint(
@@ -249,6 +266,8 @@ def fit(
             os.environ.pop(RUN_ID_ENV, None)
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    if is_main:
+        _warn_if_films_unread(meta.get("image_reading"), cfg)
     best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else None
     last = Path(checkpoint.last_model_path) if checkpoint.last_model_path else None
     if checkpoint.best_model_score is not None:

@@ -17,8 +17,8 @@ from progression.data.datamodule import ProgressionDataModule
 from progression.data.datasets import collate_sequences
 from progression.errors import TrackingError
 from progression.models import build_forecaster
-from progression.models.module import ForecastModule
-from progression.train import fit
+from progression.models.module import MIN_READING_CORR, ForecastModule
+from progression.train import _warn_if_films_unread, fit
 
 
 @pytest.fixture(scope="module")
@@ -159,3 +159,27 @@ def test_train_command_prints_run_id_and_checkpoint(run, tmp_path, capsys):
 def test_train_command_reports_a_bad_config_key_without_traceback(run, capsys):
     assert main(["train", "--data", str(run.cohort), "--config", "tiny", "train.lrr=1"]) == 2
     assert "unknown config key 'train.lrr'" in capsys.readouterr().err
+
+
+def test_fit_records_how_well_the_encoder_reads_damage_and_the_card_says_so(run):
+    ckpt = torch.load(run.result.checkpoint_path, map_location="cpu", weights_only=True)
+    reading = ckpt["progression"]["image_reading"]
+    assert reading["image_epochs"] == ckpt["progression"]["image_epochs"] > 0
+    assert -1.0 <= reading["val_corr_region"] <= 1.0
+    card = (run.result.checkpoint_path.parent.parent / "MODEL_CARD.md").read_text()
+    assert f"correlation {reading['val_corr_region']:.2f} with reader region scores" in card
+    unread = reading["val_corr_region"] < MIN_READING_CORR
+    assert ("The image encoder did not learn to read damage" in card) == unread
+
+
+def test_a_fit_whose_encoder_cannot_read_films_says_why_and_what_to_change(caplog):
+    cfg = load_config("tiny")
+    with caplog.at_level("WARNING", logger="progression.train"):
+        _warn_if_films_unread({"val_corr_region": 0.19, "image_epochs": 8}, cfg)
+    (record,) = caplog.records
+    assert "correlate 0.19" in record.getMessage() and "after 8 image epochs" in record.getMessage()
+    assert "--config cpu256" in record.getMessage() and "data.image_size is 64" in record.getMessage()
+    caplog.clear()
+    _warn_if_films_unread({"val_corr_region": 0.81, "image_epochs": 40}, cfg)
+    _warn_if_films_unread(None, cfg)  # covariates-only model, or no validation films
+    assert caplog.records == []

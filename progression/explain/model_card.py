@@ -259,6 +259,19 @@ def checkpoint_card(
         "backbone": cfg["model"]["backbone"],
     }
     calibration = meta.get("calibration")
+    limitations = []
+    reading = meta.get("image_reading")
+    if reading:
+        from progression.models.module import MIN_READING_CORR
+
+        corr = reading["val_corr_region"]
+        data["image reading (validation)"] = (
+            f"correlation {corr:.2f} with reader region scores after {reading['image_epochs']} image epochs")
+        if corr < MIN_READING_CORR:
+            limitations.append(
+                f"The image encoder did not learn to read damage (validation correlation {corr:.2f} "
+                "with reader region scores): forecasts rest on covariates and scored history, "
+                "and per-joint readings and heatmaps say little.")
     return ModelCardInputs(
         name=Path(checkpoint).stem if not meta["mlflow"].get("run_id") else meta["mlflow"]["run_id"],
         run_id=meta["mlflow"].get("run_id") or "",
@@ -267,6 +280,7 @@ def checkpoint_card(
         calibration=ConformalCalibration.from_dict(calibration) if calibration else None,
         config=cfg,
         simulated_data=bool(data_path) and (Path(data_path) / "truth").is_dir(),
+        limitations=limitations,
     )
 
 

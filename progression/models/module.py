@@ -26,6 +26,9 @@ from progression.data.augment import augment_images
 from progression.models.forecaster import Forecaster
 from progression.models.losses import change_losses, log_damage_loss
 
+# Validation correlation of region readings with reader scores below which the encoder has
+# not learned to read damage (runs that read it reach 0.75-0.9; docs/model.md).
+MIN_READING_CORR = 0.5
 ONE_YEAR_WINDOW = 0.5  # pairs with |h - 1| <= this count as "1 year" in val/*_1y metrics
 FEATURE_BATCH = 256  # films per forward pass when encoding the whole cohort
 
@@ -240,7 +243,11 @@ class ForecastModule(pl.LightningModule):
         for name, value in mean.items():
             key = "val/loss" if name == "loss" else f"val/loss_{name}"
             self.log(key, value, sync_dist=True)
-        self._log_val_metrics()
+        metrics = self._log_val_metrics()
+        if self.current_epoch == self.image_epochs - 1 and "val/corr_region" in metrics:
+            # How well the finished encoder reads damage: fit warns, the model card says it.
+            self.meta["image_reading"] = {"val_corr_region": round(metrics["val/corr_region"], 3),
+                                          "image_epochs": self.image_epochs}
 
     # ---- validation metrics ----------------------------------------------------------------
     def _collect(self, name: str, rows: torch.Tensor) -> None:
@@ -264,7 +271,7 @@ class ForecastModule(pl.LightningModule):
     def on_validation_epoch_end(self) -> None:
         self._log_val_metrics()
 
-    def _log_val_metrics(self) -> None:
+    def _log_val_metrics(self) -> dict[str, float]:
         metrics: dict[str, float] = {}
         current = self._gathered("current", 2)
         current = current[np.isfinite(current).all(1)]
@@ -292,6 +299,7 @@ class ForecastModule(pl.LightningModule):
         for key, value in metrics.items():
             self.log(key, value, sync_dist=True)
         self._val_rows = {}
+        return metrics
 
     # ---- optimisation ----------------------------------------------------------------------
     def configure_optimizers(self):
