@@ -60,7 +60,10 @@ def main(argv: list[str] | None = None) -> dict:
     work = Path(args.out).resolve()
     start = time.perf_counter()
     cohorts = {}
-    for name, n, seed in (("train", args.patients, args.seed), ("test", args.test_patients, args.seed + 1000)):
+    wanted = [("test", args.test_patients, args.seed + 1000)]
+    if args.checkpoint is None:  # a given model needs no training cohort
+        wanted.insert(0, ("train", args.patients, args.seed))
+    for name, n, seed in wanted:
         cohorts[name] = work / f"{name}_{n}_{args.image_size}px_seed{seed}"
         simulate_cohort(cohorts[name], SimulationConfig(
             n_patients=n, seed=seed, image_size=args.image_size, rate_median=args.rate_median),

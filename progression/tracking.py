@@ -244,22 +244,39 @@ def _fluent_store(uri: str) -> Iterator[None]:
         fluent._active_experiment_id = previous_experiment
 
 
+class _KnownPyfuncNotices(logging.Filter):
+    """Drops two notices ``mlflow.pyfunc`` prints for every model this project logs, both about
+    deliberate choices: the model is the small :class:`ProgressionPyfuncModel` object (its
+    code is the installed package, pinned in ``pip_requirements``), and it has no signature
+    because its input columns are the cohort's own covariates."""
+
+    NOTICES = ("Passing a Python object as `python_model`", "Failed to infer model signature")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.NOTICES)
+
+
 def log_pyfunc_model(uri: str, run_id: str, checkpoint: Path) -> str:
     """Log the checkpoint as an MLflow pyfunc model ``runs:/<run_id>/model``; returns its URI."""
     from importlib.metadata import version
 
     import mlflow.tracking.fluent as fluent
 
-    with _fluent_store(uri):
-        # start_run(run_id) refuses a run outside the active experiment: make it the run's.
-        fluent._active_experiment_id = MlflowClient(uri).get_run(run_id).info.experiment_id
-        with mlflow.start_run(run_id=run_id):
-            info = mlflow.pyfunc.log_model(
-                name=MODEL_ARTIFACT,
-                python_model=ProgressionPyfuncModel(),
-                artifacts={CHECKPOINT_KEY: str(checkpoint)},
-                pip_requirements=[f"progression=={version('progression')}"],
-            )
+    notices, pyfunc_log = _KnownPyfuncNotices(), logging.getLogger("mlflow.pyfunc")
+    pyfunc_log.addFilter(notices)
+    try:
+        with _fluent_store(uri):
+            # start_run(run_id) refuses a run outside the active experiment: make it the run's.
+            fluent._active_experiment_id = MlflowClient(uri).get_run(run_id).info.experiment_id
+            with mlflow.start_run(run_id=run_id):
+                info = mlflow.pyfunc.log_model(
+                    name=MODEL_ARTIFACT,
+                    python_model=ProgressionPyfuncModel(),
+                    artifacts={CHECKPOINT_KEY: str(checkpoint)},
+                    pip_requirements=[f"progression=={version('progression')}"],
+                )
+    finally:
+        pyfunc_log.removeFilter(notices)
     return info.model_uri
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import mlflow
 import pandas as pd
 import pytest
@@ -68,6 +70,19 @@ def test_logged_mlflow_model_loads_and_predicts(run):
     out = model.predict(pd.DataFrame({"cohort_dir": [str(run.cohort)]}))
     assert list(out.columns) == list(PREDICTION_COLUMNS)
     assert len(out) == 2 * 12  # 12 patients x horizons 1 and 2 years
+
+
+def test_logging_the_model_skips_mlflows_notices_about_deliberate_choices(run, caplog):
+    from progression.tracking import log_pyfunc_model
+
+    with caplog.at_level("INFO", logger="mlflow"):
+        uri = log_pyfunc_model(run.tracking_uri, run.result.run_id, run.result.checkpoint_path)
+    assert uri.startswith("models:/")
+    said = " ".join(r.getMessage() for r in caplog.records)
+    assert "Python object as `python_model`" not in said and "infer model signature" not in said
+    # other mlflow.pyfunc messages still get through
+    logging.getLogger("mlflow.pyfunc").warning("something else")
+    assert caplog.records[-1].getMessage() == "something else"
 
 
 def test_resume_continues_training_in_the_same_mlflow_run(run, tmp_path):
