@@ -9,6 +9,7 @@ progression rate) and gradient boosting of the annual rate
 visits carry reader scores) and with every score removed (films and covariates only).
 
     python experiments/forecast_accuracy.py                      # 128 px, ~15 min on 2 cores
+    python experiments/forecast_accuracy.py --image-size 256 --config cpu256  # ~80 min on 2 cores
     python experiments/forecast_accuracy.py --image-size 256 --config gpu     # on a GPU
 
 Writes ``forecast_accuracy.json`` and ``forecast_accuracy.md`` to ``--out``.
