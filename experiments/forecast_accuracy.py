@@ -88,6 +88,9 @@ def main() -> None:
     parser.add_argument("--test-patients", type=int, default=150)
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--test-seed", type=int, help="test cohort seed (default: --seed + 1000)")
+    parser.add_argument("--checkpoints", nargs=2, metavar=("IMAGES", "COVARIATES"),
+                        help="evaluate these trained models (e.g. of an earlier run) instead of training")
     parser.add_argument("--config", default="cpu",
                         help="training config: bundled name (cpu = 128 px on 2 cores) or YAML")
     parser.add_argument("overrides", nargs="*", help="config overrides (KEY=VALUE)")
@@ -104,7 +107,9 @@ def main() -> None:
     timings: dict[str, float] = {}
     t = time.perf_counter()
     train_dir = _simulate(work / "train_cohort", args.train_patients, args.seed, args.image_size)
-    test_dir = _simulate(work / "test_cohort", args.test_patients, args.seed + 1000, args.image_size)
+    test_seed = args.seed + 1000 if args.test_seed is None else args.test_seed
+    test_name = "test_cohort" if args.test_seed is None else f"test_cohort_{test_seed}"
+    test_dir = _simulate(work / test_name, args.test_patients, test_seed, args.image_size)
     timings["simulate_s"] = time.perf_counter() - t
     common = [f"data.path={train_dir}", f"data.image_size={args.image_size}",
               f"data.cache_dir={work / 'cache'}", f"train.output_dir={work / 'runs'}",
@@ -112,13 +117,17 @@ def main() -> None:
               "tracking.experiment=forecast_accuracy", f"train.seed={args.seed}",
               *args.overrides]
     results: dict[str, dict] = {}
-    runs = {}
-    for name, extra in (("images", []), ("covariates_only", ["model.use_images=false"])):
+    checkpoints, runs = {}, {}
+    for k, (name, extra) in enumerate((("images", []), ("covariates_only", ["model.use_images=false"]))):
+        if args.checkpoints:
+            checkpoints[name] = Path(args.checkpoints[k])
+            continue
         cfg = load_config(args.config, [*common, *extra, f"tracking.run_name={name}"])
         t = time.perf_counter()
-        runs[name] = fit(cfg, progress=False)
+        run = fit(cfg, progress=False)
+        checkpoints[name], runs[name] = run.checkpoint_path, run.run_id
         timings[f"train_{name}_s"] = time.perf_counter() - t
-        print(f"{name}: run {runs[name].run_id}, {timings[f'train_{name}_s']:.0f} s", flush=True)
+        print(f"{name}: run {run.run_id}, {timings[f'train_{name}_s']:.0f} s", flush=True)
 
     truth = pd.read_csv(test_dir / "truth" / "truth.csv", dtype={"patient_id": str})
     train_truth = pd.read_csv(train_dir / "truth" / "truth.csv", dtype={"patient_id": str})
@@ -127,10 +136,10 @@ def main() -> None:
     # Reference: gradient boosting of the annual rate on covariates (+ past scores when given).
     boosting = CovariatesModel(seed=args.seed).fit(read_cohort(train_dir))
     for variant, cohort in (("scored_history", test), ("unscored_history", _unscored(test))):
-        for name, run in runs.items():
+        for name, checkpoint in checkpoints.items():
             t = time.perf_counter()
-            pred = predict_cohort(run.checkpoint_path, cohort, horizons=(1.0, 2.0),
-                                  index_dates=index_dates, progress=False)
+            pred = predict_cohort(checkpoint, cohort, horizons=(1.0, 2.0),
+                                  index_dates=index_dates, progress=False, cache_dir=work / "cache")
             timings[f"predict_{variant}_{name}_s"] = time.perf_counter() - t
             results[f"{variant}/{name}"] = _metrics(pred, truth)
         pred = boosting.predict(cohort, horizons=(1.0, 2.0), index_dates=index_dates)
@@ -142,7 +151,8 @@ def main() -> None:
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores (shared), no GPU",
         "train_patients": args.train_patients, "test_patients": args.test_patients,
         "image_size": args.image_size, "config": args.config, "overrides": args.overrides,
-        "runs": {k: v.run_id for k, v in runs.items()},
+        "runs": runs, "checkpoints": {k: str(v) for k, v in checkpoints.items()},
+        "test_seed": test_seed,
         "results": results, "timings_s": {k: round(v, 1) for k, v in timings.items()},
     }
     out = Path(args.out)
@@ -159,7 +169,7 @@ def _markdown(report: dict) -> str:
         return "-" if x is None or not np.isfinite(x) else f"{x:.2f}"
 
     lines = [
-        f"Held-out test cohort: {report['test_patients']} simulated patients (independent seed); "
+        f"Held-out test cohort: {report['test_patients']} simulated patients (seed {report['test_seed']}); "
         f"trained on {report['train_patients']}; {report['image_size']} px films. "
         f"Machine: {report['machine']}.",
         "",
