@@ -118,7 +118,7 @@ def main() -> None:
               *args.overrides]
     results: dict[str, dict] = {}
     checkpoints, runs = {}, {}
-    for k, (name, extra) in enumerate((("images", []), ("covariates_only", ["model.use_images=false"]))):
+    for k, (name, extra) in enumerate((("images", []), ("covariates_only", ["model.use_images=false", "train.init_encoder="]))):
         if args.checkpoints:
             checkpoints[name] = Path(args.checkpoints[k])
             continue

@@ -38,7 +38,7 @@ from progression.data.covariates import CovariateSpec
 from progression.data.datamodule import ProgressionDataModule
 from progression.errors import CheckpointError, ConfigError
 from progression.io import atomic_open, atomic_write_csv
-from progression.models.checkpoint import CHECKPOINT_FORMAT, read_checkpoint
+from progression.models.checkpoint import CHECKPOINT_FORMAT, read_checkpoint, trained_encoder
 from progression.models.forecaster import build_forecaster
 from progression.models.module import MIN_READING_CORR, ForecastModule
 
@@ -159,9 +159,14 @@ def fit(
         raise ConfigError(
             f"config key 'train.image_epochs' ({cfg.train.image_epochs}) exceeds "
             f"'train.max_epochs' ({cfg.train.max_epochs}); the sequence stage needs epochs too")
+    if cfg.train.init_encoder and not cfg.model.use_images:
+        raise ConfigError("config key 'train.init_encoder' needs an image model; remove it or "
+                          "set model.use_images=true")
     progress = cfg.train.progress if progress is None else progress
     is_main = rank_zero_only.rank == 0
     meta_in = _resume_meta(resume, cfg) if resume is not None else None
+    # The encoder to start from (checked before any work; a resumed fit has its own weights).
+    init = trained_encoder(cfg.train.init_encoder, cfg) if cfg.train.init_encoder and meta_in is None else None
     # Checked (or switched to the offline store) before reading any image: fail fast.
     uri = tracking.usable_tracking_uri(cfg) if is_main else tracking.resolve_tracking_uri(cfg)
     pl.seed_everything(cfg.train.seed, workers=True, verbose=False)
@@ -175,7 +180,10 @@ def fit(
     model = build_forecaster(cfg.model, dm.layout)
     stats = dm.target_stats()
     model.sequence.rate_scale.fill_(float(stats["rate_scale"]))
-    if model.encoder is not None:
+    source = init[1] if init else None  # metadata of the checkpoint whose encoder starts this fit
+    if model.encoder is not None and init:
+        model.encoder.load_state_dict(init[0])
+    elif model.encoder is not None:
         model.encoder.init_damage_bias(torch.as_tensor(stats["region_log_mean"]),
                                        torch.as_tensor(stats["joint_log_mean"]))
 
@@ -218,8 +226,16 @@ def fit(
         "cohort_fingerprint": cohort.fingerprint,
         "mlflow": {"run_id": run_id, "tracking_uri": uri, "experiment": cfg.tracking.experiment},
     }
-    if meta_in and "image_reading" in meta_in:  # resumed after the image stage
-        meta["image_reading"] = meta_in["image_reading"]
+    if source is not None:
+        meta["encoder_from"] = {"checkpoint": str(Path(cfg.train.init_encoder).resolve()),
+                                "cohort_fingerprint": source.get("cohort_fingerprint"),
+                                "image_epochs": source.get("image_epochs")}
+        meta["joint_supervised"] = meta["joint_supervised"] or bool(source.get("joint_supervised"))
+        if "image_reading" in source:  # replaced if this fit trains the encoder further
+            meta["image_reading"] = source["image_reading"]
+    for key in ("image_reading", "encoder_from"):  # resumed after the image stage
+        if meta_in and key in meta_in:
+            meta[key] = meta_in[key]
     module = ForecastModule(model, cfg, dm.image_epochs, meta)
     monitor = cfg.train.monitor
     checkpoint = StageCheckpoint(

@@ -198,3 +198,45 @@ def test_a_fit_whose_encoder_cannot_read_films_says_why_and_what_to_change(caplo
     _warn_if_films_unread({"val_corr_region": 0.81, "image_epochs": 40}, cfg)
     _warn_if_films_unread(None, cfg)  # covariates-only model, or no validation films
     assert caplog.records == []
+
+
+def test_a_trained_encoder_starts_a_sequence_only_fit_unchanged(run, tmp_path):
+    """train.init_encoder with image_epochs=0: the reader's weights are reused as they are
+    and only the sequence model learns (a trained reader refitted on another cohort)."""
+    source = run.result.checkpoint_path
+    overrides = [o for o in run.overrides if not o.startswith(("train.max_epochs=", "train.image_epochs="))]
+    cfg = load_config("tiny", [*overrides, f"train.output_dir={tmp_path / 'runs'}",
+                               "train.max_epochs=2", "train.image_epochs=0",
+                               f"train.init_encoder={source}", "tracking.log_model=false"])
+    result = fit(cfg)
+    before = torch.load(source, map_location="cpu", weights_only=True)
+    after = torch.load(result.checkpoint_path, map_location="cpu", weights_only=True)
+    encoder = [k for k in before["state_dict"] if k.startswith("model.encoder.")]
+    assert encoder and all(torch.equal(before["state_dict"][k], after["state_dict"][k]) for k in encoder)
+    sequence = [k for k in before["state_dict"] if k.startswith("model.sequence.")]
+    assert any(not torch.equal(before["state_dict"][k], after["state_dict"][k]) for k in sequence)
+    meta = after["progression"]
+    assert meta["encoder_from"]["checkpoint"] == str(source.resolve())
+    assert meta["encoder_from"]["image_epochs"] == before["progression"]["image_epochs"]
+    assert meta["image_reading"] == before["progression"]["image_reading"]
+    card = (result.checkpoint_path.parent.parent / "MODEL_CARD.md").read_text()
+    assert "then 0 image epochs on this cohort" in card
+
+
+@pytest.mark.parametrize("override, named", [
+    ("data.image_size=48", "data.image_size=32"),
+    ("model.embed_dim=8", "model.embed_dim=16"),
+])
+def test_an_encoder_trained_with_other_shapes_is_refused_naming_the_keys(run, override, named, capsys):
+    args = ["train", "--data", str(run.cohort), "--config", "tiny", *run.overrides,
+            "train.image_epochs=0", f"train.init_encoder={run.result.checkpoint_path}", override]
+    assert main(args) != 0
+    err = capsys.readouterr().err
+    assert "train.init_encoder" in err and named in err and "Traceback" not in err
+
+
+def test_an_encoder_from_a_covariates_only_model_is_refused(run, capsys):
+    args = ["train", "--data", str(run.cohort), "--config", "tiny", *run.overrides,
+            f"train.init_encoder={run.result.checkpoint_path}", "model.use_images=false"]
+    assert main(args) != 0
+    assert "needs an image model" in capsys.readouterr().err

@@ -258,6 +258,11 @@ def checkpoint_card(
         "image size": f"{cfg['data']['image_size']} px",
         "backbone": cfg["model"]["backbone"],
     }
+    source = meta.get("encoder_from")
+    if source:
+        data["image encoder"] = (f"trained on cohort `{source.get('cohort_fingerprint')}` "
+                                 f"(`{source['checkpoint']}`), then {meta.get('image_epochs', 0)} "
+                                 "image epochs on this cohort")
     calibration = meta.get("calibration")
     limitations = []
     reading = meta.get("image_reading")

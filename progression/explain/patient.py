@@ -304,7 +304,8 @@ def explain_patient(
     calibration = ckpt["progression"].get("calibration")
     # an untrained per-joint head reads noise: no map rather than a misleading one
     meta = ckpt["progression"]
-    joint_head_trained = (cfg.loss.joint > 0 and meta.get("image_epochs", 1) > 0
+    encoder_trained = meta.get("image_epochs", 1) > 0 or "encoder_from" in meta
+    joint_head_trained = (cfg.loss.joint > 0 and encoder_trained
                           and meta.get("joint_supervised", True))
     return PatientReport(
         patient_id=pid,

@@ -19,6 +19,8 @@ from progression.models.forecaster import Forecaster, build_forecaster
 from progression.models.sequence import InputLayout
 
 CHECKPOINT_FORMAT = 1
+# What shapes the image encoder, and so must match for its weights to start another fit.
+ENCODER_MODEL_KEYS = ("backbone", "backbone_kwargs", "embed_dim")
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -66,3 +68,26 @@ def model_from_checkpoint(ckpt: dict[str, Any], path: str | Path = "checkpoint")
         raise CheckpointError(f"{path}: weights do not match the model its config describes "
                               f"({first}); the checkpoint is incompatible, train again") from None
     return model.eval()
+
+
+def trained_encoder(path: str | Path, cfg: Config) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The image encoder's weights of checkpoint ``path`` and its stored metadata, checked
+    against ``cfg`` (``train.init_encoder``): backbone, its arguments, the embedding size
+    and the image size must be those the encoder was trained with."""
+    ckpt = read_checkpoint(path)
+    source = checkpoint_config(ckpt, path)
+    if not source.model.use_images:
+        raise CheckpointError(f"config key 'train.init_encoder': {path} is a covariates-only "
+                              "model (no image encoder); give a checkpoint trained with images")
+    diff = [f"model.{k}={getattr(source.model, k)!r}" for k in ENCODER_MODEL_KEYS
+            if getattr(source.model, k) != getattr(cfg.model, k)]
+    if source.data.image_size != cfg.data.image_size:
+        diff.append(f"data.image_size={source.data.image_size}")
+    if diff:
+        raise CheckpointError(
+            f"config key 'train.init_encoder': the encoder of {path} was trained with "
+            f"{', '.join(diff)}; set these keys to the same values (or --config that "
+            "checkpoint's config)")
+    prefix = "model.encoder."
+    state = {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+    return state, ckpt["progression"]
