@@ -221,6 +221,12 @@ def test_a_trained_encoder_starts_a_sequence_only_fit_unchanged(run, tmp_path):
     assert meta["image_reading"] == before["progression"]["image_reading"]
     card = (result.checkpoint_path.parent.parent / "MODEL_CARD.md").read_text()
     assert "then 0 image epochs on this cohort" in card
+    # the reused reader's per-joint head was trained, so explain shows its readings
+    from progression.explain.patient import explain_patient
+
+    report = explain_patient(result.checkpoint_path, run.cohort, "P0001", steps=2,
+                             cache_dir=run.root / "cache")
+    assert report.joints is not None
 
 
 @pytest.mark.parametrize("override, named", [
