@@ -359,3 +359,31 @@ def test_human_report_names_file_line_and_fix(handmade_cohort, copy_cohort, caps
     assert "visits.csv: " in out
     assert "error   line 3 [visit_date]: '2020-1-20' is not a date in YYYY-MM-DD form" in out
     assert "fix: write the date as YYYY-MM-DD" in out
+
+
+def test_a_cohort_whose_films_are_all_missing_gets_one_message_naming_the_likely_cause(
+        tmp_path, capsys):
+    from progression.simulate import SimulationConfig, simulate_cohort
+
+    root = simulate_cohort(tmp_path / "tables_only", SimulationConfig(
+        n_patients=3, seed=0, render_images=False, oracle_draws=16), progress=False)
+    assert cli.main(["validate", str(root)]) == 1
+    out = capsys.readouterr().out
+    n_listed = len((root / "images.csv").read_text().splitlines()) - 1
+    assert f"error   file [path]: none of the {n_listed} image files listed exists under {root}" in out
+    assert "simulated with --no-images has tables only" in out
+    # train and predict read the cohort the same way: the cause comes before the rows
+    from progression.cohort import read_cohort
+    from progression.errors import CohortError
+
+    with pytest.raises(CohortError) as raised:
+        read_cohort(root)
+    assert str(raised.value).splitlines()[1].startswith(
+        f"error: images.csv, column path: none of the {n_listed} image files")
+
+
+def test_one_missing_film_among_others_is_reported_alone(handmade_cohort, copy_cohort):
+    root = copy_cohort(handmade_cohort)
+    set_cell("images.csv", 2, "path", "images/nothere.png")(root)
+    messages = [p.message for p in validate_cohort(root).errors]
+    assert messages == ["image file images/nothere.png not found"]

@@ -282,7 +282,8 @@ def check_tables(root: str | Path) -> tuple[ValidationReport, Cohort | None, lis
 
 
 def _raise_on_errors(report: ValidationReport) -> None:
-    errors = report.errors
+    # problems of a whole file (a missing column, no film found) first: they explain the rest
+    errors = sorted(report.errors, key=lambda p: p.row is not None)
     if not errors:
         return
     shown = [p.render() for p in errors[:_MAX_ERRORS_IN_MESSAGE]]
@@ -513,6 +514,7 @@ class _Checker:
         # (images.csv line, absolute path) of image files that passed the path checks
         self.image_files: list[tuple[int, str]] = []
         self.image_stats: dict[str, tuple[int, int]] = {}  # absolute path -> (bytes, mtime_ns)
+        self._n_missing_images = 0  # rows of images.csv whose file does not exist
 
     def error(
         self, table: _Table, i: int | None, column: str | None, message: str, fix: str
@@ -799,6 +801,16 @@ class _Checker:
                     f"the same file is also used on line {table.lines[first]}",
                     "check that each row points at its own radiograph",
                 )
+        if len(table.frame) > 1 and self._n_missing_images == len(table.frame):
+            # one cause, not one per row: the wrong directory, or tables without their films
+            self.error(
+                table, None, "path",
+                f"none of the {len(table.frame)} image files listed exists under "
+                f"{self.root or 'the working directory'}",
+                "give the cohort's own directory (paths in images.csv are relative to it); a "
+                "cohort simulated with --no-images has tables only: simulate it again without "
+                "--no-images to get its radiographs",
+            )
         if visit_keys is not None:
             missing: dict[tuple[str, date], list[int]] = defaultdict(list)
             for i, (pid, day) in enumerate(zip(ids, dates)):
@@ -874,6 +886,7 @@ class _Checker:
         try:
             stat = os.stat(full)
         except FileNotFoundError:
+            self._n_missing_images += 1
             self.error(
                 table, i, "path", f"image file {text} not found", "correct the path or add the file"
             )
