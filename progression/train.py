@@ -38,7 +38,12 @@ from progression.data.covariates import CovariateSpec
 from progression.data.datamodule import ProgressionDataModule
 from progression.errors import CheckpointError, ConfigError
 from progression.io import atomic_open, atomic_write_csv
-from progression.models.checkpoint import CHECKPOINT_FORMAT, read_checkpoint, trained_encoder
+from progression.models.checkpoint import (
+    CHECKPOINT_FORMAT,
+    read_checkpoint,
+    shape_differences,
+    trained_encoder,
+)
 from progression.models.forecaster import build_forecaster
 from progression.models.module import MIN_READING_CORR, ForecastModule
 
@@ -103,12 +108,7 @@ def _strategy(name: str) -> Any:
 
 def _resume_meta(resume: str | Path, cfg: Config) -> dict[str, Any]:
     meta = read_checkpoint(resume)["progression"]
-    stored, current = meta["config"], to_dict(cfg)
-    # The model section shapes the network; the image size is what the encoder learned on.
-    diff = [f"model.{k}" for k in sorted(stored["model"])
-            if stored["model"][k] != current["model"].get(k)]
-    if stored["data"]["image_size"] != current["data"]["image_size"]:
-        diff.append("data.image_size")
+    diff = shape_differences(meta["config"], cfg)
     if diff:
         raise CheckpointError(
             f"cannot resume from {resume}: the config differs from the checkpoint's in "
@@ -166,7 +166,8 @@ def fit(
     is_main = rank_zero_only.rank == 0
     meta_in = _resume_meta(resume, cfg) if resume is not None else None
     # The encoder to start from (checked before any work; a resumed fit has its own weights).
-    init = trained_encoder(cfg.train.init_encoder, cfg) if cfg.train.init_encoder and meta_in is None else None
+    encoder_state, source = (trained_encoder(cfg.train.init_encoder, cfg)
+                             if cfg.train.init_encoder and meta_in is None else (None, None))
     # Checked (or switched to the offline store) before reading any image: fail fast.
     uri = tracking.usable_tracking_uri(cfg) if is_main else tracking.resolve_tracking_uri(cfg)
     pl.seed_everything(cfg.train.seed, workers=True, verbose=False)
@@ -180,9 +181,8 @@ def fit(
     model = build_forecaster(cfg.model, dm.layout)
     stats = dm.target_stats()
     model.sequence.rate_scale.fill_(float(stats["rate_scale"]))
-    source = init[1] if init else None  # metadata of the checkpoint whose encoder starts this fit
-    if model.encoder is not None and init:
-        model.encoder.load_state_dict(init[0])
+    if model.encoder is not None and encoder_state is not None:
+        model.encoder.load_state_dict(encoder_state)
     elif model.encoder is not None:
         model.encoder.init_damage_bias(torch.as_tensor(stats["region_log_mean"]),
                                        torch.as_tensor(stats["joint_log_mean"]))

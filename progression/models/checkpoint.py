@@ -8,12 +8,13 @@ new cohort exactly as in training, on a machine that never saw the training data
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from progression.config import Config, config_from_dict
+from progression.config import Config, config_from_dict, to_dict
 from progression.errors import CheckpointError, ConfigError
 from progression.models.forecaster import Forecaster, build_forecaster
 from progression.models.sequence import InputLayout
@@ -70,6 +71,19 @@ def model_from_checkpoint(ckpt: dict[str, Any], path: str | Path = "checkpoint")
     return model.eval()
 
 
+def shape_differences(stored: dict[str, Any], cfg: Config,
+                      model_keys: Sequence[str] | None = None) -> list[str]:
+    """Dotted keys where ``cfg`` differs from a checkpoint's stored config (``to_dict``) in
+    what shapes the weights: the ``model`` section (or only ``model_keys`` of it) and
+    ``data.image_size``, the size the encoder learned on."""
+    current = to_dict(cfg)
+    keys = sorted(stored["model"]) if model_keys is None else model_keys
+    diff = [f"model.{k}" for k in keys if stored["model"].get(k) != current["model"].get(k)]
+    if stored["data"]["image_size"] != current["data"]["image_size"]:
+        diff.append("data.image_size")
+    return diff
+
+
 def trained_encoder(path: str | Path, cfg: Config) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """The image encoder's weights of checkpoint ``path`` and its stored metadata, checked
     against ``cfg`` (``train.init_encoder``): backbone, its arguments, the embedding size
@@ -79,10 +93,11 @@ def trained_encoder(path: str | Path, cfg: Config) -> tuple[dict[str, torch.Tens
     if not source.model.use_images:
         raise CheckpointError(f"config key 'train.init_encoder': {path} is a covariates-only "
                               "model (no image encoder); give a checkpoint trained with images")
-    diff = [f"model.{k}={getattr(source.model, k)!r}" for k in ENCODER_MODEL_KEYS
-            if getattr(source.model, k) != getattr(cfg.model, k)]
-    if source.data.image_size != cfg.data.image_size:
-        diff.append(f"data.image_size={source.data.image_size}")
+    stored = to_dict(source)
+    diff = []
+    for key in shape_differences(stored, cfg, ENCODER_MODEL_KEYS):
+        section, _, name = key.partition(".")
+        diff.append(f"{key}={stored[section][name]!r}")
     if diff:
         raise CheckpointError(
             f"config key 'train.init_encoder': the encoder of {path} was trained with "
