@@ -87,8 +87,8 @@ class TrainConfig:
     seed: int = 0
     max_epochs: int = 100  # both stages together
     image_epochs: int = 60  # stage 1; 0 skips it (covariates-only models skip it anyway)
-    # A checkpoint whose trained image encoder starts this fit instead of a random one: with
-    # image_epochs=0 only the sequence model is trained (a reader reused on another cohort).
+    # A checkpoint (path or MLflow model URI) whose trained image encoder starts this fit instead
+    # of a random one: with image_epochs=0 only the sequence model is trained (a reader reused).
     init_encoder: str = ""
     lr: float = 2e-3  # sequence stage
     image_lr: float = 1e-3  # image stage

@@ -165,11 +165,18 @@ def fit(
     progress = cfg.train.progress if progress is None else progress
     is_main = rank_zero_only.rank == 0
     meta_in = _resume_meta(resume, cfg) if resume is not None else None
-    # The encoder to start from (checked before any work; a resumed fit has its own weights).
-    encoder_state, source = (trained_encoder(cfg.train.init_encoder, cfg)
-                             if cfg.train.init_encoder and meta_in is None else (None, None))
     # Checked (or switched to the offline store) before reading any image: fail fast.
     uri = tracking.usable_tracking_uri(cfg) if is_main else tracking.resolve_tracking_uri(cfg)
+    # The encoder to start from, a path or an MLflow model URI (checked before any work; a
+    # resumed fit has its own weights).
+    encoder_state = source = encoder_ref = None
+    if cfg.train.init_encoder and meta_in is None:
+        from progression.predict import resolve_checkpoint
+
+        local = resolve_checkpoint(cfg.train.init_encoder, uri)
+        encoder_state, source = trained_encoder(local, cfg)
+        given = Path(cfg.train.init_encoder)
+        encoder_ref = str(local.resolve()) if local == given else cfg.train.init_encoder
     pl.seed_everything(cfg.train.seed, workers=True, verbose=False)
 
     cohort = read_cohort(cfg.data.path)
@@ -227,7 +234,7 @@ def fit(
         "mlflow": {"run_id": run_id, "tracking_uri": uri, "experiment": cfg.tracking.experiment},
     }
     if source is not None:
-        meta["encoder_from"] = {"checkpoint": str(Path(cfg.train.init_encoder).resolve()),
+        meta["encoder_from"] = {"checkpoint": encoder_ref,
                                 "cohort_fingerprint": source.get("cohort_fingerprint"),
                                 "image_epochs": source.get("image_epochs")}
         meta["joint_supervised"] = meta["joint_supervised"] or bool(source.get("joint_supervised"))

@@ -229,6 +229,20 @@ def test_a_trained_encoder_starts_a_sequence_only_fit_unchanged(run, tmp_path):
     assert report.joints is not None
 
 
+def test_a_trained_encoder_can_be_named_by_its_mlflow_model_uri(run, tmp_path):
+    overrides = [o for o in run.overrides if not o.startswith(("train.max_epochs=", "train.image_epochs="))]
+    model_uri = f"runs:/{run.result.run_id}/model"
+    cfg = load_config("tiny", [*overrides, f"train.output_dir={tmp_path / 'runs'}",
+                               "train.max_epochs=1", "train.image_epochs=0",
+                               f"train.init_encoder={model_uri}", "tracking.log_model=false"])
+    result = fit(cfg)
+    before = torch.load(run.result.checkpoint_path, map_location="cpu", weights_only=True)
+    after = torch.load(result.checkpoint_path, map_location="cpu", weights_only=True)
+    assert after["progression"]["encoder_from"]["checkpoint"] == model_uri
+    encoder = [k for k in before["state_dict"] if k.startswith("model.encoder.")]
+    assert all(torch.equal(before["state_dict"][k], after["state_dict"][k]) for k in encoder)
+
+
 @pytest.mark.parametrize("override, named", [
     ("data.image_size=48", "data.image_size=32"),
     ("model.embed_dim=8", "model.embed_dim=16"),
