@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Command: `{command}`  ",
         f"Machine: {platform.machine()} {platform.system()}, {_cpus()} CPU cores, no GPU; "
         f"total {minutes:.1f} min (training {train_seconds / 60:.1f} min).  ",
-        f"Full report: `{work / 'report' / 'report.html'}`.",
+        f"Full report: `{Path(args.work) / 'report' / 'report.html'}` (under --work).",
         "",
     ])
     # One file per seed, so a second run does not overwrite the first one's table.
