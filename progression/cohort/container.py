@@ -52,6 +52,17 @@ class Cohort:
     def patient_ids(self) -> list[str]:
         return self.patients["patient_id"].tolist()
 
+    @property
+    def truth_dir(self) -> Path | None:
+        """``<root>/truth`` when this is a simulated cohort with ground truth, else None.
+
+        Only evaluation and the simulator's oracle read it; a model never does.
+        """
+        if self.root is None:
+            return None
+        truth = Path(self.root) / "truth"
+        return truth if (truth / "truth.csv").is_file() else None
+
     def subset(self, patient_ids) -> Cohort:
         """The same cohort restricted to ``patient_ids``, every table filtered alike.
 
