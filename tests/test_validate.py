@@ -317,11 +317,8 @@ def _record_opens(event: str, args: tuple) -> None:
 _HOOK_INSTALLED: list[bool] = []
 
 
-def test_path_outside_the_cohort_is_never_opened(handmade_cohort, copy_cohort, tmp_path):
-    root = copy_cohort(handmade_cohort)
-    secret = tmp_path / "secret.png"
-    secret.write_bytes((root / "images" / "p1_0_hand_left.png").read_bytes())  # a valid image
-    set_cell("images.csv", 2, "path", "../secret.png")(root)
+def _validate_recording_opens(root: Path):
+    """validate_cohort(root) in this process, and the paths of every file it opened."""
     global _OPENED
     if not _HOOK_INSTALLED:
         sys.addaudithook(_record_opens)
@@ -331,6 +328,15 @@ def test_path_outside_the_cohort_is_never_opened(handmade_cohort, copy_cohort, t
         report = validate_cohort(root, progress=False, workers=1)
     finally:
         _OPENED = None
+    return report, opened
+
+
+def test_path_outside_the_cohort_is_never_opened(handmade_cohort, copy_cohort, tmp_path):
+    root = copy_cohort(handmade_cohort)
+    secret = tmp_path / "secret.png"
+    secret.write_bytes((root / "images" / "p1_0_hand_left.png").read_bytes())  # a valid image
+    set_cell("images.csv", 2, "path", "../secret.png")(root)
+    report, opened = _validate_recording_opens(root)
     assert any("points outside the cohort directory" in p.message for p in report.errors)
     assert any(path.endswith("p1_0_hand_right.png") for path in opened)  # the hook works
     assert not any("secret" in path for path in opened)
@@ -348,15 +354,7 @@ def test_a_symlink_leaving_the_cohort_is_an_error_naming_the_row_and_the_opt_in(
         handmade_cohort, copy_cohort, tmp_path):
     root = copy_cohort(handmade_cohort)
     _link_to_a_film_outside(root, tmp_path / "store")
-    global _OPENED
-    if not _HOOK_INSTALLED:
-        sys.addaudithook(_record_opens)
-        _HOOK_INSTALLED.append(True)
-    _OPENED = opened = []
-    try:
-        report = validate_cohort(root, progress=False, workers=1)
-    finally:
-        _OPENED = None
+    report, opened = _validate_recording_opens(root)
     [problem] = [p for p in report.errors if p.column == "path"]
     assert (problem.file, problem.row) == ("images.csv", 2)
     assert "'images/linked.png' is or passes through a symbolic link that leaves the cohort" in (

@@ -15,38 +15,19 @@ from pathlib import Path
 import pandas as pd
 
 from progression.cohort.cells import table_from_frame
-from progression.cohort.checks import CheckContext, run_checks
+from progression.cohort.checks import CheckContext, CohortFrames, run_checks
 from progression.cohort.format import IMAGES, JOINT_SCORES, KEY_COLUMNS, PATIENTS, VISITS
 from progression.cohort.problems import ValidationReport
-from progression.cohort.schema import CohortSchema
 from progression.errors import CohortError
 
 
 @dataclass
-class Cohort:
-    """The validated tables of one cohort, sorted by patient and date.
+class Cohort(CohortFrames):
+    """The validated tables of one cohort (:class:`CohortFrames`: patients, visits, images,
+    joint_scores, schema, fingerprint) and ``root``, the directory they came from (resolved;
+    None for DataFrames given without one)."""
 
-    - ``patients``: ``patient_id`` (str), ``birth_date`` (datetime64, if given), static
-      covariates (float for numeric, str/NaN for categorical).
-    - ``visits``: ``patient_id``, ``visit_date`` (datetime64), ``svdh_total``,
-      ``svdh_erosion``, ``svdh_jsn`` (float SvdH units, NaN = not scored), time-varying
-      covariates.
-    - ``images``: ``patient_id``, ``visit_date``, ``region``, ``path`` (as written,
-      relative to ``root``), ``abs_path`` (absolute path string).
-    - ``joint_scores``: ``patient_id``, ``visit_date``, ``joint``, ``erosion``, ``jsn``
-      (float grades, NaN where not scored), or None when the cohort has none.
-
-    ``fingerprint`` is a stable hash of the tables and of each image file's size and
-    modification time: log it with a run to know exactly which data it saw.
-    """
-
-    root: Path | None
-    patients: pd.DataFrame
-    visits: pd.DataFrame
-    images: pd.DataFrame
-    joint_scores: pd.DataFrame | None
-    schema: CohortSchema
-    fingerprint: str
+    root: Path | None = None
 
     @property
     def patient_ids(self) -> list[str]:

@@ -12,7 +12,7 @@ Adding a rule means adding it to the module of its table; :func:`run_checks` cal
 from __future__ import annotations
 
 from progression.cohort.cells import Table
-from progression.cohort.checks.build import CohortParts, Parsed, build_parts
+from progression.cohort.checks.build import CohortFrames, Parsed, build_parts
 from progression.cohort.checks.context import CheckContext, VisitKeys
 from progression.cohort.checks.covariates import check_static_or_per_visit, split_covariates
 from progression.cohort.checks.images import check_images
@@ -26,10 +26,10 @@ from progression.cohort.checks.visits import check_score_decreases, check_visits
 from progression.cohort.format import IMAGES, JOINT_SCORES, PATIENTS, VISITS
 from progression.columns import SCORE_COLUMNS
 
-__all__ = ["CheckContext", "CohortParts", "run_checks"]
+__all__ = ["CheckContext", "CohortFrames", "run_checks"]
 
 
-def run_checks(ctx: CheckContext, tables: dict[str, Table | None]) -> CohortParts | None:
+def run_checks(ctx: CheckContext, tables: dict[str, Table | None]) -> CohortFrames | None:
     """Check every table, adding problems to ``ctx.report``; the cohort's parts if all is well."""
     patients = ctx.required_columns(tables.get(PATIENTS))
     visits = ctx.required_columns(tables.get(VISITS))

@@ -29,8 +29,22 @@ class Parsed:
 
 
 @dataclass
-class CohortParts:
-    """The fields of a :class:`~progression.cohort.container.Cohort` but its root."""
+class CohortFrames:
+    """The validated tables of one cohort, sorted by patient and date (all but its root).
+
+    - ``patients``: ``patient_id`` (str), ``birth_date`` (datetime64, if given), static
+      covariates (float for numeric, str/NaN for categorical).
+    - ``visits``: ``patient_id``, ``visit_date`` (datetime64), ``svdh_total``,
+      ``svdh_erosion``, ``svdh_jsn`` (float SvdH units, NaN = not scored), time-varying
+      covariates.
+    - ``images``: ``patient_id``, ``visit_date``, ``region``, ``path`` (as written,
+      relative to the cohort's root), ``abs_path`` (absolute path string).
+    - ``joint_scores``: ``patient_id``, ``visit_date``, ``joint``, ``erosion``, ``jsn``
+      (float grades, NaN where not scored), or None when the cohort has none.
+
+    ``fingerprint`` is a stable hash of the tables and of each image file's size and
+    modification time: log it with a run to know exactly which data it saw.
+    """
 
     patients: pd.DataFrame
     visits: pd.DataFrame
@@ -47,7 +61,7 @@ def build_parts(
     joints: Table | None,
     parsed: Parsed,
     image_stats: dict[str, tuple[int, int]],
-) -> CohortParts:
+) -> CohortFrames:
     """The cohort's DataFrames (sorted by patient and date), schema and fingerprint."""
     patients_df = _patients_frame(patients, parsed)
     visits_df = _visits_frame(visits, parsed)
@@ -60,7 +74,7 @@ def build_parts(
         visit_categorical=tuple(parsed.per_visit[1]),
         levels={k: tuple(v) for k, v in {**parsed.static[1], **parsed.per_visit[1]}.items()},
     )
-    return CohortParts(
+    return CohortFrames(
         patients=patients_df,
         visits=visits_df,
         images=images_df,
