@@ -124,7 +124,7 @@ def derive_cohort(base: Path, out: Path, mapping) -> Path:
     copied visit): its covariates, scores, films and joint scores. ``out/images`` links to the
     base cohort's images, so films are shared, never copied. Reused when already written.
     """
-    from progression.io import atomic_write_csv
+    from progression.io import atomic_write_csv, atomic_write_text
 
     if (out / "images.csv").is_file():
         return out
@@ -141,6 +141,8 @@ def derive_cohort(base: Path, out: Path, mapping) -> Path:
     link = out / "images"
     if not link.exists():
         link.symlink_to((base / "images").resolve(), target_is_directory=True)
+    # the films are the base cohort's, outside this one: say so (docs/cohort_format.md)
+    atomic_write_text(out / "cohort.yaml", "allow_external_images: true\n")
     # images.csv last: its presence marks a complete cohort.
     for name in ("patients", "visits", "joint_scores", "images"):
         if name in derived:

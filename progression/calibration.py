@@ -422,8 +422,8 @@ def calibrate_checkpoint(
     """
     import torch
 
+    from progression.evaluate.inputs import load_cohort
     from progression.evaluate.outcomes import OutcomeRule, landmark_outcomes
-    from progression.evaluate.tables import load_cohort
     from progression.io import atomic_open
     from progression.models.checkpoint import read_checkpoint
     from progression.predict import predict_cohort

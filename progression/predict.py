@@ -21,9 +21,9 @@ import torch
 from progression.cohort import Cohort, ImageCache, read_cohort
 from progression.columns import PREDICTION_COLUMNS
 from progression.config import Config
+from progression.data.arrays import CohortArrays, build_arrays
 from progression.data.covariates import CovariateSpec
 from progression.data.datasets import GroupedBatchSampler, SequenceDataset, collate_sequences
-from progression.data.tables import CohortArrays, build_arrays
 from progression.errors import CheckpointError, ConfigError
 from progression.models.checkpoint import checkpoint_config, model_from_checkpoint, read_checkpoint
 from progression.models.forecaster import Forecaster

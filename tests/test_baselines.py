@@ -89,6 +89,21 @@ def test_oracle_returns_the_full_predictions_table_from_truth(sim_tables):
     assert np.allclose(one["delta_svdh_hi"], truth.set_index("patient_id")["oracle_delta_q95_1y"])
 
 
+def test_the_oracles_risk_score_is_the_same_wherever_it_is_read(sim_tables):
+    from progression.simulate import Oracle as SimulatorOracle
+
+    as_baseline = Oracle().predict(sim_tables, horizons=(1.0, 2.0))
+    as_simulator_truth = SimulatorOracle.load(sim_tables.root).predictions()
+    pd.testing.assert_frame_equal(as_baseline, as_simulator_truth)
+    # the model's rule (docs/architecture.md): the row's expected change per year
+    assert np.allclose(as_baseline["risk_score"],
+                       as_baseline["delta_svdh_pred"] / as_baseline["horizon_years"])
+    two_year = as_baseline[as_baseline["horizon_years"] == 2.0]
+    truth = pd.read_csv(sim_tables.truth_dir / "truth.csv", dtype={"patient_id": str})
+    assert np.allclose(two_year["risk_score"].to_numpy(),
+                       truth.sort_values("patient_id")["oracle_delta_2y"].to_numpy() / 2)
+
+
 def test_oracle_refuses_a_cohort_without_truth(noisy):
     with pytest.raises(ProgressionError, match="truth"):
         Oracle().predict(noisy)

@@ -24,7 +24,7 @@ from progression.evaluate import (
     read_tables,
 )
 from progression.evaluate.baselines import cross_fit
-from progression.evaluate.tables import as_index_dates
+from progression.evaluate.inputs import as_index_dates
 
 
 def _simulate_tables(root: Path, n: int, seed: int):

@@ -10,8 +10,8 @@ import torch
 
 from progression.cohort import read_cohort
 from progression.config import ModelConfig
+from progression.data.arrays import build_arrays, fit_covariates
 from progression.data.datasets import SequenceDataset, collate_sequences
-from progression.data.tables import build_arrays, fit_covariates
 from progression.errors import ConfigError
 from progression.models import build_forecaster
 from progression.models.sequence import REGION_FEATURES, InputLayout

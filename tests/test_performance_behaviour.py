@@ -17,8 +17,8 @@ from test_train_support import shared_run, simulated_cohort, tiny_overrides
 
 from progression.cohort import ImageCache, read_cohort
 from progression.config import load_config
+from progression.data.arrays import build_arrays, fit_covariates
 from progression.data.datasets import GroupedBatchSampler, SequenceDataset, collate_sequences
-from progression.data.tables import build_arrays, fit_covariates
 from progression.models.encoder import ImageEncoder
 from progression.scoring import REGIONS
 

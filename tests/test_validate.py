@@ -317,11 +317,8 @@ def _record_opens(event: str, args: tuple) -> None:
 _HOOK_INSTALLED: list[bool] = []
 
 
-def test_path_outside_the_cohort_is_never_opened(handmade_cohort, copy_cohort, tmp_path):
-    root = copy_cohort(handmade_cohort)
-    secret = tmp_path / "secret.png"
-    secret.write_bytes((root / "images" / "p1_0_hand_left.png").read_bytes())  # a valid image
-    set_cell("images.csv", 2, "path", "../secret.png")(root)
+def _validate_recording_opens(root: Path):
+    """validate_cohort(root) in this process, and the paths of every file it opened."""
     global _OPENED
     if not _HOOK_INSTALLED:
         sys.addaudithook(_record_opens)
@@ -331,9 +328,80 @@ def test_path_outside_the_cohort_is_never_opened(handmade_cohort, copy_cohort, t
         report = validate_cohort(root, progress=False, workers=1)
     finally:
         _OPENED = None
+    return report, opened
+
+
+def test_path_outside_the_cohort_is_never_opened(handmade_cohort, copy_cohort, tmp_path):
+    root = copy_cohort(handmade_cohort)
+    secret = tmp_path / "secret.png"
+    secret.write_bytes((root / "images" / "p1_0_hand_left.png").read_bytes())  # a valid image
+    set_cell("images.csv", 2, "path", "../secret.png")(root)
+    report, opened = _validate_recording_opens(root)
     assert any("points outside the cohort directory" in p.message for p in report.errors)
     assert any(path.endswith("p1_0_hand_right.png") for path in opened)  # the hook works
     assert not any("secret" in path for path in opened)
+
+
+def _link_to_a_film_outside(root: Path, outside: Path) -> None:
+    """images.csv line 2 names images/linked.png, a symbolic link to a valid film in ``outside``."""
+    outside.mkdir()
+    (outside / "store.png").write_bytes((root / "images" / "p1_0_hand_left.png").read_bytes())
+    (root / "images" / "linked.png").symlink_to(outside / "store.png")
+    set_cell("images.csv", 2, "path", "images/linked.png")(root)
+
+
+def test_a_symlink_leaving_the_cohort_is_an_error_naming_the_row_and_the_opt_in(
+        handmade_cohort, copy_cohort, tmp_path):
+    root = copy_cohort(handmade_cohort)
+    _link_to_a_film_outside(root, tmp_path / "store")
+    report, opened = _validate_recording_opens(root)
+    [problem] = [p for p in report.errors if p.column == "path"]
+    assert (problem.file, problem.row) == ("images.csv", 2)
+    assert "'images/linked.png' is or passes through a symbolic link that leaves the cohort" in (
+        problem.message)
+    assert "allow_external_images: true" in problem.fix and "cohort.yaml" in problem.fix
+    assert not any("store" in path for path in opened)  # the film outside is never read
+    from progression.cohort import read_cohort
+    from progression.errors import CohortError
+
+    with pytest.raises(CohortError, match="images.csv line 2, column path"):
+        read_cohort(root)
+
+
+def test_a_linked_directory_leaving_the_cohort_is_refused_too(
+        handmade_cohort, copy_cohort, tmp_path):
+    root = copy_cohort(handmade_cohort)
+    store = tmp_path / "store"
+    (root / "images").rename(store)
+    (root / "images").symlink_to(store, target_is_directory=True)
+    report = validate_cohort(root, progress=False, workers=1)
+    n_rows = len((root / "images.csv").read_text().splitlines()) - 1
+    assert len([p for p in report.errors if "symbolic link" in p.message]) == n_rows
+
+
+def test_a_cohort_opts_in_to_links_leaving_it_in_cohort_yaml(handmade_cohort, copy_cohort,
+                                                            tmp_path):
+    root = copy_cohort(handmade_cohort)
+    _link_to_a_film_outside(root, tmp_path / "store")
+    (root / "cohort.yaml").write_text("allow_external_images: true\n")
+    report = validate_cohort(root, progress=False, workers=1)
+    assert report.ok, report.render()
+    from progression.cohort import read_cohort
+
+    cohort = read_cohort(root)
+    assert "images/linked.png" in cohort.images["path"].tolist()
+    # the opt-in is for links only: a path written to leave the cohort is still refused
+    set_cell("images.csv", 3, "path", "../store/store.png")(root)
+    messages = [p.message for p in validate_cohort(root, progress=False).errors]
+    assert messages == ["'../store/store.png' points outside the cohort directory"]
+
+
+def test_an_unknown_cohort_option_names_the_known_ones(handmade_cohort, copy_cohort):
+    root = copy_cohort(handmade_cohort)
+    (root / "cohort.yaml").write_text("allow_external_image: yes\n")
+    [problem] = validate_cohort(root, progress=False).errors
+    assert (problem.file, problem.column) == ("cohort.yaml", "allow_external_image")
+    assert "use one of allow_external_images" in problem.fix
 
 
 def test_images_are_checked_in_worker_processes_with_the_same_result(handmade_cohort, copy_cohort):

@@ -12,7 +12,10 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Literal
 
+from progression.errors import CohortError
+
 Severity = Literal["error", "warning"]
+MAX_ERRORS_IN_MESSAGE = 500
 
 
 @dataclass(frozen=True)
@@ -116,3 +119,23 @@ class ValidationReport:
             "n_warnings": len(self.warnings),
             "problems": [dataclasses.asdict(p) for p in self.problems],
         }
+
+    def raise_on_errors(self) -> None:
+        """Raise :class:`~progression.errors.CohortError` listing the errors (first 500), if any.
+
+        Problems of a whole file (a missing column, no film found) come first: they explain
+        the rest.
+        """
+        errors = sorted(self.errors, key=lambda p: p.row is not None)
+        if not errors:
+            return
+        shown = [p.render() for p in errors[:MAX_ERRORS_IN_MESSAGE]]
+        if len(errors) > len(shown):
+            shown.append(
+                f"... and {len(errors) - len(shown)} more errors; "
+                f"`progression validate {self.root} --json report.json` lists them all"
+            )
+        raise CohortError(
+            f"{self.root}: {len(errors)} error(s) in the cohort (format v1, see "
+            "docs/cohort_format.md):\n" + "\n".join(shown)
+        )

@@ -1,6 +1,6 @@
 """``validate_cohort``: every problem of a cohort directory in one report, images included.
 
-On top of the table checks of :func:`~progression.cohort.tables.read_cohort` this decodes
+On top of the table checks of :func:`~progression.cohort.reading.read_cohort` this decodes
 every image once (header and pixels) in worker processes, so a corrupt, truncated or
 pixel-less file is found before a training run trips over it. Nothing is written: the
 cohort directory is left byte-identical, modification times included.
@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from progression.cohort.format import IMAGES
 from progression.cohort.parallel import auto_workers, parallel_map
 from progression.cohort.problems import ValidationReport
-from progression.cohort.tables import IMAGES, check_tables
+from progression.cohort.reading import check_tables
 from progression.cohort.workers import inspect_image
 
 _IMAGE_FIX = "replace the file with a readable export, or correct its path in images.csv"

@@ -68,7 +68,7 @@ def defaults() -> argparse.Namespace:
 def run(args: argparse.Namespace) -> int:
     from progression.commands import refuse_output_in_cohort
     from progression.evaluate import OutcomeRule, evaluate
-    from progression.evaluate.tables import read_predictions
+    from progression.evaluate.inputs import read_predictions
 
     if not args.checkpoint and not args.predictions and not args.baselines:
         raise ProgressionError("give --checkpoint or --predictions (or baselines to evaluate)")

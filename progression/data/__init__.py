@@ -1,6 +1,6 @@
 """From a validated cohort to batches: arrays, covariates, splits, datasets, DataModule.
 
-- :mod:`~progression.data.tables`: the cohort as aligned arrays (visits, images, targets).
+- :mod:`~progression.data.arrays`: the cohort as aligned arrays (visits, images, targets).
 - :mod:`~progression.data.covariates`: standardised / embedded covariates with missingness.
 - :mod:`~progression.data.split`: patient-level train/val/test split.
 - :mod:`~progression.data.datasets`: the two datasets, collation, length-grouped sampler.
@@ -9,8 +9,8 @@
 
 from __future__ import annotations
 
+from progression.data.arrays import CohortArrays, build_arrays, fit_covariates
 from progression.data.covariates import CovariateSpec
 from progression.data.split import split_patients
-from progression.data.tables import CohortArrays, build_arrays, fit_covariates
 
 __all__ = ["CohortArrays", "CovariateSpec", "build_arrays", "fit_covariates", "split_patients"]

@@ -10,6 +10,7 @@ so a forecast on a new cohort uses exactly the training statistics.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -60,10 +61,24 @@ class CovariateSpec:
 
     @classmethod
     def fit(cls, patients: pd.DataFrame, visits: pd.DataFrame, static: list[str],
-            per_visit: list[str]) -> CovariateSpec:
-        """Statistics from training rows; a column is numeric if every value parses as a number."""
-        s_num, s_cat = _fit_columns(patients, static)
-        v_num, v_cat = _fit_columns(visits, per_visit)
+            per_visit: list[str], categorical: Collection[str] | None = None) -> CovariateSpec:
+        """Statistics from training rows of the ``static`` and ``per_visit`` columns.
+
+        Columns named in ``categorical`` get levels, the others mean and standard deviation.
+        The kinds are the cohort schema's (``progression.cohort.CohortSchema``, decided once
+        when the cohort is read), never re-guessed from a split's values. ``None``: the
+        frames' dtypes carry them (a Cohort stores numeric covariates as float, categorical
+        ones as text), so columns of a non-numeric dtype are categorical.
+        """
+        if categorical is None:
+            categorical = {
+                name
+                for frame in (patients, visits)
+                for name in frame.columns
+                if not pd.api.types.is_numeric_dtype(frame[name])
+            }
+        s_num, s_cat = _fit_columns(patients, static, categorical)
+        v_num, v_cat = _fit_columns(visits, per_visit, categorical)
         return cls(s_num, s_cat, v_num, v_cat)
 
     def transform_static(self, patients: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -75,26 +90,17 @@ class CovariateSpec:
         return _transform(visits, self.visit_numeric, self.visit_categorical, "visit")
 
 
-def _is_numeric(values: pd.Series) -> bool:
-    present = values.dropna()
-    if present.dtype.kind in "biuf":
-        return True
-    text = present.astype(str).str.strip()
-    text = text[text != ""]
-    return bool(pd.to_numeric(text, errors="coerce").notna().all())
-
-
 def _numbers(values: pd.Series) -> pd.Series:
     if values.dtype.kind in "biuf":
         return values.astype(float)
     return pd.to_numeric(values.astype("string").str.strip(), errors="coerce").astype(float)
 
 
-def _fit_columns(frame: pd.DataFrame, columns: list[str]):
+def _fit_columns(frame: pd.DataFrame, columns: list[str], categorical_names: Collection[str]):
     numeric, categorical = [], []
     for name in columns:
         values = frame[name] if name in frame.columns else pd.Series([], dtype=float)
-        if _is_numeric(values):
+        if name not in categorical_names:
             x = _numbers(values).dropna()
             mean = float(x.mean()) if len(x) else 0.0
             std = float(x.std(ddof=0)) if len(x) > 1 else 1.0

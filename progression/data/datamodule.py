@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 
 from progression.cohort import Cohort, ImageCache
 from progression.config import Config
+from progression.data.arrays import CohortArrays, build_arrays, fit_covariates
 from progression.data.covariates import CovariateSpec
 from progression.data.datasets import (
     GroupedBatchSampler,
@@ -32,7 +33,6 @@ from progression.data.datasets import (
     collate_visits,
 )
 from progression.data.split import split_patients
-from progression.data.tables import CohortArrays, build_arrays, fit_covariates
 from progression.errors import CohortError, ConfigError
 from progression.models.sequence import InputLayout
 from progression.scoring import REGIONS

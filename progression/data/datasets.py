@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from progression.cohort import ImageCache
-from progression.data.tables import CohortArrays
+from progression.data.arrays import CohortArrays
 from progression.scoring import is_rapid
 
 

@@ -100,7 +100,7 @@ def predict_matrix(train_cohort: Any, cohort: Any, horizon: float,
     the matrix forecast from the same visit as the model.
     """
     from progression.evaluate.baselines import ClinicalMatrix
-    from progression.evaluate.tables import read_tables
+    from progression.evaluate.inputs import read_tables
 
     def tables(c: Any) -> Any:
         return read_tables(c) if isinstance(c, str | Path) else c

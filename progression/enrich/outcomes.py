@@ -83,13 +83,13 @@ def _table(path: Path, horizon: float) -> tuple[pd.DataFrame, str]:
     if (path / "truth" / "truth.csv").is_file():
         return _from_truth(path / "truth", horizon), "simulated truth (noise-free change)"
     if path.is_dir():
+        from progression.evaluate.inputs import load_cohort
         from progression.evaluate.outcomes import OutcomeRule, landmark_outcomes
-        from progression.evaluate.tables import load_cohort
 
         table = landmark_outcomes(load_cohort(path), OutcomeRule(horizons=(horizon,)))
         return table, "observed change (landmark split of a real cohort)"
     if path.is_file():
-        from progression.evaluate.tables import read_outcomes
+        from progression.evaluate.inputs import read_outcomes
 
         return read_outcomes(path), "outcomes table"
     raise ProgressionError(

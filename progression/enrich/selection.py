@@ -2,7 +2,7 @@
 
 Any table with the predictions-table columns (docs/architecture.md) can act as a
 selector: the model's, the clinical matrix's, or one a user wrote by hand. Files are
-read by :func:`progression.evaluate.tables.read_predictions` (columns, numbers, dates),
+read by :func:`progression.evaluate.inputs.read_predictions` (columns, numbers, dates),
 then checked for what a selection needs (no empty forecast, ``p_rapid`` in [0, 1],
 ``lo <= hi``, one row per patient and horizon).
 
@@ -34,7 +34,7 @@ import pandas as pd
 from scipy import stats
 
 from progression.errors import ProgressionError
-from progression.evaluate.tables import PREDICTION_COLUMNS
+from progression.evaluate.inputs import PREDICTION_COLUMNS
 
 NUMERIC_COLUMNS = ("horizon_years", "delta_svdh_pred", "delta_svdh_lo", "delta_svdh_hi", "p_rapid",
                    "risk_score")
@@ -43,7 +43,7 @@ RANK_KEYS = ("risk_score", "p_rapid", "delta_svdh_pred")
 
 def read_predictions(path: str | Path) -> pd.DataFrame:
     """Read and check a predictions CSV; errors name the file, the column or the row."""
-    from progression.evaluate.tables import read_predictions as read_table
+    from progression.evaluate.inputs import read_predictions as read_table
 
     return check_predictions(read_table(path), str(path))
 

@@ -16,6 +16,14 @@ from progression.evaluate.baselines import (
     Oracle,
     make_baseline,
 )
+from progression.evaluate.inputs import (
+    OUTCOME_COLUMNS,
+    PREDICTION_COLUMNS,
+    load_cohort,
+    read_outcomes,
+    read_predictions,
+    read_tables,
+)
 from progression.evaluate.outcomes import (
     OutcomeRule,
     derive_outcomes,
@@ -23,15 +31,6 @@ from progression.evaluate.outcomes import (
     outcomes_from_truth,
 )
 from progression.evaluate.report import evaluate, training_cohort_of
-from progression.evaluate.tables import (
-    OUTCOME_COLUMNS,
-    PREDICTION_COLUMNS,
-    CohortTables,
-    load_cohort,
-    read_outcomes,
-    read_predictions,
-    read_tables,
-)
 
 __all__ = [
     "BASELINES",
@@ -40,7 +39,6 @@ __all__ = [
     "PREDICTION_COLUMNS",
     "ClinicalMatrix",
     "CohortMean",
-    "CohortTables",
     "CovariatesModel",
     "LinearExtrapolation",
     "Oracle",

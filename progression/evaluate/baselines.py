@@ -6,9 +6,9 @@ Every baseline is a small class with ONE interface::
     table = baseline.predict(cohort, horizons=(1.0, 2.0), index_dates=None)
 
 ``train_cohort`` / ``cohort`` are cohort directories (format v1), ``Cohort`` objects from
-``progression.cohort.read_cohort`` or :class:`~progression.evaluate.tables.CohortTables`.
+``progression.cohort.read_cohort`` / ``Cohort.from_frames``.
 ``predict`` returns a predictions table with exactly the model's columns
-(:data:`~progression.evaluate.tables.PREDICTION_COLUMNS`), so every metric, the enrichment
+(:data:`~progression.evaluate.inputs.PREDICTION_COLUMNS`), so every metric, the enrichment
 selector and the reports run identically on every method. ``index_dates`` (patient_id ->
 date) truncate each patient's history (landmark evaluation); by default the index is the
 last visit with an image, as for the model.
@@ -41,34 +41,39 @@ from sklearn.isotonic import IsotonicRegression
 from sklearn.model_selection import GroupKFold, cross_val_predict
 from sklearn.pipeline import Pipeline, make_pipeline
 
+from progression.cohort import Cohort
+from progression.columns import PREDICTION_COLUMNS
 from progression.errors import ProgressionError
-from progression.evaluate.tables import (
-    PREDICTION_COLUMNS,
-    SCORE_COLUMNS,
-    CohortTables,
-    as_index_dates,
-    load_cohort,
-    years_between,
-)
+from progression.evaluate.inputs import as_index_dates, load_cohort, years_between
 from progression.scoring import RAPID_RATE
+from progression.simulate.oracle import oracle_horizons, oracle_predictions, read_truth
 
 log = logging.getLogger(__name__)
 
 PAIR_MIN_YEARS = 0.5
 PAIR_MAX_YEARS = 3.0
 PAIR_TARGET_YEARS = 1.0
-_RESERVED = {"patient_id", "visit_date", "birth_date", *SCORE_COLUMNS}
 
 
 # --------------------------------------------------------------------------- features
-def covariate_columns(cohort: CohortTables) -> tuple[list[str], list[str]]:
-    """(static covariates from patients.csv, time-varying covariates from visits.csv)."""
-    static = [c for c in cohort.patients.columns if c not in _RESERVED]
-    varying = [c for c in cohort.visits.columns if c not in _RESERVED and c not in static]
-    return static, varying
+def covariate_columns(cohort: Cohort) -> tuple[list[str], list[str]]:
+    """(static covariates from patients.csv, time-varying covariates from visits.csv).
+
+    The cohort's schema says which columns are covariates (in file order here).
+    """
+    schema = cohort.schema
+    static = {*schema.static_numeric, *schema.static_categorical}
+    varying = {*schema.visit_numeric, *schema.visit_categorical}
+    return ([c for c in cohort.patients.columns if c in static],
+            [c for c in cohort.visits.columns if c in varying])
 
 
-def features_at(cohort: CohortTables, at: pd.DataFrame) -> pd.DataFrame:
+def categorical_covariates(cohort: Cohort) -> set[str]:
+    """Covariates the cohort typed as categorical (the schema decides, once, for every user)."""
+    return {*cohort.schema.static_categorical, *cohort.schema.visit_categorical}
+
+
+def features_at(cohort: Cohort, at: pd.DataFrame) -> pd.DataFrame:
     """What is known about each patient at a date: one row per row of ``at``.
 
     ``at`` has ``patient_id`` and ``date``. Returned columns: those of ``at``, the static
@@ -128,7 +133,7 @@ def features_at(cohort: CohortTables, at: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values("_row").drop(columns="_row").reset_index(drop=True)
 
 
-def training_pairs(cohort: CohortTables) -> pd.DataFrame:
+def training_pairs(cohort: Cohort) -> pd.DataFrame:
     """Training examples (see module docstring): features at the start visit + ``rate``."""
     scored = cohort.visits.dropna(subset=["svdh_total"])[["patient_id", "visit_date",
                                                           "svdh_total"]]
@@ -183,8 +188,9 @@ class Baseline:
         return (rates[:, None] + self.residuals_[None, :] >= RAPID_RATE).mean(axis=1)
 
     def fit(self, train: Any) -> Self:
-        """Fit on a training cohort (directory, Cohort or CohortTables); returns self."""
+        """Fit on a training cohort (directory or Cohort); returns self."""
         tables = load_cohort(train)
+        self.categorical_ = categorical_covariates(tables)
         pairs = training_pairs(tables)
         if len(pairs) < 2:
             raise ProgressionError(
@@ -425,7 +431,7 @@ class CovariatesModel(Baseline):
                       if c not in {"patient_id", "date", "gap_years", "rate"}]
         # Columns never observed in training carry no information (and break the binning).
         candidates = [c for c in candidates if pairs[c].notna().any()]
-        self.numeric_ = [c for c in candidates if pd.api.types.is_numeric_dtype(pairs[c])]
+        self.numeric_ = [c for c in candidates if c not in self.categorical_]
         self.categories_ = {
             c: sorted(pairs[c].dropna().astype(str).unique())
             for c in candidates if c not in self.numeric_
@@ -447,13 +453,12 @@ class CovariatesModel(Baseline):
 
 # --------------------------------------------------------------------------- (e) oracle
 class Oracle:
-    """The simulator's oracle: the best forecast possible from the latent truth.
+    """The simulator's oracle as a baseline: the best forecast possible from the latent truth.
 
-    Reads ``<cohort>/truth/truth.csv`` (``oracle_delta_<h>y``, its 5% and 95% quantiles
-    ``oracle_delta_q05/q95_<h>y`` as the 90% interval, ``oracle_p_rapid_<h>y``,
-    ``svdh_true_index``); only simulated cohorts have it, and only horizons 1 and 2 years.
-    ``risk_score`` = the oracle's expected change at the first horizon per year (SvdH
-    units/yr). ``fit`` does nothing.
+    Reads ``<cohort>/truth/truth.csv`` through :func:`progression.simulate.oracle.read_truth`
+    and :func:`~progression.simulate.oracle.oracle_predictions`, the one reader of the oracle
+    (``risk_score`` = expected change / horizon, SvdH units/yr, as for the model). Only
+    simulated cohorts have it, and only horizons 1 and 2 years. ``fit`` does nothing.
     """
 
     name = "oracle"
@@ -468,31 +473,14 @@ class Oracle:
             raise ProgressionError(
                 f"the oracle needs a simulated cohort with truth/truth.csv; '{tables.root}' has none"
             )
-        truth = pd.read_csv(tables.truth_dir / "truth.csv", dtype={"patient_id": str})
-        first = horizons[0]
-        parts = []
-        for h in horizons:
-            delta, p = f"oracle_delta_{h:g}y", f"oracle_p_rapid_{h:g}y"
-            if not {delta, p, f"oracle_delta_q05_{h:g}y"} <= set(truth.columns):
-                raise ProgressionError(
-                    f"{tables.truth_dir / 'truth.csv'} has no {delta}/{p}: the oracle exists for "
-                    "horizons of 1 and 2 years only; evaluate with --horizons 1,2"
-                )
-            parts.append(pd.DataFrame({
-                "patient_id": truth["patient_id"],
-                "index_date": pd.to_datetime(truth["index_date"]).dt.strftime("%Y-%m-%d"),
-                "horizon_years": float(h),
-                "svdh_index_pred": truth["svdh_true_index"].astype(float),
-                "delta_svdh_pred": truth[delta].astype(float),
-                "delta_svdh_lo": truth[f"oracle_delta_q05_{h:g}y"].astype(float),
-                "delta_svdh_hi": truth[f"oracle_delta_q95_{h:g}y"].astype(float),
-                "p_rapid": truth[p].astype(float),
-                "risk_score": truth[f"oracle_delta_{first:g}y"].astype(float) / first,
-                "note": "",
-            }))
-        table = pd.concat(parts, ignore_index=True)
-        return table[list(PREDICTION_COLUMNS)].sort_values(["patient_id", "horizon_years"],
-                                                           ignore_index=True)
+        truth = read_truth(tables.root)
+        missing = [h for h in horizons if float(h) not in oracle_horizons(truth)]
+        if missing:
+            raise ProgressionError(
+                f"{tables.truth_dir / 'truth.csv'} has no oracle_delta_{missing[0]:g}y: the oracle "
+                "exists for horizons of 1 and 2 years only; evaluate with --horizons 1,2"
+            )
+        return oracle_predictions(truth, horizons)
 
 
 BASELINES: dict[str, type] = {
@@ -516,7 +504,7 @@ def make_baseline(name: str) -> Baseline | Oracle:
 
 def cross_fit(
     name: str,
-    cohort: CohortTables,
+    cohort: Cohort,
     horizons: Sequence[float],
     index_dates: pd.Series,
     folds: int = 5,

@@ -1,6 +1,6 @@
 """Observed outcomes to score forecasts against: the outcomes table.
 
-One row per patient x horizon, columns :data:`~progression.evaluate.tables.OUTCOME_COLUMNS`:
+One row per patient x horizon, columns :data:`~progression.evaluate.inputs.OUTCOME_COLUMNS`:
 
 ``patient_id``, ``index_date`` (the forecast origin, YYYY-MM-DD), ``horizon_years``,
 ``delta_svdh_obs`` (SvdH change from the index over the horizon; empty = not observed),
@@ -29,8 +29,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from progression.cohort import Cohort
+from progression.columns import OUTCOME_COLUMNS
 from progression.errors import ProgressionError
-from progression.evaluate.tables import OUTCOME_COLUMNS, CohortTables, years_between
+from progression.evaluate.inputs import years_between
 from progression.scoring import DEFAULT_SDC, exceeds_sdc, is_rapid
 
 log = logging.getLogger(__name__)
@@ -98,7 +100,7 @@ def _expand(base: pd.DataFrame, rule: OutcomeRule) -> pd.DataFrame:
     )
 
 
-def outcomes_from_truth(cohort: CohortTables, rule: OutcomeRule = OutcomeRule()) -> pd.DataFrame:
+def outcomes_from_truth(cohort: Cohort, rule: OutcomeRule = OutcomeRule()) -> pd.DataFrame:
     """Outcomes of a simulated cohort from its ``truth/`` directory (see module docstring)."""
     truth_dir = cohort.truth_dir
     if truth_dir is None:
@@ -132,7 +134,7 @@ def outcomes_from_truth(cohort: CohortTables, rule: OutcomeRule = OutcomeRule())
     return _expand(base, rule)
 
 
-def _index_scores(cohort: CohortTables, truth: pd.DataFrame, score: str) -> pd.DataFrame:
+def _index_scores(cohort: Cohort, truth: pd.DataFrame, score: str) -> pd.DataFrame:
     """The score each follow-up change is measured from: noise-free truth, or the index read."""
     if score == "svdh_total_true":
         return truth[["patient_id", "svdh_true_index"]].rename(
@@ -143,7 +145,7 @@ def _index_scores(cohort: CohortTables, truth: pd.DataFrame, score: str) -> pd.D
     return reads[["patient_id", "svdh_total"]].rename(columns={"svdh_total": "svdh_index"})
 
 
-def landmark_outcomes(cohort: CohortTables, rule: OutcomeRule = OutcomeRule()) -> pd.DataFrame:
+def landmark_outcomes(cohort: Cohort, rule: OutcomeRule = OutcomeRule()) -> pd.DataFrame:
     """Landmark outcomes for a real cohort whose visits.csv has scores after the forecast origin.
 
     Index visit, per patient: among the visits that are scored (``svdh_total``) and imaged
@@ -210,7 +212,7 @@ def landmark_outcomes(cohort: CohortTables, rule: OutcomeRule = OutcomeRule()) -
     return _expand(base, rule)
 
 
-def derive_outcomes(cohort: CohortTables, rule: OutcomeRule = OutcomeRule()) -> pd.DataFrame:
+def derive_outcomes(cohort: Cohort, rule: OutcomeRule = OutcomeRule()) -> pd.DataFrame:
     """Outcomes from the simulator's truth when present, else by the landmark split."""
     if cohort.truth_dir is not None:
         return outcomes_from_truth(cohort, rule)

@@ -31,6 +31,8 @@ import pandas as pd
 from jinja2 import Environment, FileSystemLoader
 from tqdm.auto import tqdm
 
+from progression.cohort import Cohort
+from progression.columns import DAYS_PER_YEAR
 from progression.errors import ProgressionError, TrackingError
 from progression.evaluate import figures
 from progression.evaluate.baselines import (
@@ -39,6 +41,13 @@ from progression.evaluate.baselines import (
     cross_fit,
     features_at,
     make_baseline,
+)
+from progression.evaluate.inputs import (
+    as_index_dates,
+    horizon_label,
+    load_cohort,
+    read_outcomes,
+    read_predictions,
 )
 from progression.evaluate.metrics import (
     DELTA_METRICS,
@@ -50,14 +59,6 @@ from progression.evaluate.metrics import (
 )
 from progression.evaluate.outcomes import OutcomeRule, derive_outcomes
 from progression.evaluate.survival import cox_models, km_by_tertile, survival_frame
-from progression.evaluate.tables import (
-    CohortTables,
-    as_index_dates,
-    horizon_label,
-    load_cohort,
-    read_outcomes,
-    read_predictions,
-)
 from progression.io import atomic_write_bytes, atomic_write_csv, atomic_write_text, json_safe
 from progression.scoring import is_rapid
 
@@ -114,7 +115,7 @@ def _is_checkpoint(source: Any) -> bool:
         Path(str(source)).suffix.lower() != ".csv")
 
 
-def _model_predictions(source: Any, cohort: CohortTables, outcomes: pd.DataFrame,
+def _model_predictions(source: Any, cohort: Cohort, outcomes: pd.DataFrame,
                        horizons: Sequence[float], progress: bool,
                        tracking_uri: str | None) -> pd.DataFrame:
     """A predictions table from a DataFrame, a predictions CSV, or a checkpoint (predicted)."""
@@ -129,7 +130,7 @@ def _model_predictions(source: Any, cohort: CohortTables, outcomes: pd.DataFrame
                           progress=progress, tracking_uri=tracking_uri)
 
 
-def _index_scores(cohort: CohortTables, outcomes: pd.DataFrame) -> pd.DataFrame:
+def _index_scores(cohort: Cohort, outcomes: pd.DataFrame) -> pd.DataFrame:
     """The given (read) SvdH total at each patient's index visit, for the scoring metrics."""
     index = outcomes[["patient_id", "index_date"]].drop_duplicates("patient_id")
     reads = cohort.visits[["patient_id", "visit_date", "svdh_total"]].rename(
@@ -163,7 +164,7 @@ def checkpoint_data(checkpoint: str | Path, tracking_uri: str | None = None) -> 
 
 
 def training_cohort_of(checkpoint: str | Path, tracking_uri: str | None = None
-                       ) -> CohortTables | None:
+                       ) -> Cohort | None:
     """The training split of the cohort a checkpoint was fitted on, or None when that cohort
     directory is no longer readable (then the baselines are cross-fitted instead)."""
     data = checkpoint_data(checkpoint, tracking_uri)
@@ -243,7 +244,7 @@ def _compute_all(
 
 
 # --------------------------------------------------------------------------- description
-def describe_cohort(cohort: CohortTables, outcomes: pd.DataFrame,
+def describe_cohort(cohort: Cohort, outcomes: pd.DataFrame,
                     horizons: Sequence[float]) -> dict[str, Any]:
     """Who was evaluated: counts, history, covariates at the index, outcomes (TRIPOD item 13)."""
     ids = outcomes["patient_id"].unique()
@@ -251,7 +252,7 @@ def describe_cohort(cohort: CohortTables, outcomes: pd.DataFrame,
     index = outcomes.drop_duplicates("patient_id").set_index("patient_id")["index_date"]
     before = visits[visits["visit_date"] <= visits["patient_id"].map(index)]
     per_patient = before.groupby("patient_id")
-    span = (per_patient["visit_date"].max() - per_patient["visit_date"].min()).dt.days / 365.25
+    span = (per_patient["visit_date"].max() - per_patient["visit_date"].min()).dt.days / DAYS_PER_YEAR
     at = pd.DataFrame({"patient_id": index.index, "date": index.to_numpy()})
     features = features_at(cohort, at)
     covariates = {}
@@ -405,7 +406,7 @@ def evaluate(
         file, which is run through ``progression.predict.predict_cohort`` from the outcomes'
         index dates. ``None`` evaluates the baselines only.
     cohort
-        The evaluation cohort (directory in format v1, ``Cohort`` or ``CohortTables``).
+        The evaluation cohort (directory in format v1 or ``Cohort``).
     outcomes
         Outcomes table (DataFrame or CSV, docs/evaluation.md); ``None`` derives it from the
         cohort (simulator truth, else the landmark split) with ``rule``.

@@ -28,6 +28,7 @@ from lifelines import CoxPHFitter, KaplanMeierFitter
 from lifelines.exceptions import ConvergenceError, ConvergenceWarning
 from lifelines.statistics import multivariate_logrank_test
 
+from progression.columns import BINARY_COVARIATES
 from progression.evaluate.baselines import binary_status
 
 log = logging.getLogger(__name__)
@@ -171,7 +172,7 @@ def cox_models(frame: pd.DataFrame, clinical: pd.DataFrame | None) -> dict[str, 
     for column in CLINICAL_COVARIATES:
         if column not in data.columns:
             continue
-        values = (binary_status(data[column]) if column in ("rf", "acpa")
+        values = (binary_status(data[column]) if column in BINARY_COVARIATES
                   else pd.to_numeric(data[column], errors="coerce"))
         if values.notna().mean() >= MIN_COVERAGE and values.nunique() > 1:
             data[column] = values

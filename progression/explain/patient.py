@@ -31,9 +31,9 @@ import torch
 from torch import nn
 
 from progression.cohort import Cohort, ImageCache, read_cohort
+from progression.data.arrays import CohortArrays, build_arrays
 from progression.data.covariates import MISSING_CODE, CovariateSpec
 from progression.data.datasets import SequenceDataset, collate_sequences
-from progression.data.tables import CohortArrays, build_arrays
 from progression.errors import CohortError
 from progression.explain.attributions import integrated_gradients
 from progression.explain.gradcam import finest_semantic_layer, grad_cam

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from progression.columns import DAYS_PER_YEAR
 from progression.errors import ConfigError
 from progression.io import atomic_write_csv, atomic_write_text
 from progression.scoring import JOINT_NAMES as _JOINT_NAMES
@@ -103,7 +104,7 @@ def _visit_times(cfg: SimulationConfig, rng: np.random.Generator) -> np.ndarray:
         return np.array([0])
     span = rng.uniform(min(0.5, cfg.max_history_years), cfg.max_history_years)
     gaps = rng.dirichlet(np.full(n - 1, 2.0)) * span
-    days = np.rint(np.concatenate([[0.0], np.cumsum(gaps)]) * 365.25).astype(int)
+    days = np.rint(np.concatenate([[0.0], np.cumsum(gaps)]) * DAYS_PER_YEAR).astype(int)
     return days + np.arange(n)  # keeps dates distinct when two gaps round to the same day
 
 
@@ -149,9 +150,9 @@ def simulate_patient(index: int, cfg: SimulationConfig, out_dir: Path | None) ->
     patient, grades = process.draw_patient(cfg, rng_p)
     erosion_first = int(grades[:_N].sum())
     first_day = int(rng_p.integers(0, 12 * 365))
-    birth_day = first_day - int(round(patient.age * 365.25))
+    birth_day = first_day - int(round(patient.age * DAYS_PER_YEAR))
     days = _visit_times(cfg, rng_p)
-    times = days / 365.25
+    times = days / DAYS_PER_YEAR
     grid, index_pos = process.time_grid(times, cfg.followup_years)
     u0, treat0 = process.initial_state(patient, rng_p)
     u, tr = process.simulate_paths(
@@ -277,7 +278,7 @@ def simulate_patient(index: int, cfg: SimulationConfig, out_dir: Path | None) ->
     total_index = _totals(grades_index)[0]
     for k, pos in enumerate(follow_pos):
         years = round(step * (k + 1), 6)
-        date = _date(index_day + int(round(years * 365.25)))
+        date = _date(index_day + int(round(years * DAYS_PER_YEAR)))
         g_true = snapshots[pos]
         rec.followup.append(
             {

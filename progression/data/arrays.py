@@ -17,13 +17,12 @@ import numpy as np
 import pandas as pd
 
 from progression.cohort import Cohort
+from progression.columns import DAYS_PER_YEAR, SCORE_COLUMNS
 from progression.data.covariates import CovariateSpec
 from progression.scoring import JOINTS, REGIONS, aggregate_joint_scores, joints_in_region
 
 logger = logging.getLogger(__name__)
 
-DAYS_PER_YEAR = 365.25
-SCORE_COLUMNS = ("svdh_total", "svdh_erosion", "svdh_jsn")
 AGE_COLUMN = "age_at_visit"  # derived from patients.csv birth_date when given (years)
 N_REGIONS = len(REGIONS)
 MAX_JOINTS = max(len(joints_in_region(r)) for r in REGIONS)
@@ -87,9 +86,15 @@ def visits_with_derived(cohort: Cohort) -> pd.DataFrame:
 
 
 def fit_covariates(cohort: Cohort) -> CovariateSpec:
-    """Covariate statistics from ``cohort`` (pass the training split only)."""
+    """Covariate statistics from ``cohort`` (pass the training split only).
+
+    Which covariates are categorical is the cohort schema's decision (made once, when the
+    cohort is read); the derived age is numeric.
+    """
     static, per_visit = covariate_columns(cohort)
-    return CovariateSpec.fit(cohort.patients, visits_with_derived(cohort), static, per_visit)
+    categorical = {*cohort.schema.static_categorical, *cohort.schema.visit_categorical}
+    return CovariateSpec.fit(cohort.patients, visits_with_derived(cohort), static, per_visit,
+                             categorical)
 
 
 def _visit_scores(cohort: Cohort, visits: pd.DataFrame, targets: bool = True

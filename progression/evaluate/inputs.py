@@ -1,9 +1,8 @@
-"""The tables evaluation reads: a cohort's visits, predictions tables and outcomes tables.
+"""What evaluation reads: a cohort, predictions tables, outcomes tables and index dates.
 
 Everything here is plain pandas so that a user can build or inspect each table by hand:
 
-* cohort tables come from :func:`progression.cohort.read_cohort` (format v1) and are
-  normalised once (``patient_id`` as text, ``visit_date`` as a timestamp, sorted);
+* the cohort is a :class:`progression.cohort.Cohort` (format v1, read and checked once);
 * a predictions table has the columns of :data:`PREDICTION_COLUMNS`
   (docs/architecture.md), one row per patient x horizon;
 * an outcomes table has the columns of :data:`OUTCOME_COLUMNS` (docs/evaluation.md).
@@ -12,26 +11,15 @@ Everything here is plain pandas so that a user can build or inspect each table b
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from progression.columns import PREDICTION_COLUMNS
+from progression.cohort import Cohort, read_cohort
+from progression.columns import DAYS_PER_YEAR, OUTCOME_COLUMNS, PREDICTION_COLUMNS
 from progression.errors import ProgressionError
-
-OUTCOME_COLUMNS = (
-    "patient_id",
-    "index_date",
-    "horizon_years",
-    "delta_svdh_obs",
-    "time_to_event_years",
-    "event",
-)
-SCORE_COLUMNS = ("svdh_total", "svdh_erosion", "svdh_jsn")
-DAYS_PER_YEAR = 365.25
 
 
 def horizon_label(h: float) -> str:
@@ -44,75 +32,18 @@ def years_between(start: Any, end: Any) -> Any:
     return (pd.to_datetime(end) - pd.to_datetime(start)) / pd.Timedelta(days=DAYS_PER_YEAR)
 
 
-@dataclass
-class CohortTables:
-    """The cohort tables evaluation needs, normalised; ``root`` is the cohort directory."""
-
-    root: Path | None
-    patients: pd.DataFrame
-    visits: pd.DataFrame
-    images: pd.DataFrame
-    fingerprint: str | None = None  # the Cohort's fingerprint (None for a subset)
-
-    @property
-    def patient_ids(self) -> list[str]:
-        return sorted(self.patients["patient_id"].unique())
-
-    def subset(self, patient_ids: Any) -> CohortTables:
-        """The same cohort restricted to ``patient_ids`` (for cross-fitting baselines)."""
-        keep = set(map(str, patient_ids))
-        return CohortTables(
-            self.root,
-            self.patients[self.patients["patient_id"].isin(keep)].reset_index(drop=True),
-            self.visits[self.visits["patient_id"].isin(keep)].reset_index(drop=True),
-            self.images[self.images["patient_id"].isin(keep)].reset_index(drop=True),
-        )
-
-    @property
-    def truth_dir(self) -> Path | None:
-        """``<cohort>/truth`` when this is a simulated cohort with ground truth, else None."""
-        if self.root is None:
-            return None
-        truth = Path(self.root) / "truth"
-        return truth if (truth / "truth.csv").is_file() else None
-
-
-def _normalise(frame: pd.DataFrame, dates: tuple[str, ...]) -> pd.DataFrame:
-    frame = frame.copy()
-    frame["patient_id"] = frame["patient_id"].astype(str)
-    for column in dates:
-        if column in frame.columns:
-            frame[column] = pd.to_datetime(frame[column])
-    return frame
-
-
-def load_cohort(cohort: Any) -> CohortTables:
-    """A cohort directory (read with ``read_cohort``), a ``Cohort`` or ``CohortTables``."""
-    if isinstance(cohort, CohortTables):
+def load_cohort(cohort: Cohort | str | Path) -> Cohort:
+    """A cohort directory (read with ``read_cohort``, images checked) or a ``Cohort`` as is."""
+    if isinstance(cohort, Cohort):
         return cohort
     if isinstance(cohort, str | Path):
-        from progression.cohort import read_cohort
-
-        root: Path | None = Path(cohort)
-        cohort = read_cohort(root)
-    root = Path(cohort.root) if getattr(cohort, "root", None) is not None else None
-    visits = _normalise(cohort.visits, ("visit_date",))
-    for column in SCORE_COLUMNS:
-        if column not in visits.columns:
-            visits[column] = np.nan
-    images = cohort.images if cohort.images is not None else pd.DataFrame(
-        columns=["patient_id", "visit_date", "region", "path"]
-    )
-    return CohortTables(
-        root=root,
-        patients=_normalise(cohort.patients, ("birth_date",)),
-        visits=visits.sort_values(["patient_id", "visit_date"]).reset_index(drop=True),
-        images=_normalise(images, ("visit_date",)),
-        fingerprint=getattr(cohort, "fingerprint", None),
+        return read_cohort(cohort)
+    raise ProgressionError(
+        f"expected a cohort directory or a progression.cohort.Cohort, got {type(cohort).__name__}"
     )
 
 
-def read_tables(root: str | Path) -> CohortTables:
+def read_tables(root: str | Path) -> Cohort:
     """A cohort's patients and visits, without images.csv or any image file.
 
     For scoring baselines and predictions tables, which never look at radiographs: e.g. a
@@ -120,19 +51,16 @@ def read_tables(root: str | Path) -> CohortTables:
     were never rendered). The tables get the same checks as :func:`read_cohort`; index dates
     must then come from the outcomes (the default rule needs to know which visits had films).
     """
-    from progression.cohort import Cohort
-
     root = Path(root)
     frames = []
     for name in ("patients.csv", "visits.csv"):
         if not (root / name).is_file():
             raise ProgressionError(f"cohort '{root}' has no {name}; give a format-v1 cohort")
         frames.append(pd.read_csv(root / name, dtype=str, keep_default_na=False, na_values=[""]))
-    cohort = Cohort.from_frames(frames[0], frames[1], None, root=root)
-    return load_cohort(cohort)
+    return Cohort.from_frames(frames[0], frames[1], None, root=root)
 
 
-def default_index_dates(cohort: CohortTables) -> pd.Series:
+def default_index_dates(cohort: Cohort) -> pd.Series:
     """Each patient's index date: the last visit with an image, else the last visit.
 
     This is the predictions-table rule of docs/architecture.md; a Series indexed by patient_id.
@@ -145,7 +73,7 @@ def default_index_dates(cohort: CohortTables) -> pd.Series:
 
 
 def as_index_dates(index_dates: Mapping[str, Any] | pd.Series | pd.DataFrame | None,
-                   cohort: CohortTables) -> pd.Series:
+                   cohort: Cohort) -> pd.Series:
     """Index dates per patient as a timestamp Series; ``None`` = :func:`default_index_dates`.
 
     Accepts a mapping or Series ``patient_id -> date``, or a frame with ``patient_id`` and
