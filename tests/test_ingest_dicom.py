@@ -45,11 +45,15 @@ def build_pacs_tree(root: Path) -> tuple[dict[str, tuple], dict[str, str]]:
     study3 = dict(base, PatientID="RA-0001", StudyDate="20210312", StudyInstanceUID="1.2.3.3")
     a1 = ("RA-0001", "2020-03-10")
     placed[_write(root, rng, **study1, BodyPartExamined="HAND", ImageLaterality="L")] = (
-        *a1, "hand_left")
+        *a1,
+        "hand_left",
+    )
     placed[_write(root, rng, **study1, SeriesDescription="Hand PA rechts")] = (*a1, "hand_right")
     placed[_write(root, rng, **study2, SeriesDescription="LEFT FOOT")] = (*a1, "foot_left")
     placed[_write(root, rng, **study2, BodyPartExamined="FOOT", Laterality="R")] = (
-        *a1, "foot_right")
+        *a1,
+        "foot_right",
+    )
     kept = _write(root, rng, **study3, SeriesDescription="FOOT RIGHT")
     placed[kept] = ("RA-0001", "2021-03-12", "foot_right")
     # The same instance exported twice.

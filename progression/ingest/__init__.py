@@ -15,7 +15,13 @@ _EXPORTS = {
     "guess_region": "regions",
     "read_header": "headers",
 }
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "DicomImportResult",
+    "guess_region",
+    "import_dicom",
+    "pseudonym",
+    "read_header",
+]
 
 if TYPE_CHECKING:
     from progression.ingest.dicom_tree import DicomImportResult, import_dicom

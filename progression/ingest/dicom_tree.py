@@ -102,10 +102,8 @@ def _reason_before_placing(header: dict[str, str]) -> tuple[str, str] | None:
     if modality in NON_IMAGE_MODALITIES:
         return "not an image", f"Modality {modality}"
     image_type = {t.strip().upper() for t in header.get("ImageType", "").split("\\")}
-    if header.get("SOPClassUID", "").startswith(SECONDARY_CAPTURE_PREFIX) or {
-        "DERIVED",
-        "SECONDARY",
-    } <= image_type:
+    derived_secondary = {"DERIVED", "SECONDARY"} <= image_type
+    if header.get("SOPClassUID", "").startswith(SECONDARY_CAPTURE_PREFIX) or derived_secondary:
         return "secondary capture", (
             f"SOPClassUID {header.get('SOPClassUID', '')}, ImageType {header.get('ImageType', '')}"
         )
@@ -211,9 +209,7 @@ def place_headers(
 def _patients_table(headers_by_path: dict[str, dict], placed: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for patient_id, group in placed.groupby("patient_id", sort=True):
-        sexes = Counter(
-            headers_by_path[p].get("PatientSex", "").upper() for p in group["path"]
-        )
+        sexes = Counter(headers_by_path[p].get("PatientSex", "").upper() for p in group["path"])
         births = Counter(
             _dicom_date(headers_by_path[p].get("PatientBirthDate", "")) for p in group["path"]
         )
@@ -352,9 +348,9 @@ def import_dicom(
                                                                   "region"]))  # fmt: skip
         atomic_write_csv(tmp / UNPLACED, unplaced_table)
     if key_table is not None:
-        keys = pd.DataFrame(
-            {"pseudonym": [new_id[p] for p in ids], "patient_id": ids}
-        ).sort_values("pseudonym")
+        keys = pd.DataFrame({"pseudonym": [new_id[p] for p in ids], "patient_id": ids}).sort_values(
+            "pseudonym"
+        )
         atomic_write_csv(key_table, keys)
     reasons = Counter(reason.split(":")[0] for _, reason in unplaced)
     return DicomImportResult(
