@@ -14,11 +14,19 @@ _EXPORTS = {
     "pseudonym": "pseudonyms",
     "guess_region": "regions",
     "read_header": "headers",
+    "JointMap": "joint_map",
+    "load_joint_map": "joint_map",
+    "ScoreImportResult": "merge_scores",
+    "import_scores": "merge_scores",
 }
 __all__ = [
     "DicomImportResult",
+    "JointMap",
+    "ScoreImportResult",
     "guess_region",
     "import_dicom",
+    "import_scores",
+    "load_joint_map",
     "pseudonym",
     "read_header",
 ]
@@ -26,6 +34,8 @@ __all__ = [
 if TYPE_CHECKING:
     from progression.ingest.dicom_tree import DicomImportResult, import_dicom
     from progression.ingest.headers import read_header
+    from progression.ingest.joint_map import JointMap, load_joint_map
+    from progression.ingest.merge_scores import ScoreImportResult, import_scores
     from progression.ingest.pseudonyms import pseudonym
     from progression.ingest.regions import guess_region
 
