@@ -36,13 +36,6 @@ FIELDS: tuple[str, ...] = (
 )
 
 
-def has_dicom_marker(path: str) -> bool:
-    """True when bytes 128-131 of ``path`` are ``DICM`` (a DICOM Part-10 file)."""
-    with open(path, "rb") as handle:
-        head = handle.read(DICM_OFFSET + 4)
-    return len(head) == DICM_OFFSET + 4 and head[DICM_OFFSET:] == b"DICM"
-
-
 def read_header(path: str) -> dict[str, str]:
     """The :data:`FIELDS` of ``path`` as strings ('' when absent), plus ``path``.
 
@@ -53,10 +46,13 @@ def read_header(path: str) -> dict[str, str]:
 
     out = {"path": path, "error": ""}
     try:
-        if not has_dicom_marker(path):
-            out["error"] = "not_dicom"
-            return out
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        with open(path, "rb") as handle:  # one open for the marker and the header
+            head = handle.read(DICM_OFFSET + 4)
+            if len(head) < DICM_OFFSET + 4 or head[DICM_OFFSET:] != b"DICM":
+                out["error"] = "not_dicom"
+                return out
+            handle.seek(0)
+            ds = pydicom.dcmread(handle, stop_before_pixels=True)
     except Exception as exc:  # a damaged file is reported per file, never fatal
         out["error"] = f"{type(exc).__name__}: {exc}"
         return out

@@ -46,7 +46,7 @@ class ScoreImportResult:
     def summary(self) -> str:
         lines = [
             f"read {self.source} ({self.form} form): {self.n_grades} joint grades for "
-            f"{self.n_visits_scored} visits, {self.n_totals_given} visit totals",
+            f"{self.n_visits_scored} visit(s), {self.n_totals_given} visit totals",
             f"wrote {self.out}: joint_scores.csv and visits.csv updated; "
             f"{self.n_totals_computed} visit totals computed from complete joint grades",
         ]

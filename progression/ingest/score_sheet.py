@@ -108,8 +108,12 @@ def read_sheet(path: str | Path, sheet: str | None = None) -> tuple[pd.DataFrame
         if sheet is not None:
             raise CohortError(f"--sheet applies to Excel files; {path} is a text file")
         try:
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False, sep=None,
-                                engine="python", encoding="utf-8-sig")  # fmt: skip
+            with open(path, encoding="utf-8-sig") as handle:
+                header = handle.readline()
+            # The header decides the delimiter: Excel writes ';' in some locales.
+            sep = max((",", ";", "\t"), key=header.count)
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False, sep=sep,
+                                encoding="utf-8-sig")  # fmt: skip
         except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
             raise CohortError(
                 f"{path} cannot be read as CSV ({type(exc).__name__}: {exc}); save it as "
