@@ -222,3 +222,26 @@ def test_overwrite_replaces_a_previous_import(pacs, tmp_path):
 )
 def test_region_is_read_from_coded_tags_then_description_words(header, region):
     assert guess_region(header).region == region
+
+
+def test_export_with_dicomdir_lists_the_index_and_places_the_images(tmp_path):
+    from pydicom.fileset import FileSet
+
+    staging, export = tmp_path / "staging", tmp_path / "export"
+    staging.mkdir()
+    fileset = FileSet()
+    for i, side in enumerate(("L", "R")):
+        path = write_dicom(
+            staging / f"{i}.dcm", PIXELS, PatientID="RA-0003", PatientName="X^Y",
+            StudyDate="20220101", StudyTime="120000", StudyID="1", StudyInstanceUID="1.2.5.1",
+            SeriesInstanceUID=f"1.2.5.1.{i}", SeriesNumber=i + 1, InstanceNumber=1,
+            BodyPartExamined="FOOT", ImageLaterality=side,
+        )  # fmt: skip
+        fileset.add(path)
+    fileset.write(export)  # DICOMDIR + PT000000/ST000000/SE00000x/IM000000
+    out = tmp_path / "cohort"
+    result = import_dicom(export, out, progress=False)
+    assert result.n_images == 2
+    assert result.unplaced.values.tolist() == [["DICOMDIR", "DICOMDIR: the export's index, not "
+                                                "an image"]]  # fmt: skip
+    assert validate_cohort(out, progress=False, workers=1).ok

@@ -22,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from progression.cohort.parallel import default_workers, parallel_map
+from progression.cohort.tables import EARLIEST_YEAR
 from progression.errors import ConfigError
 from progression.ingest.headers import DICOMDIR_SOP_CLASS, read_header
 from progression.ingest.outdir import building
@@ -115,9 +116,12 @@ def _reason_before_placing(header: dict[str, str]) -> tuple[str, str] | None:
         )
     if not header.get("PatientID", ""):
         return "no PatientID", "the header has no PatientID"
-    if _dicom_date(header.get("StudyDate", "")) is None:
+    study_date = _dicom_date(header.get("StudyDate", ""))
+    if study_date is None:
         shown = header.get("StudyDate", "")
         return "no StudyDate", f"StudyDate '{shown}'" if shown else "the header has no StudyDate"
+    if study_date.year < EARLIEST_YEAR or study_date > date.today():
+        return "implausible StudyDate", f"{study_date} is before {EARLIEST_YEAR} or in the future"
     return None
 
 
@@ -215,6 +219,8 @@ def _patients_table(headers_by_path: dict[str, dict], placed: pd.DataFrame) -> p
         )
         sexes.pop("", None)
         births.pop(None, None)
+        for born in [b for b in births if b.year < EARLIEST_YEAR or b > date.today()]:
+            births.pop(born)  # validation refuses it; a missing birth date is allowed
         rows.append(
             {
                 "patient_id": patient_id,
