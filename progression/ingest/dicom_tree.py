@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from progression.cohort.parallel import default_workers, parallel_map
-from progression.cohort.tables import EARLIEST_YEAR
+from progression.cohort.tables import EARLIEST_YEAR, IMAGES, PATIENTS, SCORE_COLUMNS, VISITS
 from progression.errors import ConfigError
 from progression.ingest.headers import DICOMDIR_SOP_CLASS, read_header
 from progression.ingest.outdir import building
@@ -328,11 +328,11 @@ def import_dicom(
     visits = visits.rename(columns={"new_id": "patient_id"}).sort_values(
         ["patient_id", "visit_date"]
     )
-    for column in ("svdh_total", "svdh_erosion", "svdh_jsn"):
+    for column in SCORE_COLUMNS:
         visits[column] = ""
-    images = placed.rename(columns={"new_id": "patient_id_out"})[
-        ["patient_id_out", "visit_date", "region", "rel"]
-    ].rename(columns={"patient_id_out": "patient_id", "rel": "path"})
+    images = placed[["new_id", "visit_date", "region", "rel"]].set_axis(
+        ["patient_id", "visit_date", "region", "path"], axis=1
+    )
     unplaced_table = pd.DataFrame(
         [(os.path.relpath(path, src), reason) for path, reason in unplaced],
         columns=["file", "reason"],
@@ -348,16 +348,13 @@ def import_dicom(
                 _pseudonymized_copy(row.path, target, row.new_id)
             else:
                 shutil.copy2(row.path, target)
-        atomic_write_csv(tmp / "patients.csv", patients)
-        atomic_write_csv(tmp / "visits.csv", visits)
-        atomic_write_csv(tmp / "images.csv", images.sort_values(["patient_id", "visit_date",
-                                                                  "region"]))  # fmt: skip
+        atomic_write_csv(tmp / PATIENTS, patients)
+        atomic_write_csv(tmp / VISITS, visits)
+        atomic_write_csv(tmp / IMAGES, images.sort_values(["patient_id", "visit_date", "region"]))
         atomic_write_csv(tmp / UNPLACED, unplaced_table)
-    if key_table is not None:
-        keys = pd.DataFrame({"pseudonym": [new_id[p] for p in ids], "patient_id": ids}).sort_values(
-            "pseudonym"
-        )
-        atomic_write_csv(key_table, keys)
+        if key_table is not None:  # before the cohort appears: never a cohort without its key
+            keys = pd.DataFrame({"pseudonym": [new_id[p] for p in ids], "patient_id": ids})
+            atomic_write_csv(key_table, keys.sort_values("pseudonym"))
     reasons = Counter(reason.split(":")[0] for _, reason in unplaced)
     return DicomImportResult(
         out=out,
