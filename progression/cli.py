@@ -16,7 +16,7 @@ import warnings
 
 from progression.errors import ProgressionError
 
-# name -> one-line help; the module is progression.commands.<name>
+# name -> one-line help; the module is progression.commands.<name> ('-' written '_')
 COMMANDS: dict[str, str] = {
     "demo": "simulate a small cohort, train the tiny model, predict, and show where results are",
     "simulate": "write a synthetic cohort in format v1 with its ground truth",
@@ -29,6 +29,8 @@ COMMANDS: dict[str, str] = {
     "register": "register a run's model in the MLflow model registry",
     "explain": "per-patient forecast report with image and biomarker attributions",
     "sync": "copy runs logged offline (tracking.offline=true) to the tracking server",
+    "import-dicom": "build a cohort from a DICOM tree (PACS export): patients, visits, images",
+    "import-scores": "merge reader scores (CSV/Excel, long or wide) into a copy of a cohort",
 }
 
 
@@ -40,10 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="show debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, help_text in COMMANDS.items():
+        module_name = f"progression.commands.{name.replace('-', '_')}"
         try:
-            module = importlib.import_module(f"progression.commands.{name}")
+            module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
-            if exc.name != f"progression.commands.{name}":
+            if exc.name != module_name:
                 raise
             continue  # command not built yet
         p = sub.add_parser(name, help=help_text, description=module.__doc__)
