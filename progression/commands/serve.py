@@ -33,6 +33,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds one forecast may take before a 504 (default: %(default)s)")
     parser.add_argument("--decode-threads", type=int, default=4,
                         help="films decoded at once across requests (default: %(default)s)")
+    parser.add_argument("--parallel", type=int, default=None,
+                        help="forecasts through the network at once (default: one per CPU core)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads per forecast (default: %(default)s; parallel "
+                        "requests then share the cores)")
     parser.add_argument("--tracking-uri", default=None,
                         help="MLflow tracking URI for runs:/ and models:/ (default: $MLFLOW_TRACKING_URI)")
 
@@ -44,16 +49,22 @@ def run(args: argparse.Namespace) -> int:
     token = read_token(args.token_file, args.host)  # refuse an open non-loopback bind first
     root = image_root(args.image_root)
     for name, value in (("--max-body-mb", args.max_body_mb), ("--max-images", args.max_images),
-                        ("--timeout", args.timeout), ("--decode-threads", args.decode_threads)):
+                        ("--timeout", args.timeout), ("--decode-threads", args.decode_threads),
+                        ("--threads", args.threads), ("--parallel", args.parallel or 1)):
         if value <= 0:
             raise ConfigError(f"{name} must be positive, got {value}")
 
+    import os
+
+    import torch
     import uvicorn
 
     from progression.serve.app import Limits, create_app
     from progression.serve.predictor import Predictor
 
-    predictor = Predictor(args.checkpoint, args.tracking_uri, args.decode_threads)
+    torch.set_num_threads(args.threads)
+    predictor = Predictor(args.checkpoint, args.tracking_uri, args.decode_threads,
+                          args.parallel or os.cpu_count() or 1)
     limits = Limits(int(args.max_body_mb * 2**20), args.max_images, args.timeout)
     app = create_app(predictor, root, token, limits)
     print(f"serving model {predictor.version} on http://{args.host}:{args.port} "

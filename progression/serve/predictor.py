@@ -64,12 +64,14 @@ class _DecodedFilms:
 class Predictor:
     """The model of ``checkpoint`` (a .ckpt path or an MLflow model URI), loaded once.
 
-    ``decode_threads``: films decoded at once across all requests. The network runs one
-    request at a time (a lock): torch already spreads one forward pass over the cores.
+    ``decode_threads``: films decoded at once across all requests. ``parallel``: forecasts
+    through the network at once (the weights are shared and read-only in inference); with one
+    torch thread each, parallel requests use the cores better than one request spread over
+    them (measured in docs/serve.md).
     """
 
     def __init__(self, checkpoint: str | Path, tracking_uri: str | None = None,
-                 decode_threads: int = 4):
+                 decode_threads: int = 4, parallel: int = 2):
         self.source = str(checkpoint)
         self.path = resolve_checkpoint(checkpoint, tracking_uri)
         ckpt = read_checkpoint(self.path)
@@ -86,7 +88,7 @@ class Predictor:
             self.calibration = ConformalCalibration.from_dict(self.meta["calibration"])
         with open(self.path, "rb") as f:
             self.version = "sha256:" + hashlib.file_digest(f, "sha256").hexdigest()[:16]
-        self._lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(max(1, parallel))
         self._pool = ThreadPoolExecutor(max(1, decode_threads), thread_name_prefix="decode")
 
     # ------------------------------------------------------------------ what it reads
@@ -127,7 +129,7 @@ class Predictor:
         arrays = build_arrays(cohort, self.spec, self.uses_images, None, truncate_to_index=True,
                               targets=False)
         pixels = self._decode(arrays.image_path, {f_.path: f_.field for f_ in films})
-        with self._lock:
+        with self._slots:
             feats = None
             if self.uses_images and arrays.image_path:
                 slots = np.arange(len(pixels))
