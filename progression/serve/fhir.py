@@ -23,7 +23,7 @@ from progression.scoring import RAPID_RATE
 from progression.serve.schemas import ForecastResponse
 
 FHIR_MEDIA_TYPE = "application/fhir+json"
-SYSTEM = "https://github.com/progression/progression"  # local code system of this project
+SYSTEM = "urn:progression:code"  # the project's local code system
 UCUM = "http://unitsofmeasure.org"
 
 
@@ -72,7 +72,7 @@ def _observation(obs_id: str, answer: ForecastResponse, f, subject: dict) -> dic
 
 def risk_assessment(answer: ForecastResponse) -> dict:
     """The FHIR R4 RiskAssessment (JSON-ready dict) of one answer, validated on the way."""
-    subject = {"identifier": {"system": f"{SYSTEM}/patient_id", "value": answer.patient_id},
+    subject = {"identifier": {"system": "urn:progression:patient_id", "value": answer.patient_id},
                "display": answer.patient_id}
     contained, predictions, basis = [], [], []
     for k, f in enumerate(answer.forecasts):
