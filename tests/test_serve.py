@@ -8,6 +8,8 @@ traceback.
 from __future__ import annotations
 
 import base64
+import contextlib
+import logging
 import os
 import socket
 import threading
@@ -37,29 +39,43 @@ def run(tmp_path_factory):
     return shared_run(tmp_path_factory)
 
 
-@pytest.fixture(scope="module")
-def server(run):
-    """The real service (uvicorn, loopback, free port) with a token and the cohort as image root."""
+@contextlib.contextmanager
+def serving(predictor: Predictor, image_root, token, limits: Limits):
+    """The real service (uvicorn on a free loopback port, in a thread) and a client for it."""
     import uvicorn
 
-    predictor = Predictor(run.result.checkpoint_path)
-    app = create_app(predictor, run.cohort.resolve(), TOKEN, Limits(MAX_BODY, MAX_IMAGES, 60.0))
+    app = create_app(predictor, image_root, token, limits)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(app, log_level="warning", access_log=False)
-    srv = uvicorn.Server(config)
+    srv = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
     thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     deadline = time.monotonic() + 30
     while not srv.started:
         assert time.monotonic() < deadline, "server did not start"
         time.sleep(0.05)
-    with httpx.Client(base_url=url, timeout=60) as client:
-        yield client
-    srv.should_exit = True
-    thread.join(10)
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    try:
+        with httpx.Client(base_url=url, timeout=60) as client:
+            yield client
+    finally:
+        srv.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def predictor(run):
+    predictor = Predictor(run.result.checkpoint_path)
+    yield predictor
     predictor.close()
+
+
+@pytest.fixture(scope="module")
+def server(run, predictor):
+    """With a token, the cohort as image root, a small body and film limit."""
+    with serving(predictor, run.cohort.resolve(), TOKEN,
+                 Limits(MAX_BODY, MAX_IMAGES, 60.0)) as client:
+        yield client
 
 
 @pytest.fixture(scope="module")
@@ -282,6 +298,30 @@ def test_model_endpoint_names_version_training_data_and_calibration(run, server)
 def test_unknown_route_and_method_answer_json_errors(server):
     assert error_field(server.get("/v1/nothing", headers=AUTH), 404) is None
     assert error_field(server.get("/v1/forecast", headers=AUTH), 405) is None
+
+
+def test_log_lines_name_the_request_not_the_patient(server, body, caplog):
+    marked = _edit(body, "patient.patient_id", "Zq9-patient-marker")
+    with caplog.at_level(logging.DEBUG, logger="progression"):
+        got = server.post("/v1/forecast", json=marked, headers=AUTH)
+        bad = server.post("/v1/forecast", json=_edit(marked, "visits.0.images.0.path",
+                                                      "../Zq9-secret.png"), headers=AUTH)
+    assert got.status_code == 200 and bad.status_code == 403
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert got.headers["x-request-id"] in text and bad.headers["x-request-id"] in text
+    assert "Zq9" not in text and "visits" not in text and body["visits"][0]["images"][0][
+        "path"] not in text
+
+
+def test_without_image_root_films_by_path_are_refused_and_slow_forecasts_time_out(
+        run, predictor, body):
+    with serving(predictor, None, None, Limits()) as client:
+        got = client.post("/v1/forecast", json=body)
+        assert error_field(got, 403) == "visits.0.images.0.path"
+        assert "--image-root" in got.json()["error"]["message"]
+    with serving(predictor, None, None, Limits(timeout_s=1e-4)) as client:
+        covariates_only = {**body, "visits": [{**v, "images": []} for v in body["visits"]]}
+        assert error_field(client.post("/v1/forecast", json=covariates_only), 504) is None
 
 
 def test_serve_refuses_a_non_loopback_host_without_a_token_file(run, capsys):

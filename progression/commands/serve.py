@@ -50,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
     root = image_root(args.image_root)
     for name, value in (("--max-body-mb", args.max_body_mb), ("--max-images", args.max_images),
                         ("--timeout", args.timeout), ("--decode-threads", args.decode_threads),
-                        ("--threads", args.threads), ("--parallel", args.parallel or 1)):
+                        ("--threads", args.threads),
+                        ("--parallel", 1 if args.parallel is None else args.parallel)):
         if value <= 0:
             raise ConfigError(f"{name} must be positive, got {value}")
 
