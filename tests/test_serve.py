@@ -225,6 +225,7 @@ _DELETE = object()
     ("visits.0.images.0.format", "bmp", "visits.0.images.0.format"),
     ("visits.0.covariates.crp_typo", 3.0, "visits.0.covariates.crp_typo"),
     ("visits.0.covariates.crp", "high", "visits.0.covariates.crp"),
+    ("visits.0.covariates.crp", [1, 2], "visits.0.covariates.crp"),
     ("patient.patient_id", "a b/../c", "patient.patient_id"),
     ("patient.birth_date", "yesterday", "patient.birth_date"),
     ("patient.covariates.height", 170, "patient.covariates.height"),

@@ -11,13 +11,18 @@ from __future__ import annotations
 import base64
 import binascii
 import math
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from progression.serve.predictor import Film, Predictor
 from progression.serve.safety import RequestProblem, confined_path
 from progression.serve.schemas import ForecastRequest, ForecastResponse, HorizonForecast
+
+if TYPE_CHECKING:
+    from progression.cohort import Cohort
 
 
 def count_films(request: ForecastRequest) -> int:
@@ -94,7 +99,7 @@ def to_response(frame: pd.DataFrame, predictor: Predictor) -> ForecastResponse:
     )
 
 
-def request_from_cohort(cohort, patient_id: str, horizons=(1.0, 2.0),
+def request_from_cohort(cohort: Cohort, patient_id: str, horizons: Sequence[float] = (1.0, 2.0),
                         covariates: tuple[list[str], list[str]] | None = None) -> dict:
     """The request body (JSON-ready dict) for one patient of a format-v1 :class:`Cohort`, with
     films by path relative to the cohort directory (serve it with ``--image-root`` there).

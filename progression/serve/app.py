@@ -61,9 +61,15 @@ def _error(request: Request, status: int, field: str | None, message: str,
                         status_code=status, headers=headers)
 
 
+_UNION_TAGS = frozenset({"float", "int", "str", "bool", "none"})
+
+
 def _field(loc: tuple) -> str:
-    """pydantic's location without the 'body' prefix and union branch names: visits.0.visit_date."""
+    """pydantic's location as a dotted field (visits.0.visit_date), without the 'body' prefix,
+    validator names or the union branch tried last (covariates.crp.float -> covariates.crp)."""
     parts = [str(p) for p in loc if p != "body" and not str(p).startswith("function-")]
+    while len(parts) > 1 and parts[-1] in _UNION_TAGS:
+        parts.pop()
     return ".".join(parts) or "body"
 
 
