@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "tune": "hyper-parameter search with Optuna, tracked in MLflow",
     "register": "register a run's model in the MLflow model registry",
     "explain": "per-patient forecast report with image and biomarker attributions",
+    "serve": "serve one patient's forecast over HTTP (JSON or FHIR R4) from a loaded model",
     "sync": "copy runs logged offline (tracking.offline=true) to the tracking server",
     "import-dicom": "build a cohort from a DICOM tree (PACS export): patients, visits, images",
     "import-scores": "merge reader scores (CSV/Excel, long or wide) into a copy of a cohort",
