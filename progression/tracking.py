@@ -140,8 +140,15 @@ def usable_tracking_uri(cfg: Config) -> str:
         return local
 
 
+# MLflow 3's UI opens an experiment on its GenAI pages (traces) unless it is tagged as model
+# training; with this tag it opens on the runs table.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING_KIND = "custom_model_development"
+
+
 def experiment_id(client, name: str, uri: str) -> str:
-    """Id of experiment ``name``, created (with the local artifact location) when missing."""
+    """Id of experiment ``name``, created (with the local artifact location, tagged as a
+    model-training experiment) when missing."""
     existing = client.get_experiment_by_name(name)
     if existing is not None:
         if existing.lifecycle_stage == "deleted":
@@ -149,7 +156,8 @@ def experiment_id(client, name: str, uri: str) -> str:
                 f"MLflow experiment '{name}' is deleted; restore it (`mlflow experiments "
                 f"restore --experiment-id {existing.experiment_id}`) or set tracking.experiment")
         return existing.experiment_id
-    return client.create_experiment(name, artifact_location=artifact_location(uri))
+    return client.create_experiment(name, artifact_location=artifact_location(uri),
+                                    tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND})
 
 
 def run_tags(fingerprint: str, n_patients: int, n_images: int) -> dict[str, str]:
