@@ -1,7 +1,7 @@
 """Typed configuration: dataclasses loaded from YAML, merged, and overridden from the CLI.
 
 A config file only names the values it changes; everything else keeps the dataclass
-default, so ``configs/tiny.yaml`` stays short. Overrides use dotted keys
+default, so the bundled ``tiny`` config (``progression/configs/tiny.yaml``) stays short. Overrides use dotted keys
 (``train.max_epochs=3``). Unknown keys and values of the wrong type raise
 :class:`~progression.errors.ConfigError` naming the key, so a typo never silently
 falls back to a default.
@@ -10,9 +10,12 @@ falls back to a default.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +23,37 @@ import yaml
 
 from progression.errors import ConfigError
 
-# YAML configs live at the top of the repository (installed with `pip install -e .`).
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+# Bundled YAML configs ship inside the package (package data), so a plain `pip install` of
+# the wheel finds `--config tiny` as an editable checkout does; read through importlib.resources.
+BUNDLED_CONFIGS: Traversable = files("progression") / "configs"
+
+
+class _Yaml12Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2 floats: ``1e-4`` and ``1E5`` are numbers.
+
+    PyYAML follows YAML 1.1, whose float pattern needs a dot and a signed exponent
+    (``1.0e-4``), so ``train.lr=1e-4`` arrived as the string ``'1e-4'`` and was refused.
+    """
+
+
+_Yaml12Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:float"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                    |[-+]?\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                    |[-+]?\.(?:inf|Inf|INF)
+                    |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."),
+)
+
+
+def load_yaml(text: str) -> Any:
+    """Parse config YAML (files, overrides, search spaces) with YAML 1.2 number rules."""
+    return yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506 - a SafeLoader subclass
 
 
 @dataclass
@@ -203,7 +235,7 @@ def parse_override(text: str) -> dict[str, Any]:
     if "=" not in text:
         raise ConfigError(f"override '{text}' must look like section.key=value")
     key, raw = text.split("=", 1)
-    value = yaml.safe_load(raw) if raw != "" else ""
+    value = load_yaml(raw) if raw != "" else ""
     nested: dict[str, Any] = {}
     cursor = nested
     parts = key.strip().split(".")
@@ -213,17 +245,31 @@ def parse_override(text: str) -> dict[str, Any]:
     return nested
 
 
-def resolve_config_path(path: str | Path) -> Path:
+def bundled_config(name: str, folder: str = "") -> Traversable | None:
+    """The bundled YAML ``<folder>/<name>.yaml`` inside the package, or None."""
+    base = BUNDLED_CONFIGS / folder if folder else BUNDLED_CONFIGS
+    found = base / f"{name}.yaml"
+    return found if found.is_file() else None
+
+
+def bundled_config_names(folder: str = "") -> list[str]:
+    """Names of the bundled configs (``tiny``, ``default``, ...) in ``folder``."""
+    base = BUNDLED_CONFIGS / folder if folder else BUNDLED_CONFIGS
+    return sorted(c.name[: -len(".yaml")] for c in base.iterdir()
+                  if c.is_file() and c.name.endswith(".yaml"))
+
+
+def resolve_config_path(path: str | Path) -> Path | Traversable:
     """A config path as given, or the name of a bundled config (``tiny``, ``default``)."""
     p = Path(path)
     if p.is_file():
         return p
-    bundled = CONFIG_DIR / f"{p.stem}.yaml"
-    if p.suffix in ("", ".yaml") and bundled.is_file() and not p.exists():
+    bundled = bundled_config(p.stem)
+    if p.suffix in ("", ".yaml") and bundled is not None and not p.exists():
         return bundled
     raise ConfigError(
         f"config file '{path}' not found; give a YAML path or one of: "
-        + ", ".join(sorted(c.stem for c in CONFIG_DIR.glob("*.yaml")))
+        + ", ".join(bundled_config_names())
     )
 
 
@@ -240,7 +286,7 @@ def load_config(
     if path is not None:
         file = resolve_config_path(path)
         try:
-            data = yaml.safe_load(file.read_text()) or {}
+            data = load_yaml(file.read_text()) or {}
         except yaml.YAMLError as exc:
             raise ConfigError(f"config file '{file}' is not valid YAML: {exc}") from None
         try:

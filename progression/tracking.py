@@ -140,8 +140,15 @@ def usable_tracking_uri(cfg: Config) -> str:
         return local
 
 
+# MLflow 3's UI opens an experiment on its GenAI pages (traces) unless it is tagged as model
+# training; with this tag it opens on the runs table.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING_KIND = "custom_model_development"
+
+
 def experiment_id(client, name: str, uri: str) -> str:
-    """Id of experiment ``name``, created (with the local artifact location) when missing."""
+    """Id of experiment ``name``, created (with the local artifact location, tagged as a
+    model-training experiment) when missing."""
     existing = client.get_experiment_by_name(name)
     if existing is not None:
         if existing.lifecycle_stage == "deleted":
@@ -149,7 +156,8 @@ def experiment_id(client, name: str, uri: str) -> str:
                 f"MLflow experiment '{name}' is deleted; restore it (`mlflow experiments "
                 f"restore --experiment-id {existing.experiment_id}`) or set tracking.experiment")
         return existing.experiment_id
-    return client.create_experiment(name, artifact_location=artifact_location(uri))
+    return client.create_experiment(name, artifact_location=artifact_location(uri),
+                                    tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND})
 
 
 def run_tags(fingerprint: str, n_patients: int, n_images: int) -> dict[str, str]:
@@ -247,7 +255,7 @@ def _fluent_store(uri: str) -> Iterator[None]:
 class _KnownPyfuncNotices(logging.Filter):
     """Drops two notices ``mlflow.pyfunc`` prints for every model this project logs, both about
     deliberate choices: the model is the small :class:`ProgressionPyfuncModel` object (its
-    code is the installed package, pinned in ``pip_requirements``), and it has no signature
+    code ships with the model, see :func:`model_code_and_requirements`), and it has no signature
     because its input columns are the cohort's own covariates."""
 
     NOTICES = ("Passing a Python object as `python_model`", "Failed to infer model signature")
@@ -256,16 +264,55 @@ class _KnownPyfuncNotices(logging.Filter):
         return not record.getMessage().startswith(self.NOTICES)
 
 
-def log_pyfunc_model(uri: str, run_id: str, checkpoint: Path) -> str:
-    """Log the checkpoint as an MLflow pyfunc model ``runs:/<run_id>/model``; returns its URI."""
-    from importlib.metadata import version
+def model_requirements() -> list[str]:
+    """The pip requirements of a logged model: this package's own dependencies, pinned.
 
+    Each dependency of the installed distribution (``ra-progression``; extras left out) at the
+    version installed now, without a local label (``2.4.1+cpu`` -> ``2.4.1``) so that pip can
+    find it on PyPI. ``progression`` itself is not listed: its code ships inside the model
+    (``code_paths``), because the distribution is not on PyPI and the unrelated PyPI package
+    named ``progression`` is a progress bar.
+    """
+    from importlib.metadata import packages_distributions, requires, version
+
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    distribution = packages_distributions()["progression"][0]
+    pinned = []
+    for text in requires(distribution) or []:
+        req = Requirement(text)
+        if req.marker is not None and "extra" in str(req.marker):
+            continue
+        pinned.append(f"{req.name}=={Version(version(req.name)).public}")
+    return pinned
+
+
+@contextlib.contextmanager
+def _package_source() -> Iterator[Path]:
+    """A clean copy of the ``progression`` package (no ``__pycache__``) for ``code_paths``."""
+    import shutil
+
+    source = Path(__file__).resolve().parent
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / "progression"
+        shutil.copytree(source, copy, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        yield copy
+
+
+def log_pyfunc_model(uri: str, run_id: str, checkpoint: Path) -> str:
+    """Log the checkpoint as an MLflow pyfunc model ``runs:/<run_id>/model``; returns its URI.
+
+    The model carries this package's code (``code_paths``) and pins its dependencies
+    (:func:`model_requirements`), so ``mlflow.pyfunc.load_model`` and ``mlflow models serve``
+    work in an environment built from the model's own ``requirements.txt``.
+    """
     import mlflow.tracking.fluent as fluent
 
     notices, pyfunc_log = _KnownPyfuncNotices(), logging.getLogger("mlflow.pyfunc")
     pyfunc_log.addFilter(notices)
     try:
-        with _fluent_store(uri):
+        with _fluent_store(uri), _package_source() as code:
             # start_run(run_id) refuses a run outside the active experiment: make it the run's.
             fluent._active_experiment_id = MlflowClient(uri).get_run(run_id).info.experiment_id
             with mlflow.start_run(run_id=run_id):
@@ -273,7 +320,8 @@ def log_pyfunc_model(uri: str, run_id: str, checkpoint: Path) -> str:
                     name=MODEL_ARTIFACT,
                     python_model=ProgressionPyfuncModel(),
                     artifacts={CHECKPOINT_KEY: str(checkpoint)},
-                    pip_requirements=[f"progression=={version('progression')}"],
+                    code_paths=[str(code)],
+                    pip_requirements=model_requirements(),
                 )
     finally:
         pyfunc_log.removeFilter(notices)

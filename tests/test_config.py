@@ -100,3 +100,9 @@ def test_flatten_gives_mlflow_param_names():
     assert "train.lr" in flat
     assert "data.image_size" in flat
     assert all("." in key for key in flat)
+
+
+def test_bundled_configs_are_read_from_the_package_wherever_the_command_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no configs/ folder here: only the package's copy can answer
+    assert load_config("tiny") == load_config("configs/tiny.yaml")  # the old top-level path still works
+    assert load_config("tiny").data.image_size == 64

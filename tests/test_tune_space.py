@@ -111,5 +111,5 @@ def test_fingerprint_ignores_the_seed_but_not_the_params():
 
 
 def test_missing_search_space_file_names_the_bundled_ones(tmp_path):
-    with pytest.raises(ConfigError, match="tiny, default"):
+    with pytest.raises(ConfigError, match="default, tiny"):
         load_search_space(tmp_path / "nope.yaml", BASE)

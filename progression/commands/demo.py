@@ -36,6 +36,8 @@ def _simulate(path: Path, n_patients: int, seed: int, image_size: int, progress:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mlflow import MlflowClient
+
     from progression.cohort import validate_cohort
     from progression.config import load_config
     from progression.evaluate import evaluate
@@ -106,5 +108,8 @@ def run(args: argparse.Namespace) -> int:
     print("The tiny config proves the pipeline, not accuracy (64 px films hide small erosions);")
     print("see docs/model.md for the 256 px results. Open the MLflow UI with:")
     print(f"  mlflow ui --backend-store-uri {tracking_uri} --port 5000")
-    print("  then browse http://127.0.0.1:5000 (experiment 'progression-demo')")
+    # MLflow 3.17's UI starts on its GenAI pages; the parameter opens the runs table instead.
+    experiment = MlflowClient(tracking_uri).get_experiment_by_name("progression-demo")
+    print(f"  then browse http://127.0.0.1:5000/#/experiments/{experiment.experiment_id}"
+          "?workflowType=machine_learning")
     return 0

@@ -28,7 +28,14 @@ from typing import Any
 import numpy as np
 import yaml
 
-from progression.config import CONFIG_DIR, Config, config_from_dict, to_dict
+from progression.config import (
+    Config,
+    bundled_config,
+    bundled_config_names,
+    config_from_dict,
+    load_yaml,
+    to_dict,
+)
 from progression.errors import ConfigError
 
 PARAM_TYPES = ("float", "int", "categorical")
@@ -233,7 +240,7 @@ def _parse_options(raw: Any, kinds: dict[str, set[str]], default: str, where: st
 def parse_search_space(text: str, base: Config, name: str = "<search space>") -> SearchSpace:
     """Parse and validate a search space against ``base`` (the config the trials start from)."""
     try:
-        data = yaml.safe_load(text) or {}
+        data = load_yaml(text) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{name} is not valid YAML: {exc}") from None
     if not isinstance(data, dict):
@@ -284,12 +291,12 @@ def parse_search_space(text: str, base: Config, name: str = "<search space>") ->
 def load_search_space(path: str | Path, base: Config) -> SearchSpace:
     """Read a search-space YAML file (or a bundled name: ``tiny``, ``default``)."""
     p = Path(path)
-    bundled = CONFIG_DIR / "search" / f"{p.stem}.yaml"
-    if not p.is_file() and p.suffix in ("", ".yaml") and bundled.is_file():
-        p = bundled
-    if not p.is_file():
-        raise ConfigError(
-            f"search space '{path}' not found; give a YAML path or a bundled name "
-            "(tiny, default) from configs/search/"
-        )
-    return parse_search_space(p.read_text(), base, name=str(p))
+    if p.is_file():
+        return parse_search_space(p.read_text(), base, name=str(p))
+    bundled = bundled_config(p.stem, "search")
+    if p.suffix in ("", ".yaml") and bundled is not None:
+        return parse_search_space(bundled.read_text(), base, name=f"search space '{p.stem}'")
+    raise ConfigError(
+        f"search space '{path}' not found; give a YAML path or a bundled name ("
+        + ", ".join(bundled_config_names("search")) + ")"
+    )
