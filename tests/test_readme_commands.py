@@ -25,6 +25,14 @@ SHELL_BLOCKS = {"bash", "sh", "shell", "console"}
 _ENV_ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 
 
+def _open_quote(command: str) -> bool:
+    try:
+        shlex.split(command, comments=True)
+    except ValueError:
+        return True
+    return False
+
+
 def documented_commands(markdown: Path) -> list[tuple[str, list[str]]]:
     """``("FILE:LINE", argv)`` for each ``progression`` command in the file's shell blocks."""
     found: list[tuple[str, list[str]]] = []
@@ -47,8 +55,13 @@ def documented_commands(markdown: Path) -> list[tuple[str, list[str]]]:
             pending += text[:-1] + " "
             continue
         command, pending = pending + text, ""
+        if _open_quote(command):  # a quoted argument (e.g. JSON for curl) spans lines
+            pending = command + "\n"
+            continue
         for segment in re.split(r"\s(?:&&|;|\|\|)\s", command):
             words = shlex.split(segment, comments=True)
+            if words and words[-1] == "&":  # started in the background
+                words.pop()
             while words and _ENV_ASSIGNMENT.match(words[0]):
                 words.pop(0)
             if words and words[0] == "progression":
