@@ -31,10 +31,10 @@ from progression.data.datasets import (
     collate_sequences,
     collate_visits,
 )
+from progression.data.layout import InputLayout
 from progression.data.split import split_patients
 from progression.data.tables import CohortArrays, build_arrays, fit_covariates
 from progression.errors import CohortError, ConfigError
-from progression.models.sequence import InputLayout
 from progression.scoring import REGIONS
 
 logger = logging.getLogger(__name__)

@@ -151,14 +151,13 @@ class CheckpointData:
 
 def checkpoint_data(checkpoint: str | Path, tracking_uri: str | None = None) -> CheckpointData:
     """The training cohort directory, its fingerprint and the patient split of a checkpoint."""
-    from progression.models.checkpoint import read_checkpoint
-    from progression.predict import resolve_checkpoint
+    from progression.trained import load_trained
 
-    meta = read_checkpoint(resolve_checkpoint(checkpoint, tracking_uri))["progression"]
+    trained = load_trained(checkpoint, tracking_uri)
     return CheckpointData(
-        cohort_path=Path(meta["config"]["data"]["path"]),
-        fingerprint=meta.get("cohort_fingerprint"),
-        split={k: [str(p) for p in v] for k, v in (meta.get("split") or {}).items()},
+        cohort_path=Path(trained.config.data.path),
+        fingerprint=trained.meta.cohort_fingerprint,
+        split={k: [str(p) for p in v] for k, v in (trained.meta.split or {}).items()},
     )
 
 

@@ -39,10 +39,10 @@ from progression.explain.attributions import integrated_gradients
 from progression.explain.gradcam import finest_semantic_layer, grad_cam
 from progression.explain.joints import joint_readings
 from progression.explain.report import CovariateEffect, PatientReport, RegionImage, VisitView
-from progression.models.checkpoint import checkpoint_config, model_from_checkpoint, read_checkpoint
 from progression.models.forecaster import Forecaster
-from progression.predict import predict_cohort, resolve_checkpoint
+from progression.predict import predict_cohort
 from progression.scoring import REGIONS
+from progression.trained import load_trained
 
 logger = logging.getLogger(__name__)
 
@@ -255,11 +255,9 @@ def explain_patient(
     heatmaps and effects refer to; ``steps`` is the number of integrated-gradient steps.
     Raises CohortError when the patient is not in the cohort.
     """
-    path = resolve_checkpoint(checkpoint)
-    ckpt = read_checkpoint(path)
-    cfg = checkpoint_config(ckpt, path)
-    model = model_from_checkpoint(ckpt, path).cpu().eval()
-    spec = CovariateSpec.from_dict(ckpt["progression"]["covariates"])
+    trained = load_trained(checkpoint)
+    cfg, spec, meta = trained.config, trained.covariates, trained.meta
+    model = trained.model.cpu().eval()
     cohort = data if isinstance(data, Cohort) else read_cohort(data)
     pid = str(patient_id)
     if pid not in set(cohort.patient_ids):
@@ -268,7 +266,7 @@ def explain_patient(
                           "listed there (--patient)")
     one = cohort.subset([pid])
     horizon = float(explained_horizon if explained_horizon is not None else horizons[0])
-    forecasts = predict_cohort(path, one, horizons=horizons, progress=False,
+    forecasts = predict_cohort(trained, one, horizons=horizons, progress=False,
                                cache_dir=cfg.data.cache_dir if cache_dir is None else cache_dir)
     patient = load_patient(model, spec, one, cfg.data.image_size,
                             cfg.data.cache_dir if cache_dir is None else cache_dir)
@@ -301,12 +299,9 @@ def explain_patient(
             contribution=float(effects[v]),
             images=films,
         ))
-    calibration = ckpt["progression"].get("calibration")
+    calibration = meta.calibration
     # an untrained per-joint head reads noise: no map rather than a misleading one
-    meta = ckpt["progression"]
-    encoder_trained = meta.get("image_epochs", 1) > 0 or "encoder_from" in meta
-    joint_head_trained = (cfg.loss.joint > 0 and encoder_trained
-                          and meta.get("joint_supervised", True))
+    joint_head_trained = cfg.loss.joint > 0 and meta.encoder_trained and meta.joint_supervised
     return PatientReport(
         patient_id=pid,
         forecasts=forecasts,
@@ -317,6 +312,6 @@ def explain_patient(
         interval_calibrated=calibration is not None,
         explained_horizon=horizon,
         uses_images=model.encoder is not None,
-        model_name=str(ckpt["progression"]["mlflow"].get("run_id") or Path(path).name),
+        model_name=trained.name,
         generated_on=date.today().isoformat(),
     )

@@ -12,6 +12,6 @@ from __future__ import annotations
 
 from progression.models.encoder import ImageEncoder
 from progression.models.forecaster import Forecaster, build_forecaster
-from progression.models.sequence import InputLayout, SequenceModel
+from progression.models.sequence import SequenceModel
 
-__all__ = ["Forecaster", "ImageEncoder", "InputLayout", "SequenceModel", "build_forecaster"]
+__all__ = ["Forecaster", "ImageEncoder", "SequenceModel", "build_forecaster"]

@@ -20,12 +20,12 @@ visit), never as the visit index, so 3-monthly and 2-yearly schedules mean what 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from progression.data.layout import InputLayout
 from progression.scoring import RAPID_RATE
 
 N_REGIONS = 4
@@ -61,23 +61,6 @@ def observed_history(obs_log: torch.Tensor, obs_mask: torch.Tensor, years: torch
     slope = torch.where(spread, (n * sty - st * sy) / denom.clamp(min=1e-6), torch.zeros_like(denom))
     slope = (slope / RAPID_RATE).clamp(-5.0, 5.0)
     return torch.stack([last_log, seen, since, slope, spread.float()], dim=-1)
-
-
-@dataclass
-class InputLayout:
-    """Sizes of the non-image inputs; fixed by the training cohort's covariates.
-
-    ``*_cat_sizes`` are the number of embedding rows per categorical covariate (levels
-    + 2 reserved rows: 0 = missing, 1 = a level not seen in training).
-    """
-
-    n_static_num: int = 0
-    static_cat_sizes: list[int] = field(default_factory=list)
-    n_visit_num: int = 0
-    visit_cat_sizes: list[int] = field(default_factory=list)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def _mlp(n_in: int, hidden: int, n_out: int, dropout: float) -> nn.Sequential:
