@@ -89,8 +89,8 @@ def test_per_joint_readings_cover_every_joint_of_every_film(trained):
     """One row per joint of each film's region, in SvdH units within each joint's scale, with
     the reader's grades of joint_scores.csv next to them; the change since the first film."""
     from progression.cohort import read_cohort
+    from progression.explain.inputs import load_patient
     from progression.explain.joints import joint_change, joint_readings
-    from progression.explain.patient import load_patient
     from progression.scoring import joint_by_name, joints_in_region
     from progression.trained import load_trained
 

@@ -20,7 +20,8 @@ from progression.data.datasets import collate_sequences
 from progression.errors import TrackingError
 from progression.models import build_forecaster
 from progression.models.module import MIN_READING_CORR, ForecastModule
-from progression.train import _warn_if_films_unread, fit
+from progression.train import fit
+from progression.train.fitting import _warn_if_films_unread
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,10 @@ interface (``fit(train_cohort) -> self``, ``predict(cohort, horizons, index_date
 
 from __future__ import annotations
 
+import sys
+import types
+from typing import Any
+
 from progression.evaluate.baselines import (
     BASELINES,
     DEFAULT_BASELINES,
@@ -56,3 +60,15 @@ __all__ = [
     "read_tables",
     "training_cohort_of",
 ]
+
+
+class _CallablePackage(types.ModuleType):
+    """``progression.evaluate`` is both this package and the top-level API's ``evaluate``
+    (Python binds the subpackage to that name once it is imported), so calling the package
+    runs :func:`~progression.evaluate.report.evaluate`."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        return evaluate(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallablePackage

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from progression.data.horizons import LANDMARK_TOLERANCE_YEARS
 from progression.errors import ProgressionError
 from progression.evaluate.tables import OUTCOME_COLUMNS, CohortTables, years_between
 from progression.scoring import DEFAULT_SDC, exceeds_sdc, is_rapid
@@ -43,7 +44,7 @@ class OutcomeRule:
     horizons: tuple[float, ...] = (1.0, 2.0)
     event: str = "rapid"  # "rapid": >= 5 units/yr since the index; "sdc": change > sdc_units
     sdc_units: float = DEFAULT_SDC
-    tolerance_years: float = 0.25  # landmark: a later visit counts for index + h within this
+    tolerance_years: float = LANDMARK_TOLERANCE_YEARS  # a later visit counts for index + h within this
     observed_followup: bool = False  # simulated cohorts: events from reader-noisy scores
 
     def __post_init__(self) -> None:

@@ -31,8 +31,8 @@ import pandas as pd
 from jinja2 import Environment, FileSystemLoader
 from tqdm.auto import tqdm
 
+import progression.evaluate.figures as figures
 from progression.errors import ProgressionError, TrackingError
-from progression.evaluate import figures
 from progression.evaluate.baselines import (
     DEFAULT_BASELINES,
     Oracle,
@@ -422,25 +422,48 @@ def evaluate(
     rule
         Horizons (years) and the progression-event definition (default: 1 and 2 years, rapid
         progression >= 5 SvdH units/yr).
-    n_boot, seed
-        Patient-bootstrap resamples for the 95% CIs and their seed.
+    n_boot, seed, progress
+        Patient-bootstrap resamples for the 95% CIs, their seed; show tqdm progress bars.
     model_name
         Name of ``source`` in tables and figures; its metrics log as ``test/<metric>``.
     tracking_uri, experiment, run_name
         Log metrics and the report to MLflow when ``tracking_uri`` is given.
-    progress
-        Show tqdm progress bars.
 
-    Returns
-    -------
-    dict
-        The content of ``metrics.json`` plus ``out_dir`` and, when logged, ``mlflow_run_id``.
+    Returns the content of ``metrics.json`` plus ``out_dir`` and, when logged, ``mlflow_run_id``.
     """
     rule = rule or OutcomeRule()
     horizons = tuple(float(h) for h in rule.horizons)
     if n_boot < 1:
         raise ProgressionError(f"--bootstrap must be >= 1 resample, got {n_boot}")
     out_dir = Path(out_dir)
+    tables, train = _evaluation_cohorts(source, cohort, train_cohort, tracking_uri)
+    outcomes = _matched_outcomes(outcomes, tables, rule)
+    index_dates = as_index_dates(outcomes, tables)
+    methods = {} if source is None else {model_name: _model_forecasts(
+        source, tables, outcomes, horizons, model_name, progress, tracking_uri)}
+    skipped = _baseline_forecasts(methods, baselines, tables, train, outcomes, index_dates,
+                                  horizons, seed, progress)
+    model_key = model_name if source is not None else None
+    table, joined = _compute_all(methods, outcomes, _index_scores(tables, outcomes), horizons,
+                                 model_key, n_boot, seed, progress)
+    survival = _survival_analysis(methods, model_key, outcomes, tables, index_dates)
+    files = _write_figures_and_tables(out_dir, methods, joined, outcomes, horizons, survival)
+    settings = _settings(rule, horizons, n_boot, seed, train)
+    results = _results(settings, model_key, methods, skipped, tables, outcomes, horizons, table,
+                       survival, files)
+    _write_report(out_dir, results, table, model_key, horizons)
+    results["out_dir"] = str(out_dir)
+    if tracking_uri:
+        params = {**settings, "cohort": results["cohort"]["root"], "model": model_key}
+        results["mlflow_run_id"] = log_to_mlflow(table, out_dir, model_key, tracking_uri,
+                                                 experiment, run_name, params)
+    return results
+
+
+def _evaluation_cohorts(source: Any, cohort: Any, train_cohort: Any, tracking_uri: str | None
+                        ) -> tuple[CohortTables, CohortTables | None]:
+    """The cohort to score (a checkpoint's own training cohort: its test split only) and the
+    cohort to fit the baselines on (None: cross-fitting)."""
     tables = load_cohort(cohort)
     train = load_cohort(train_cohort) if train_cohort is not None else None
     if _is_checkpoint(source):
@@ -457,7 +480,12 @@ def evaluate(
             tables = tables.subset(held_out)
         if train is None:
             train = training_cohort_of(source, tracking_uri)
+    return tables, train
 
+
+def _matched_outcomes(outcomes: pd.DataFrame | str | Path | None, tables: CohortTables,
+                      rule: OutcomeRule) -> pd.DataFrame:
+    """The outcomes table (given, or derived from the cohort with ``rule``) of the cohort's patients."""
     if outcomes is None:
         outcomes = derive_outcomes(tables, rule)
     outcomes = _as_frame(outcomes, read_outcomes)
@@ -469,16 +497,27 @@ def evaluate(
             "no outcome row matches a patient of the cohort; check that --outcomes and --data "
             "describe the same patients"
         )
-    index_dates = as_index_dates(outcomes, tables)
+    return outcomes
 
-    methods: dict[str, pd.DataFrame] = {}
-    if source is not None:
-        model = _normalise_predictions(
-            _model_predictions(source, tables, outcomes, horizons, progress, tracking_uri),
-            model_name,
-        )
-        _check_index_dates(model, outcomes, model_name)
-        methods[model_name] = model
+
+def _model_forecasts(source: Any, tables: CohortTables, outcomes: pd.DataFrame,
+                     horizons: tuple[float, ...], model_name: str, progress: bool,
+                     tracking_uri: str | None) -> pd.DataFrame:
+    """The model's predictions table, checked to start from the outcomes' index dates."""
+    model = _normalise_predictions(
+        _model_predictions(source, tables, outcomes, horizons, progress, tracking_uri),
+        model_name,
+    )
+    _check_index_dates(model, outcomes, model_name)
+    return model
+
+
+def _baseline_forecasts(methods: dict[str, pd.DataFrame], baselines: Sequence[str] | None,
+                        tables: CohortTables, train: CohortTables | None,
+                        outcomes: pd.DataFrame, index_dates: pd.Series,
+                        horizons: tuple[float, ...], seed: int, progress: bool) -> dict[str, str]:
+    """Add each baseline's predictions to ``methods`` (fitted on ``train``, else cross-fitted);
+    returns the baselines skipped, with why. Raises when there is nothing to evaluate."""
     skipped: dict[str, str] = {}
     for name in tqdm(list(baselines or ()), desc="baselines", disable=not progress):
         try:
@@ -499,22 +538,35 @@ def evaluate(
     if not methods:
         raise ProgressionError(f"nothing to evaluate: no predictions and every baseline was "
                                f"skipped ({'; '.join(skipped.values()) or 'none asked for'})")
+    return skipped
 
-    index_scores = _index_scores(tables, outcomes)
-    model_key = model_name if source is not None else None
-    table, joined = _compute_all(methods, outcomes, index_scores, horizons, model_key, n_boot,
-                                 seed, progress)
 
-    # Survival analysis of the model (without one: of the first method whose risk varies).
-    survival_method = model_key or next(
+@dataclass
+class _Survival:
+    method: str
+    km: Any
+    cox: dict[str, Any]
+
+
+def _survival_analysis(methods: dict[str, pd.DataFrame], model_key: str | None,
+                       outcomes: pd.DataFrame, tables: CohortTables,
+                       index_dates: pd.Series) -> _Survival:
+    """Survival analysis of the model (without one: of the first method whose risk varies)."""
+    method = model_key or next(
         (m for m, p in methods.items() if p["risk_score"].nunique() > 1), next(iter(methods))
     )
-    frame = survival_frame(methods[survival_method], outcomes)
+    frame = survival_frame(methods[method], outcomes)
     km = km_by_tertile(frame) if not frame.empty else None
     at = pd.DataFrame({"patient_id": index_dates.index, "date": index_dates.to_numpy()})
     clinical = features_at(tables, at).drop(columns="date")
     cox = cox_models(frame, clinical) if not frame.empty else {}
+    return _Survival(method, km, cox)
 
+
+def _write_figures_and_tables(out_dir: Path, methods: dict[str, pd.DataFrame],
+                              joined: dict, outcomes: pd.DataFrame,
+                              horizons: tuple[float, ...], survival: _Survival) -> dict[str, str]:
+    """Figures, every method's predictions and the outcomes in ``out_dir``; returns the files."""
     files: dict[str, str] = {}
     out_dir.mkdir(parents=True, exist_ok=True)
     for h in horizons:
@@ -525,9 +577,9 @@ def evaluate(
                            figures.calibration_figure(frames, label))
         files[f"scatter_{label}"] = f"scatter_{label}.png"
         atomic_write_bytes(out_dir / files[f"scatter_{label}"], figures.scatter_figure(frames, label))
-    if km is not None:
+    if survival.km is not None:
         files["km"] = "km.png"
-        atomic_write_bytes(out_dir / "km.png", figures.km_figure(km, survival_method))
+        atomic_write_bytes(out_dir / "km.png", figures.km_figure(survival.km, survival.method))
     for name, predictions in methods.items():  # the model's too: a checkpoint's were made here
         path = f"predictions/{name}.csv"
         atomic_write_csv(out_dir / path, predictions.assign(
@@ -536,8 +588,13 @@ def evaluate(
     atomic_write_csv(out_dir / "outcomes.csv", outcomes.assign(
         index_date=outcomes["index_date"].dt.strftime("%Y-%m-%d")))
     files["outcomes"] = "outcomes.csv"
+    return files
 
-    settings = {
+
+def _settings(rule: OutcomeRule, horizons: tuple[float, ...], n_boot: int, seed: int,
+              train: CohortTables | None) -> dict[str, Any]:
+    """How this evaluation was made, as ``metrics.json`` records it."""
+    return {
         "horizons_years": list(horizons),
         "event_rule": rule.event,
         "sdc_units": rule.sdc_units,
@@ -550,9 +607,16 @@ def evaluate(
                                 else f"{CROSS_FIT_FOLDS}-fold cross-fitting on the cohort"),
         "created": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }
+
+
+def _results(settings: dict[str, Any], model_key: str | None, methods: dict[str, pd.DataFrame],
+             skipped: dict[str, str], tables: CohortTables, outcomes: pd.DataFrame,
+             horizons: tuple[float, ...], table: pd.DataFrame, survival: _Survival,
+             files: dict[str, str]) -> dict[str, Any]:
+    """The content of ``metrics.json``."""
     degraded = {m: int((p["note"].fillna("") != "").sum() // max(len(horizons), 1))
                 for m, p in methods.items()}
-    results = json_safe({
+    return json_safe({
         "settings": settings,
         "model": model_key,
         "methods": list(methods),
@@ -560,11 +624,17 @@ def evaluate(
         "degraded_forecasts": degraded,
         "cohort": describe_cohort(tables, outcomes, horizons),
         "metrics": _nested_metrics(table),
-        "survival": {"method": survival_method, "kaplan_meier": km.as_dict() if km else None,
-                     "cox": cox},
+        "survival": {"method": survival.method,
+                     "kaplan_meier": survival.km.as_dict() if survival.km else None,
+                     "cox": survival.cox},
         "files": {**files, "metrics_json": "metrics.json", "metrics_csv": "metrics.csv",
                   "report": "report.html"},
     })
+
+
+def _write_report(out_dir: Path, results: dict[str, Any], table: pd.DataFrame,
+                  model_key: str | None, horizons: tuple[float, ...]) -> None:
+    """``metrics.csv``, ``metrics.json`` and ``report.html`` in ``out_dir``."""
     tidy = table.assign(name=[_mlflow_name(r, model_key) for r in table.itertuples(index=False)])
     atomic_write_csv(out_dir / "metrics.csv", tidy.drop(columns="mlflow_name"))
     atomic_write_text(out_dir / "metrics.json", json.dumps(results, indent=2))
@@ -578,10 +648,3 @@ def evaluate(
                                                                      *SURVIVAL_METRICS)],
         "descriptions": METHOD_DESCRIPTIONS,
     }))
-    results["out_dir"] = str(out_dir)
-    if tracking_uri:
-        results["mlflow_run_id"] = log_to_mlflow(
-            table, out_dir, model_key, tracking_uri, experiment, run_name,
-            {**settings, "cohort": results["cohort"]["root"], "model": model_key},
-        )
-    return results

@@ -42,8 +42,8 @@ from progression.explain.attributions import (
     progressing_joints,
 )
 from progression.explain.gradcam import finest_semantic_layer, grad_cam
+from progression.explain.inputs import ChangeFromFilms, DamageFromFilms, load_patient
 from progression.explain.joints import joint_change, joint_readings
-from progression.explain.patient import ChangeFromFilms, DamageFromFilms, load_patient
 from progression.scoring import REGIONS
 from progression.trained import load_trained
 

@@ -23,6 +23,7 @@ import torch
 
 from progression.config import Config
 from progression.data.augment import augment_images
+from progression.data.horizons import ONE_YEAR_METRIC_WINDOW
 from progression.models.checkpoint import META_KEY, CheckpointMeta
 from progression.models.forecaster import Forecaster
 from progression.models.losses import change_losses, log_damage_loss
@@ -30,7 +31,6 @@ from progression.models.losses import change_losses, log_damage_loss
 # Validation correlation of region readings with reader scores below which the encoder has
 # not learned to read damage (runs that read it reach 0.75-0.9; docs/model.md).
 MIN_READING_CORR = 0.5
-ONE_YEAR_WINDOW = 0.5  # pairs with |h - 1| <= this count as "1 year" in val/*_1y metrics
 FEATURE_BATCH = 256  # films per forward pass when encoding the whole cohort
 
 
@@ -281,7 +281,7 @@ class ForecastModule(pl.LightningModule):
             if len(pairs):
                 metrics["val/mae_delta"] = float(np.abs(pred - obs).mean())
                 metrics["val/coverage_interval"] = float(((obs >= lo) & (obs <= hi)).mean())
-            year = np.abs(h - 1.0) <= ONE_YEAR_WINDOW
+            year = ONE_YEAR_METRIC_WINDOW.contains(h)
             if year.any():
                 metrics["val/mae_delta_1y"] = float(np.abs(pred[year] - obs[year]).mean())
                 auroc = _auroc(prob[year], rapid[year])

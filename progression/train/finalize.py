@@ -25,6 +25,7 @@ from progression.calibration import (
 )
 from progression.cohort import Cohort
 from progression.config import Config, dump_config
+from progression.data.horizons import LANDMARK_TOLERANCE_YEARS
 from progression.io import atomic_open, atomic_write_csv
 from progression.models.checkpoint import META_KEY, checkpoint_meta, read_checkpoint
 from progression.predict import predict_cohort
@@ -65,7 +66,7 @@ def calibrate_checkpoint(
     patient_ids: Sequence[str],
     horizons: Sequence[float] = (1.0, 2.0),
     level: float | None = None,
-    tolerance_years: float = 0.25,
+    tolerance_years: float = LANDMARK_TOLERANCE_YEARS,
     cache_dir: str | Path | None = None,
 ) -> ConformalCalibration | None:
     """Fit CQR on held-out patients and store it in the checkpoint file (atomically).
