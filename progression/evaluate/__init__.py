@@ -20,13 +20,14 @@ from progression.evaluate.baselines import (
     Oracle,
     make_baseline,
 )
+from progression.evaluate.forecasts import training_cohort_of
 from progression.evaluate.outcomes import (
     OutcomeRule,
     derive_outcomes,
     landmark_outcomes,
     outcomes_from_truth,
 )
-from progression.evaluate.report import evaluate, training_cohort_of
+from progression.evaluate.report import evaluate
 from progression.evaluate.tables import (
     OUTCOME_COLUMNS,
     PREDICTION_COLUMNS,
