@@ -5,7 +5,8 @@
 - :mod:`~progression.models.sequence`: the time-aware sequence model and forecast heads.
 - :mod:`~progression.models.forecaster`: both together, built from a :class:`ModelConfig`.
 - :mod:`~progression.models.module`: the LightningModule of the staged fit.
-- :mod:`~progression.models.checkpoint`: rebuilding a trained network from a checkpoint.
+- :mod:`~progression.models.checkpoint`: the checkpoint's typed metadata (:class:`CheckpointMeta`)
+  and rebuilding the network; :func:`progression.trained.load_trained` is the way in.
 """
 
 from __future__ import annotations
