@@ -5,11 +5,12 @@ The Python API, in the order of a study (each name is imported on first use, so
 
     import progression as pg
 
-    pg.simulate_cohort(pg.SimulationConfig(n_patients=60), "cohort")   # or your own cohort
+    pg.simulate_cohort("cohort", pg.SimulationConfig(n_patients=60))   # or your own cohort
+    pg.simulate_cohort("test", pg.SimulationConfig(n_patients=40, seed=1))
     cohort = pg.read_cohort("cohort")                                  # validated format v1
     result = pg.fit(pg.load_config("tiny", ["data.path=cohort"]))      # one MLflow run
     forecasts = pg.predict_cohort(result.checkpoint_path, cohort)      # predictions table
-    report = pg.evaluate(result.checkpoint_path, "cohort", out_dir="evaluation")
+    report = pg.evaluate(result.checkpoint_path, "test", out_dir="evaluation")
     trained = pg.load_trained(result.checkpoint_path)                  # model, config, meta
 """
 
