@@ -29,6 +29,7 @@ from progression.data.horizons import LANDMARK_TOLERANCE_YEARS
 from progression.io import atomic_open, atomic_write_csv
 from progression.models.checkpoint import META_KEY, checkpoint_meta, read_checkpoint
 from progression.predict import predict_cohort
+from progression.pyfunc_model import log_pyfunc_model
 from progression.train.model_card import write_checkpoint_card
 
 logger = logging.getLogger(__name__)
@@ -53,11 +54,7 @@ def finalize(cfg: Config, final: Path, cohort: Cohort, split: dict[str, list[str
         [(p, k) for k, ids in split.items() for p in ids], columns=["patient_id", "split"]))
     client.log_artifact(run_id, str(split_path), "config")
     client.log_artifact(run_id, str(final), "checkpoints")
-    if not cfg.tracking.log_model:
-        return None
-    from progression.pyfunc_model import log_pyfunc_model
-
-    return log_pyfunc_model(uri, run_id, final)
+    return log_pyfunc_model(uri, run_id, final) if cfg.tracking.log_model else None
 
 
 def calibrate_checkpoint(

@@ -27,6 +27,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from mlflow import MlflowClient
 from pytorch_lightning.loggers import MLFlowLogger
 from pytorch_lightning.utilities import rank_zero_only
 
@@ -44,6 +45,7 @@ from progression.train.callbacks import (
     stage_checkpoint,
     strategy,
 )
+from progression.train.finalize import finalize
 from progression.trained import TrainedModel, load_trained
 
 logger = logging.getLogger(__name__)
@@ -118,10 +120,6 @@ def fit(
     final = best or last
     model_uri = None
     if trainer.is_global_zero and run_id is not None and final is not None:
-        from mlflow import MlflowClient
-
-        from progression.train.finalize import finalize
-
         client = MlflowClient(uri)
         model_uri = finalize(cfg, final, cohort, dm.split, out_dir, client, run_id, uri, metrics)
         if best is not None:
@@ -194,8 +192,6 @@ def open_run(cfg: Config, uri: str, cohort: Cohort, dm: ProgressionDataModule,
              extra_tags: dict[str, str] | None, is_main: bool) -> str | None:
     """The MLflow run id: rank 0 creates the run (or reopens a resumed fit's) and logs the
     params; the other DDP ranks read it from the environment."""
-    from mlflow import MlflowClient
-
     if not is_main:
         return os.environ.get(RUN_ID_ENV)
     client = MlflowClient(uri)
