@@ -35,15 +35,15 @@ MAX_FUNCTION_LINES = 80
 DATA_TABLES = {
     "progression.simulate.anatomy.hand_geometry",  # joint coordinates of the simulated hand
 }
-# Being split in parallel changes of issue 13 (owner in brackets); the lead removes each
-# entry at merge, so the limits then hold everywhere.
+# Still over the limits while other changes of issue 13 are in flight (in brackets: the helper
+# working on that file, or "open" where no split is assigned yet). The lead removes each entry
+# when its split is merged, so the limits then hold everywhere.
 BEING_SPLIT = {
     "progression.cohort.tables",  # the cohort format checks, split by table ("concepts")
     "progression.evaluate.metrics",  # ("evidence")
-    "progression.evaluate.baselines",  # ("concepts")
+    "progression.evaluate.baselines",  # 539 lines (open; "concepts" moves its oracle reader)
     "progression.simulate.render.render_region",  # ("films")
-    "progression.simulate.cohort.simulate_patient",  # the oracle's home ("concepts")
-    "progression.tune.tune",  # tune.py beside tuning/ (naming, item 6)
+    "progression.simulate.cohort.simulate_patient",  # 181 lines (open)
 }
 
 
