@@ -54,8 +54,8 @@ def main(argv: list[str] | None = None) -> dict:
     from progression.config import load_config
     from progression.explain.localisation import index_film_heatmaps, localisation_hit_rates
     from progression.io import atomic_write_text
-    from progression.models.checkpoint import checkpoint_config, read_checkpoint
     from progression.simulate import SimulationConfig, simulate_cohort
+    from progression.trained import load_trained
 
     work = Path(args.out).resolve()
     start = time.perf_counter()
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> dict:
     trained = time.perf_counter()
     test = read_cohort(cohorts["test"])
     films = index_film_heatmaps(checkpoint, test, test.patient_ids, progress=not args.no_progress)
-    size = checkpoint_config(read_checkpoint(checkpoint)).data.image_size
+    size = load_trained(checkpoint).config.data.image_size
     rates = localisation_hit_rates(films, cohorts["test"], size, k=args.k, seed=args.seed)
     done = time.perf_counter()
 

@@ -42,29 +42,23 @@ pooled per-year pair is kept so that forecasts at a horizon never seen in calibr
 a (flagged) calibrated interval.
 
 The state is a small dataclass that round-trips through a plain dict, so it is stored in the
-checkpoint next to the model weights and applied by ``predict``. Checkpoints written before the
+checkpoint next to the model weights (by :func:`progression.train.finalize.calibrate_checkpoint`
+after a fit) and applied by ``predict``. This module is the maths only. Checkpoints written before the
 asymmetric rule carry ``"method": "cqr"`` with one ``Q`` per horizon; they load as
 ``Q_lo = Q_hi = Q`` and give exactly the symmetric intervals they gave before.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
 from progression.errors import ProgressionError
-
-if TYPE_CHECKING:
-    from progression.cohort import Cohort
-
-logger = logging.getLogger(__name__)
 
 OBSERVED_COLUMN = "delta_svdh_obs"  # observed change in SvdH units (evaluate's outcomes table)
 _INTERVAL_COLUMNS = ("horizon_years", "delta_svdh_lo", "delta_svdh_hi")
@@ -398,67 +392,3 @@ def empirical_coverage(
             )
     columns = ["subgroup", "level", "horizon_years", "n", "coverage", "mean_width"]
     return pd.DataFrame(rows, columns=columns)
-
-
-def calibrate_checkpoint(
-    checkpoint: str | Path,
-    cohort: Cohort,
-    patient_ids: Sequence[str],
-    horizons: Sequence[float] = (1.0, 2.0),
-    level: float | None = None,
-    tolerance_years: float = 0.25,
-    cache_dir: str | Path | None = None,
-) -> ConformalCalibration | None:
-    """Fit CQR on held-out patients and store it in the checkpoint file (atomically).
-
-    ``patient_ids`` must be patients the model did not train on (``fit`` passes its validation
-    split). Their observed changes are landmark outcomes from their own scored visits
-    (:func:`progression.evaluate.outcomes.landmark_outcomes`: a scored, imaged index visit and
-    a scored visit ``h`` +- ``tolerance_years`` later); forecasts are made from the history up
-    to that index. Tried in order: separate lower and upper corrections per horizon (19
-    patients per horizon at 90%), the same with horizons pooled per year, then one symmetric
-    correction per horizon (9 patients), then pooled; with too few patients nothing is stored
-    (a warning says so) and the interval stays uncalibrated. ``level`` defaults to the model's interval level.
-    """
-    import torch
-
-    from progression.evaluate.inputs import load_cohort
-    from progression.evaluate.outcomes import OutcomeRule, landmark_outcomes
-    from progression.io import atomic_open
-    from progression.models.checkpoint import read_checkpoint
-    from progression.predict import predict_cohort
-
-    ckpt = read_checkpoint(checkpoint)
-    level = float(level if level is not None else ckpt["progression"]["config"]["model"]["interval_level"])
-    held_out = cohort.subset(patient_ids)
-    rule = OutcomeRule(horizons=tuple(float(h) for h in horizons), tolerance_years=tolerance_years)
-    outcomes = landmark_outcomes(load_cohort(held_out), rule).dropna(subset=[OBSERVED_COLUMN])
-    calibration = None
-    if not outcomes.empty:
-        index = outcomes.drop_duplicates("patient_id")[["patient_id", "index_date"]]
-        predictions = predict_cohort(
-            checkpoint, held_out.subset(index["patient_id"]), horizons=rule.horizons,
-            index_dates=index, progress=False, cache_dir=cache_dir, calibrate=False,
-        )
-        table = predictions.merge(
-            outcomes[["patient_id", "horizon_years", OBSERVED_COLUMN]],
-            on=["patient_id", "horizon_years"],
-        )
-        try:
-            calibration = fit_preferred(table, level)
-        except CalibrationError as exc:
-            reason = str(exc)
-    else:
-        reason = "no held-out patient has a scored visit about 1-2 years after a scored, imaged one"
-    if calibration is None:
-        logger.warning("%s: interval not calibrated (%s)", Path(checkpoint).name, reason)
-        return None
-    ckpt["progression"]["calibration"] = calibration.to_dict()
-    with atomic_open(checkpoint, "wb") as handle:
-        torch.save(ckpt, handle)
-    corrections = {h: calibration.correction_for(h)[0] for h in sorted(calibration.n_calibration)}
-    logger.info("%s: conformal calibration on %s patient-horizons%s, interval widened by %s",
-                Path(checkpoint).name, sum(calibration.n_calibration.values()),
-                " (horizons pooled per year)" if calibration.scale_by_horizon else "",
-                "; ".join(f"{h:g} y: {q.lo:.2f} below, {q.hi:.2f} above" for h, q in corrections.items()))
-    return calibration

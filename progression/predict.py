@@ -22,52 +22,15 @@ from progression.cohort import Cohort, ImageCache, read_cohort
 from progression.columns import PREDICTION_COLUMNS
 from progression.config import Config
 from progression.data.arrays import CohortArrays, build_arrays
-from progression.data.covariates import CovariateSpec
 from progression.data.datasets import GroupedBatchSampler, SequenceDataset, collate_sequences
-from progression.errors import CheckpointError, ConfigError
-from progression.models.checkpoint import checkpoint_config, model_from_checkpoint, read_checkpoint
+from progression.errors import ConfigError
 from progression.models.forecaster import Forecaster
+from progression.trained import TrainedModel, load_trained
 
 logger = logging.getLogger(__name__)
 
 NOTE_NO_IMAGE = "no usable image: covariates only"
 NOTE_NO_VISIT = "no visit before the index date: covariates only"
-_MLFLOW_SCHEMES = ("runs:/", "models:/", "mlflow-artifacts:/")
-
-
-def resolve_checkpoint(ref: str | Path, tracking_uri: str | None = None) -> Path:
-    """A local checkpoint file for ``ref``: a path, or an MLflow URI (``runs:/<id>/model``,
-    ``models:/<name>@<alias>``, ``models:/<name>/<version>``) downloaded from the tracking
-    store (``tracking_uri``, else $MLFLOW_TRACKING_URI, else ./mlruns.db)."""
-    text = str(ref)
-    if not text.startswith(_MLFLOW_SCHEMES):
-        return Path(ref)
-    import mlflow
-
-    from progression.tracking import resolve_tracking_uri
-
-    uri = resolve_tracking_uri(tracking_uri or "")
-    try:
-        source = text
-        if text.startswith("models:/"):  # resolved in this store, not the process-wide registry
-            from progression.registry import model_artifact_uri
-
-            source = model_artifact_uri(text, uri)
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, tracking_uri=uri))
-    except Exception as exc:  # noqa: BLE001 - MlflowException, store or network errors
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-        raise CheckpointError(f"cannot fetch model '{text}' from the tracking store {uri} "
-                              f"({first}); check the run id / model name and the tracking URI "
-                              "(MLFLOW_TRACKING_URI)") from None
-    if local.is_file():
-        return local
-    found = sorted(local.rglob("*.ckpt"))
-    if not found:
-        raise CheckpointError(f"model '{text}' holds no checkpoint (.ckpt); it was not logged by "
-                              "`progression train`")
-    return found[0]
-
-
 def _index_dates(index_dates: Any) -> dict[str, pd.Timestamp] | None:
     """Mapping / Series ``patient_id -> date`` or a frame with ``patient_id, index_date``."""
     if index_dates is None:
@@ -84,28 +47,8 @@ def _index_dates(index_dates: Any) -> dict[str, pd.Timestamp] | None:
         raise ConfigError(f"index_dates: dates must be YYYY-MM-DD ({exc})") from None
 
 
-@torch.inference_mode()
-def encode_images(model: Forecaster, cache: ImageCache, slots: np.ndarray, regions: np.ndarray,
-                  device: torch.device, batch_size: int = 256, progress: bool = True) -> torch.Tensor:
-    """The per-image feature table ``[n, 2 + embed_dim]``; every film goes through once."""
-    from tqdm.auto import tqdm
-
-    from progression.data.datamodule import image_batches
-
-    n = len(slots)
-    feats = torch.zeros(n, 2 + model.encoder.embed_dim, device=device)
-    bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
-    with tqdm(total=n, desc="encoding images", unit="img", disable=not progress) as bar:
-        for rows, images, region in image_batches(cache, slots, regions, np.arange(n), batch_size):
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                out = model.encoder(images.to(device), region.to(device))
-            feats[torch.from_numpy(rows).to(device)] = model.image_features(out).float()
-            bar.update(len(rows))
-    return feats
-
-
 def predict_cohort(
-    checkpoint: str | Path,
+    checkpoint: str | Path | TrainedModel,
     data: str | Path | Cohort,
     horizons: Sequence[float] = (1.0, 2.0),
     index_dates: Mapping[str, Any] | pd.Series | pd.DataFrame | None = None,
@@ -117,7 +60,9 @@ def predict_cohort(
 ) -> pd.DataFrame:
     """Forecast every patient of ``data`` (a cohort directory or :class:`Cohort`).
 
-    ``checkpoint``: a .ckpt path or an MLflow model URI (see :func:`resolve_checkpoint`).
+    ``checkpoint``: a .ckpt path, an MLflow model URI (see
+    :func:`~progression.trained.resolve_checkpoint`) or a model already loaded by
+    :func:`~progression.trained.load_trained`.
     ``horizons``: years after the index date. ``index_dates``: per-patient forecast origin;
     the history is cut there (visits after it are not seen) and the index visit is the last
     visit on or before it with a film (default: each patient's last such visit).
@@ -133,11 +78,8 @@ def predict_cohort(
         raise ConfigError(f"horizons must be positive numbers of years, got {horizons}")
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
-    path = resolve_checkpoint(checkpoint, tracking_uri)
-    ckpt = read_checkpoint(path)
-    cfg = checkpoint_config(ckpt, path)
-    model = model_from_checkpoint(ckpt, path)
-    spec = CovariateSpec.from_dict(ckpt["progression"]["covariates"])
+    trained = load_trained(checkpoint, tracking_uri)
+    cfg, model, spec = trained.config, trained.model, trained.covariates
     cohort = data if isinstance(data, Cohort) else read_cohort(data)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
@@ -157,14 +99,12 @@ def predict_cohort(
             arrays = build_arrays(cohort, spec, True, dates, truncate_to_index=True,
                                   drop_images=bad, targets=False)
             slots = slots[slots >= 0]
-        feats = encode_images(model, cache, slots, arrays.image_region, device, 4 * batch_size, progress)
+        bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        feats = model.encode_films(cache, slots, arrays.image_region, np.arange(len(slots)),
+                                   device, 4 * batch_size, bf16, progress)
     frame = _forecast(model, cfg, arrays, feats, horizons, batch_size, device, skipped)
-    stored = ckpt["progression"].get("calibration")
-    if calibrate and stored:
-        from progression.calibration import ConformalCalibration
-
-        frame = ConformalCalibration.from_dict(stored).apply(frame)
-    return frame
+    calibration = trained.calibration if calibrate else None
+    return calibration.apply(frame) if calibration is not None else frame
 
 
 @torch.inference_mode()
@@ -220,7 +160,7 @@ def _forecast(model: Forecaster, cfg: Config, arrays: CohortArrays, feats: torch
             .drop(columns="_order").reset_index(drop=True))
 
 
-def predict_frame(checkpoint: str | Path, frame: pd.DataFrame,
+def predict_frame(checkpoint: str | Path | TrainedModel, frame: pd.DataFrame,
                   horizons: Sequence[float] = (1.0, 2.0)) -> pd.DataFrame:
     """Forecasts from one table with a row per film (format-v1 column names).
 
@@ -232,9 +172,8 @@ def predict_frame(checkpoint: str | Path, frame: pd.DataFrame,
     if not required <= set(frame.columns):
         raise ConfigError("model input needs a cohort_dir column, or patient_id, visit_date, "
                           "region and path columns (one row per film)")
-    path = resolve_checkpoint(checkpoint)
-    meta = read_checkpoint(path)["progression"]
-    spec = CovariateSpec.from_dict(meta["covariates"])
+    trained = load_trained(checkpoint)
+    spec = trained.covariates
     frame = frame.copy()
     frame["patient_id"] = frame["patient_id"].astype(str)
     static = [c.name for c in spec.static_numeric + spec.static_categorical if c.name in frame]
@@ -249,4 +188,4 @@ def predict_frame(checkpoint: str | Path, frame: pd.DataFrame,
         has = frame["path"].notna() & (frame["path"].astype(str).str.strip() != "")
         images = frame.loc[has, ["patient_id", "visit_date", "region", "path"]]
     cohort = Cohort.from_frames(patients, visits, images)
-    return predict_cohort(path, cohort, horizons=horizons, progress=False)
+    return predict_cohort(trained, cohort, horizons=horizons, progress=False)

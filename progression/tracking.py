@@ -1,4 +1,4 @@
-"""MLflow helpers: where runs go, one run per fit, params/tags/artifacts, the pyfunc model.
+"""MLflow helpers: where runs go, one run per fit, params/tags/artifacts, copying runs.
 
 Tracking URI: ``tracking.tracking_uri`` from the config, else ``$MLFLOW_TRACKING_URI``, else
 ``sqlite:///<cwd>/mlruns.db``. MLflow >= 3.13 refuses the old ``./mlruns`` file store (and
@@ -21,13 +21,11 @@ import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import mlflow
-import mlflow.pyfunc
-import pandas as pd
 from mlflow import MlflowClient
 
 from progression.config import Config
@@ -37,8 +35,6 @@ logger = logging.getLogger(__name__)
 
 # Short timeouts for the reachability check; MLflow's defaults retry for minutes.
 _CHECK_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
-MODEL_ARTIFACT = "model"  # runs:/<run_id>/model is the pyfunc model
-CHECKPOINT_KEY = "checkpoint"  # name of the checkpoint inside the pyfunc model's artifacts
 
 
 def resolve_tracking_uri(configured: Config | str | None = None) -> str:
@@ -200,41 +196,8 @@ def log_params(client, run_id: str, params: Mapping[str, Any]) -> None:
         client.log_batch(run_id, tags=changed)
 
 
-class ProgressionPyfuncModel(mlflow.pyfunc.PythonModel):
-    """MLflow pyfunc wrapper around a progression checkpoint.
-
-    Input: a DataFrame with a ``cohort_dir`` column (each distinct directory is forecast),
-    or one row per image with format-v1 columns (``patient_id``, ``visit_date``, ``region``,
-    ``path`` + covariates; a row without ``path`` is a visit without a film). Output: the
-    predictions table (docs/architecture.md). ``params={"horizons": "1,2"}`` sets the
-    horizons (years).
-    """
-
-    def load_context(self, context) -> None:
-        self.checkpoint = context.artifacts[CHECKPOINT_KEY]
-
-    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None):
-        from progression.predict import predict_cohort, predict_frame
-
-        horizons = _parse_horizons((params or {}).get("horizons", "1,2"))
-        frame = pd.DataFrame(model_input)
-        if "cohort_dir" in frame.columns:
-            parts = [predict_cohort(self.checkpoint, d, horizons=horizons, progress=False)
-                     for d in dict.fromkeys(frame["cohort_dir"].astype(str))]
-            return pd.concat(parts, ignore_index=True)
-        return predict_frame(self.checkpoint, frame, horizons=horizons)
-
-
-def _parse_horizons(value: Any) -> tuple[float, ...]:
-    if isinstance(value, str):
-        return tuple(float(v) for v in value.split(",") if v.strip())
-    if isinstance(value, int | float):
-        return (float(value),)
-    return tuple(float(v) for v in value)
-
-
 @contextlib.contextmanager
-def _fluent_store(uri: str) -> Iterator[None]:
+def fluent_store(uri: str) -> Iterator[None]:
     """Point MLflow's process-wide fluent API at ``uri`` for a block, then put back what was.
 
     ``mlflow.pyfunc.log_model`` only exists in the fluent form, which reads global state;
@@ -252,91 +215,17 @@ def _fluent_store(uri: str) -> Iterator[None]:
         fluent._active_experiment_id = previous_experiment
 
 
-class _KnownPyfuncNotices(logging.Filter):
-    """Drops two notices ``mlflow.pyfunc`` prints for every model this project logs, both about
-    deliberate choices: the model is the small :class:`ProgressionPyfuncModel` object (its
-    code ships with the model, see :func:`model_code_and_requirements`), and it has no signature
-    because its input columns are the cohort's own covariates."""
-
-    NOTICES = ("Passing a Python object as `python_model`", "Failed to infer model signature")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith(self.NOTICES)
-
-
-def model_requirements() -> list[str]:
-    """The pip requirements of a logged model: this package's own dependencies, pinned.
-
-    Each dependency of the installed distribution (``ra-progression``; extras left out) at the
-    version installed now, without a local label (``2.4.1+cpu`` -> ``2.4.1``) so that pip can
-    find it on PyPI. ``progression`` itself is not listed: its code ships inside the model
-    (``code_paths``), because the distribution is not on PyPI and the unrelated PyPI package
-    named ``progression`` is a progress bar.
-    """
-    from importlib.metadata import packages_distributions, requires, version
-
-    from packaging.requirements import Requirement
-    from packaging.version import Version
-
-    distribution = packages_distributions()["progression"][0]
-    pinned = []
-    for text in requires(distribution) or []:
-        req = Requirement(text)
-        if req.marker is not None and "extra" in str(req.marker):
-            continue
-        pinned.append(f"{req.name}=={Version(version(req.name)).public}")
-    return pinned
-
-
-@contextlib.contextmanager
-def _package_source() -> Iterator[Path]:
-    """A clean copy of the ``progression`` package (no ``__pycache__``) for ``code_paths``."""
-    import shutil
-
-    source = Path(__file__).resolve().parent
-    with tempfile.TemporaryDirectory() as tmp:
-        copy = Path(tmp) / "progression"
-        shutil.copytree(source, copy, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        yield copy
-
-
-def log_pyfunc_model(uri: str, run_id: str, checkpoint: Path) -> str:
-    """Log the checkpoint as an MLflow pyfunc model ``runs:/<run_id>/model``; returns its URI.
-
-    The model carries this package's code (``code_paths``) and pins its dependencies
-    (:func:`model_requirements`), so ``mlflow.pyfunc.load_model`` and ``mlflow models serve``
-    work in an environment built from the model's own ``requirements.txt``.
-    """
-    import mlflow.tracking.fluent as fluent
-
-    notices, pyfunc_log = _KnownPyfuncNotices(), logging.getLogger("mlflow.pyfunc")
-    pyfunc_log.addFilter(notices)
-    try:
-        with _fluent_store(uri), _package_source() as code:
-            # start_run(run_id) refuses a run outside the active experiment: make it the run's.
-            fluent._active_experiment_id = MlflowClient(uri).get_run(run_id).info.experiment_id
-            with mlflow.start_run(run_id=run_id):
-                info = mlflow.pyfunc.log_model(
-                    name=MODEL_ARTIFACT,
-                    python_model=ProgressionPyfuncModel(),
-                    artifacts={CHECKPOINT_KEY: str(checkpoint)},
-                    code_paths=[str(code)],
-                    pip_requirements=model_requirements(),
-                )
-    finally:
-        pyfunc_log.removeFilter(notices)
-    return info.model_uri
-
-
 SYNCED_FROM_TAG = "progression.synced_from"  # on a copied run: the run id in the source store
 
 
-def sync_runs(source: str, target: str) -> list[tuple[str, str]]:
+def sync_runs(source: str, target: str, log_model: Callable[[str, str, Path], str]
+              ) -> list[tuple[str, str]]:
     """Copy every run of the store ``source`` (e.g. an offline store) to ``target``.
 
     Each run is recreated in the experiment of the same name with its params, tags, full
     metric histories (steps and timestamps), artifacts and status; a run that had a pyfunc
-    model gets it logged again from its checkpoint artifact, so ``runs:/<id>/model`` and
+    model gets it logged again from its checkpoint artifact by ``log_model(target, run_id,
+    checkpoint)`` (:func:`progression.pyfunc_model.log_pyfunc_model`), so ``runs:/<id>/model`` and
     ``progression register`` work on the copy. Runs copied before (tag
     ``progression.synced_from``) are skipped: syncing twice copies nothing new. Returns
     ``(source run id, target run id)`` pairs of the runs copied now.
@@ -376,7 +265,7 @@ def sync_runs(source: str, target: str) -> list[tuple[str, str]]:
                     dst.log_artifacts(new_id, str(local))
                     found = sorted(local.glob("checkpoints/*.ckpt"))
                     if found and run.data.params.get("tracking.log_model") == "True":
-                        model_uri = log_pyfunc_model(target, new_id, found[0])
+                        model_uri = log_model(target, new_id, found[0])
             dst.set_terminated(new_id, status=run.info.status, end_time=run.info.end_time)
             copied.append((run.info.run_id, new_id))
             logger.info("copied run %s -> %s%s", run.info.run_id, new_id,

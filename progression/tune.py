@@ -297,20 +297,9 @@ def tune(
     config and plots go to MLflow (parent run ``tune/<study>``) and to
     ``<train.output_dir>/tune/<study>/``.
     """
-    import optuna
     from mlflow import MlflowClient
-    from tqdm.auto import tqdm
 
-    if not STUDY_NAME.match(study_name):
-        raise ConfigError(f"study name '{study_name}': use letters, digits, '.', '_' and '-' only")
-    if n_trials < 1 or workers < 1:
-        raise ConfigError("--n-trials and --workers must be at least 1")
-    storage = storage or default_storage(cfg, study_name)
-    if workers > 1 and storage.startswith("sqlite"):
-        log.warning(
-            "SQLite is not meant for several writers ('database is locked'); with --workers > 1 "
-            "prefer the default journal file or PostgreSQL"
-        )
+    storage = _check_arguments(cfg, study_name, storage, n_trials, workers)
     storage_text = describe_storage(storage)
     # Resolved once, so every worker (and the parent run) uses the same store.
     cfg = apply_params(cfg, {"tracking.tracking_uri": resolve_tracking_uri(cfg)})
@@ -331,12 +320,8 @@ def tune(
 
     remaining = n_trials - _count(study, (*_finished_states(), TrialState.RUNNING))
     n_procs = max(0, min(workers, remaining))
-    trial_base = cfg
-    if n_procs > 1 and cfg.train.threads == 0:
-        # Workers share the cores instead of each starting one thread per core.
-        trial_base = apply_params(cfg, {"train.threads": max(1, (os.cpu_count() or 1) // n_procs)})
     spec = _WorkerSpec(
-        cfg=trial_base,
+        cfg=_trial_base(cfg, n_procs),
         space=space,
         study_name=study_name,
         storage=storage,
@@ -347,28 +332,11 @@ def tune(
         grace_period=grace_period,
         max_retry=max_retry,
     )
-    bar = tqdm(
-        total=n_trials,
-        initial=min(n_trials, _count(study, _finished_states())),
-        desc=f"tune {study_name}",
-        unit="trial",
-        disable=not progress,
-    )
-
-    def show(study: Any) -> None:
-        done = min(n_trials, _count(study, _finished_states()))
-        if done != bar.n:
-            bar.update(done - bar.n)
-
+    bar, show = _progress_bar(study, n_trials, progress)
     errors: list[str] = []
     status = "FINISHED"
     try:
-        if n_procs == 1:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                _run_worker(spec, 0, progress=show)
-        elif n_procs > 1:
-            errors = _run_processes(spec, n_procs, study, client, parent_run_id, max_retry, show)
+        errors = _run_workers(spec, n_procs, study, client, parent_run_id, max_retry, show)
     except KeyboardInterrupt:
         status = "KILLED"
         raise
@@ -381,10 +349,76 @@ def tune(
         if errors:
             status = "FAILED"
         best_path = finalize_parent(client, parent_run_id, study, space, cfg, out_dir, status=status)
+    return _result(study, storage_text, parent_run_id, best_path, errors)
+
+
+def _progress_bar(study: Any, n_trials: int, progress: bool) -> tuple[Any, Any]:
+    """A tqdm bar of the study's finished trials and the callback that moves it."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(
+        total=n_trials,
+        initial=min(n_trials, _count(study, _finished_states())),
+        desc=f"tune {study.study_name}",
+        unit="trial",
+        disable=not progress,
+    )
+
+    def show(study: Any) -> None:
+        done = min(n_trials, _count(study, _finished_states()))
+        if done != bar.n:
+            bar.update(done - bar.n)
+
+    return bar, show
+
+
+def _run_workers(spec: _WorkerSpec, n_procs: int, study: Any, client: Any, parent_run_id: str,
+                 max_retry: int, show: Any) -> list[str]:
+    """Trials in this process (one worker) or in ``n_procs`` processes; the workers' errors."""
+    import optuna
+
+    if n_procs == 1:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            _run_worker(spec, 0, progress=show)
+    elif n_procs > 1:
+        return _run_processes(spec, n_procs, study, client, parent_run_id, max_retry, show)
+    return []
+
+
+def _check_arguments(cfg: Config, study_name: str, storage: str | None, n_trials: int,
+                     workers: int) -> str:
+    """The study's storage (default: a journal file); ConfigError naming the bad option."""
+    if not STUDY_NAME.match(study_name):
+        raise ConfigError(f"study name '{study_name}': use letters, digits, '.', '_' and '-' only")
+    if n_trials < 1 or workers < 1:
+        raise ConfigError("--n-trials and --workers must be at least 1")
+    storage = storage or default_storage(cfg, study_name)
+    if workers > 1 and storage.startswith("sqlite"):
+        log.warning(
+            "SQLite is not meant for several writers ('database is locked'); with --workers > 1 "
+            "prefer the default journal file or PostgreSQL"
+        )
+    return storage
+
+
+def _trial_base(cfg: Config, n_procs: int) -> Config:
+    """The config every trial starts from: with several local workers and ``train.threads``
+    unset, the workers share the cores instead of each starting one thread per core."""
+    if n_procs > 1 and cfg.train.threads == 0:
+        return apply_params(cfg, {"train.threads": max(1, (os.cpu_count() or 1) // n_procs)})
+    return cfg
+
+
+def _result(study: Any, storage_text: str, parent_run_id: str, best_path: Path | None,
+            errors: list[str]) -> TuneResult:
+    """What the study holds now: trial counts by state and the best trial."""
+    from optuna.trial import TrialState
+
     counts = {s: _count(study, (s,)) for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
     best = study.best_trial if counts[TrialState.COMPLETE] else None
     return TuneResult(
-        study_name=study_name,
+        study_name=study.study_name,
         storage=storage_text,
         parent_run_id=parent_run_id,
         n_complete=counts[TrialState.COMPLETE],

@@ -290,8 +290,8 @@ def covariate_model(tmp_path_factory):
 
     from progression.cohort import read_cohort
     from progression.config import load_config
+    from progression.data.outcomes import outcomes_from_truth
     from progression.evaluate.inputs import load_cohort
-    from progression.evaluate.outcomes import outcomes_from_truth
     from progression.predict import predict_cohort
     from progression.simulate import SimulationConfig, simulate_cohort
     from progression.train import fit

@@ -89,15 +89,13 @@ def test_per_joint_readings_cover_every_joint_of_every_film(trained):
     """One row per joint of each film's region, in SvdH units within each joint's scale, with
     the reader's grades of joint_scores.csv next to them; the change since the first film."""
     from progression.cohort import read_cohort
-    from progression.data.covariates import CovariateSpec
+    from progression.explain.inputs import load_patient
     from progression.explain.joints import joint_change, joint_readings
-    from progression.explain.patient import load_patient
-    from progression.models.checkpoint import model_from_checkpoint, read_checkpoint
     from progression.scoring import joint_by_name, joints_in_region
+    from progression.trained import load_trained
 
-    ckpt = read_checkpoint(trained["checkpoint"])
-    model = model_from_checkpoint(ckpt, trained["checkpoint"]).eval()
-    spec = CovariateSpec.from_dict(ckpt["progression"]["covariates"])
+    loaded = load_trained(trained["checkpoint"])
+    model, spec = loaded.model.eval(), loaded.covariates
     cohort = read_cohort(trained["root"]).subset([trained["many"]])
     patient = load_patient(model, spec, cohort, 48, trained["work"] / "cache")
     readings = joint_readings(model, patient)

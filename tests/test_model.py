@@ -12,9 +12,10 @@ from progression.cohort import read_cohort
 from progression.config import ModelConfig
 from progression.data.arrays import build_arrays, fit_covariates
 from progression.data.datasets import SequenceDataset, collate_sequences
+from progression.data.layout import InputLayout
 from progression.errors import ConfigError
 from progression.models import build_forecaster
-from progression.models.sequence import REGION_FEATURES, InputLayout
+from progression.models.sequence import REGION_FEATURES
 
 TINY = ModelConfig(backbone_kwargs={"width": 4}, embed_dim=16, seq_dim=16)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from progression.calibration import ConformalCalibration, Correction
-from progression.explain.model_card import ModelCardInputs, write_model_card
+from progression.train.model_card import ModelCardInputs, write_model_card
 
 
 def _card(**changes) -> ModelCardInputs:
@@ -53,7 +53,7 @@ def test_card_lists_data_metrics_with_ci_subgroups_and_calibration(tmp_path):
 
 
 def test_card_of_pooled_or_old_symmetric_calibration_shows_both_sides():
-    from progression.explain.model_card import render_model_card
+    from progression.train.model_card import render_model_card
 
     pooled = ConformalCalibration(level=0.9, scale_by_horizon=True, per_year=Correction(-0.2, 1.5),
                                   n_calibration={1.0: 12, 2.0: 10})
@@ -69,7 +69,7 @@ def test_card_of_pooled_or_old_symmetric_calibration_shows_both_sides():
 
 
 def test_card_without_results_or_calibration_says_so():
-    from progression.explain.model_card import render_model_card
+    from progression.train.model_card import render_model_card
 
     text = render_model_card(_card(metrics={}, subgroups=None, calibration=None, simulated_data=False))
     assert "No evaluation results were given; run `progression evaluate`" in text
@@ -80,14 +80,14 @@ def test_card_without_results_or_calibration_says_so():
 
 def test_estimate_objects_from_evaluation_are_accepted():
     from progression.evaluate.metrics import Estimate
-    from progression.explain.model_card import render_model_card
+    from progression.train.model_card import render_model_card
 
     text = render_model_card(_card(metrics={"val/coverage_delta_2y": Estimate(0.88, 0.8, 0.95, 50)}))
     assert "| `val/coverage_delta_2y` | share of observed changes inside the interval, 2-year horizon | 0.88 | 0.8 to 0.95 | 50 | 0-1 |" in text
 
 
 def test_metrics_json_of_evaluate_gives_the_models_test_metrics():
-    from progression.explain.model_card import evaluation_metrics
+    from progression.train.model_card import evaluation_metrics
 
     results = {
         "settings": {"seed": 0, "bootstrap_resamples": 200},

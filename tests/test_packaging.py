@@ -134,7 +134,7 @@ def test_logged_model_pins_its_dependencies_and_carries_its_code(tmp_path_factor
     from mlflow.artifacts import download_artifacts
     from test_train_support import shared_run
 
-    from progression.tracking import model_requirements
+    from progression.pyfunc_model import model_requirements
 
     run = shared_run(tmp_path_factory)
     model = Path(download_artifacts(run.result.model_uri, tracking_uri=run.tracking_uri,

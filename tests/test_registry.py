@@ -15,8 +15,9 @@ from test_train_support import shared_run
 
 from progression import cli
 from progression.errors import CheckpointError, ConfigError
-from progression.predict import predict_cohort, resolve_checkpoint
+from progression.predict import predict_cohort
 from progression.registry import register_run_model
+from progression.trained import resolve_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,8 @@ from progression.data.datasets import collate_sequences
 from progression.errors import TrackingError
 from progression.models import build_forecaster
 from progression.models.module import MIN_READING_CORR, ForecastModule
-from progression.train import _warn_if_films_unread, fit
+from progression.train import fit
+from progression.train.fitting import _warn_if_films_unread
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +74,7 @@ def test_logged_mlflow_model_loads_and_predicts(run):
 
 
 def test_logging_the_model_skips_mlflows_notices_about_deliberate_choices(run, caplog):
-    from progression.tracking import log_pyfunc_model
+    from progression.pyfunc_model import log_pyfunc_model
 
     with caplog.at_level("INFO", logger="mlflow"):
         uri = log_pyfunc_model(run.tracking_uri, run.result.run_id, run.result.checkpoint_path)

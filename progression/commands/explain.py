@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("nothing to do: give --patient ID (with --data and --out) and/or "
                           "--model-card FILE")
     if args.model_card:
-        from progression.explain.model_card import write_checkpoint_card
+        from progression.train.model_card import write_checkpoint_card
 
         path = write_checkpoint_card(args.checkpoint, args.model_card, metrics_path=args.metrics)
         print(f"model card: {path}")

@@ -27,13 +27,14 @@ def run(args: argparse.Namespace) -> int:
     import os
 
     from progression.errors import ConfigError
+    from progression.pyfunc_model import log_pyfunc_model
     from progression.tracking import resolve_tracking_uri, sync_runs
 
     if not (args.target or os.environ.get("MLFLOW_TRACKING_URI")):
         raise ConfigError("give the server to copy the runs to: --to http://host:5000 "
                           "(or set MLFLOW_TRACKING_URI)")
     target = resolve_tracking_uri(args.target)
-    copied = sync_runs(args.source, target)
+    copied = sync_runs(args.source, target, log_pyfunc_model)
     for old, new in copied:
         print(f"{old} -> {new}")
     print(f"copied {len(copied)} run(s) from {args.source} to {target}")

@@ -27,14 +27,14 @@ def run(args: argparse.Namespace) -> int:
 
     from progression.config import config_from_dict, load_config
     from progression.errors import ConfigError
-    from progression.models.checkpoint import read_checkpoint
     from progression.train import fit
+    from progression.trained import load_trained
 
     overrides = list(args.overrides)
     if args.data:
         overrides.append(f"data.path={args.data}")
     if args.resume and not args.config:
-        base = config_from_dict(read_checkpoint(args.resume)["progression"]["config"])
+        base = config_from_dict(load_trained(args.resume).meta.config)
         cfg = load_config(None, overrides, base=base)
     else:
         cfg = load_config(args.config, overrides)

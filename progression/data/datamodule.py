@@ -32,9 +32,9 @@ from progression.data.datasets import (
     collate_sequences,
     collate_visits,
 )
+from progression.data.layout import InputLayout
 from progression.data.split import split_patients
 from progression.errors import CohortError, ConfigError
-from progression.models.sequence import InputLayout
 from progression.scoring import REGIONS
 
 logger = logging.getLogger(__name__)

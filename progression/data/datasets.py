@@ -24,6 +24,7 @@ from torch.utils.data import Dataset, Sampler
 
 from progression.cohort import ImageCache
 from progression.data.arrays import CohortArrays
+from progression.data.horizons import HorizonWindow
 from progression.scoring import is_rapid
 
 
@@ -142,7 +143,8 @@ class SequenceDataset(Dataset):
         i_idx, j_idx = np.meshgrid(scored, scored, indexing="ij")
         i_idx, j_idx = i_idx.ravel(), j_idx.ravel()
         h = item["years"][j_idx] - item["years"][i_idx]
-        keep = (j_idx > i_idx) & (h >= self.min_pair_years) & (h <= self.max_pair_years)
+        window = HorizonWindow(self.min_pair_years, self.max_pair_years, 1.0)
+        keep = (j_idx > i_idx) & window.contains(h)
         item["pair_i"], item["pair_j"], item["pair_h"] = i_idx[keep], j_idx[keep], h[keep]
         item["pair_delta"] = (total[j_idx] - total[i_idx])[keep]
         return item

@@ -9,7 +9,7 @@
 * an outcomes table CSV (docs/evaluation.md: ``patient_id, index_date, horizon_years,
   delta_svdh_obs, time_to_event_years, event``).
 
-The definitions are those of :mod:`progression.evaluate.outcomes`, so ``progression
+The definitions are those of :mod:`progression.data.outcomes`, so ``progression
 evaluate`` and ``progression enrich`` score the same outcomes. An event is rapid progression: the
 first follow-up visit at which the change since the index reaches 5 SvdH units per
 elapsed year (``progression.scoring.is_rapid``); patients without one are censored at
@@ -47,9 +47,9 @@ def _from_truth(truth_dir: Path, horizon: float) -> pd.DataFrame:
 
     Reading only ``truth/`` (not the cohort tables) keeps this fast and works for cohorts
     simulated without images. Same definitions as
-    :func:`progression.evaluate.outcomes.outcomes_from_truth` with noise-free follow-up.
+    :func:`progression.data.outcomes.outcomes_from_truth` with noise-free follow-up.
     """
-    from progression.evaluate.outcomes import OutcomeRule, first_event
+    from progression.data.outcomes import OutcomeRule, first_event
 
     truth = pd.read_csv(truth_dir / "truth.csv", dtype={"patient_id": str})
     column = f"delta_true_{horizon:g}y"
@@ -83,8 +83,8 @@ def _table(path: Path, horizon: float) -> tuple[pd.DataFrame, str]:
     if (path / "truth" / "truth.csv").is_file():
         return _from_truth(path / "truth", horizon), "simulated truth (noise-free change)"
     if path.is_dir():
+        from progression.data.outcomes import OutcomeRule, landmark_outcomes
         from progression.evaluate.inputs import load_cohort
-        from progression.evaluate.outcomes import OutcomeRule, landmark_outcomes
 
         table = landmark_outcomes(load_cohort(path), OutcomeRule(horizons=(horizon,)))
         return table, "observed change (landmark split of a real cohort)"

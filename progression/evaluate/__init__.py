@@ -6,6 +6,16 @@ interface (``fit(train_cohort) -> self``, ``predict(cohort, horizons, index_date
 
 from __future__ import annotations
 
+import sys
+import types
+from typing import Any
+
+from progression.data.outcomes import (
+    OutcomeRule,
+    derive_outcomes,
+    landmark_outcomes,
+    outcomes_from_truth,
+)
 from progression.evaluate.baselines import (
     BASELINES,
     DEFAULT_BASELINES,
@@ -16,6 +26,7 @@ from progression.evaluate.baselines import (
     Oracle,
     make_baseline,
 )
+from progression.evaluate.forecasts import training_cohort_of
 from progression.evaluate.inputs import (
     OUTCOME_COLUMNS,
     PREDICTION_COLUMNS,
@@ -24,13 +35,7 @@ from progression.evaluate.inputs import (
     read_predictions,
     read_tables,
 )
-from progression.evaluate.outcomes import (
-    OutcomeRule,
-    derive_outcomes,
-    landmark_outcomes,
-    outcomes_from_truth,
-)
-from progression.evaluate.report import evaluate, training_cohort_of
+from progression.evaluate.report import evaluate
 
 __all__ = [
     "BASELINES",
@@ -54,3 +59,15 @@ __all__ = [
     "read_tables",
     "training_cohort_of",
 ]
+
+
+class _CallablePackage(types.ModuleType):
+    """``progression.evaluate`` is both this package and the top-level API's ``evaluate``
+    (Python binds the subpackage to that name once it is imported), so calling the package
+    runs :func:`~progression.evaluate.report.evaluate`."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        return evaluate(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallablePackage

@@ -43,16 +43,14 @@ from sklearn.pipeline import Pipeline, make_pipeline
 
 from progression.cohort import Cohort
 from progression.columns import PREDICTION_COLUMNS
+from progression.data.horizons import BASELINE_PAIR_WINDOW, slope_defined, years_between
 from progression.errors import ProgressionError
-from progression.evaluate.inputs import as_index_dates, load_cohort, years_between
+from progression.evaluate.inputs import as_index_dates, load_cohort
 from progression.scoring import RAPID_RATE
 from progression.simulate.oracle import oracle_horizons, oracle_predictions, read_truth
 
 log = logging.getLogger(__name__)
 
-PAIR_MIN_YEARS = 0.5
-PAIR_MAX_YEARS = 3.0
-PAIR_TARGET_YEARS = 1.0
 
 
 # --------------------------------------------------------------------------- features
@@ -81,8 +79,8 @@ def features_at(cohort: Cohort, at: pd.DataFrame) -> pd.DataFrame:
     forward over visits where it is missing), ``age`` (from ``birth_date`` when no ``age``
     column exists), and from scored visits on or before ``date``: ``svdh_last``,
     ``svdh_erosion_last``, ``svdh_jsn_last``, ``years_since_scored``, ``n_scored`` and
-    ``past_rate`` (least-squares slope of ``svdh_total`` over time, SvdH units/yr; NaN with
-    fewer than two scored visits).
+    ``past_rate`` (least-squares slope of ``svdh_total`` over time, SvdH units/yr; NaN unless
+    :func:`~progression.data.horizons.slope_defined`).
     """
     static, varying = covariate_columns(cohort)
     left = at.reset_index(drop=True).assign(_row=lambda f: np.arange(len(f)))
@@ -110,7 +108,7 @@ def features_at(cohort: Cohort, at: pd.DataFrame) -> pd.DataFrame:
     denom = n * sums["_stt"] - sums["_st"] ** 2
     with np.errstate(invalid="ignore", divide="ignore"):
         scored["past_rate"] = np.where(
-            (n >= 2) & (denom > 1e-9), (n * sums["_sts"] - sums["_st"] * sums["_ss"]) / denom, np.nan
+            slope_defined(n, denom), (n * sums["_sts"] - sums["_st"] * sums["_ss"]) / denom, np.nan
         )
     scored = scored.rename(
         columns={"svdh_total": "svdh_last", "svdh_erosion": "svdh_erosion_last",
@@ -139,10 +137,10 @@ def training_pairs(cohort: Cohort) -> pd.DataFrame:
                                                           "svdh_total"]]
     pairs = scored.merge(scored, on="patient_id", suffixes=("", "_end"))
     pairs["gap_years"] = years_between(pairs["visit_date"], pairs["visit_date_end"]).astype(float)
-    pairs = pairs[(pairs["gap_years"] >= PAIR_MIN_YEARS) & (pairs["gap_years"] <= PAIR_MAX_YEARS)]
+    pairs = pairs[BASELINE_PAIR_WINDOW.contains(pairs["gap_years"])]
     if pairs.empty:
         return pd.DataFrame(columns=["patient_id", "date", "gap_years", "rate"])
-    pairs = pairs.assign(_dist=(pairs["gap_years"] - PAIR_TARGET_YEARS).abs())
+    pairs = pairs.assign(_dist=BASELINE_PAIR_WINDOW.distance(pairs["gap_years"]))
     pairs = pairs.sort_values(["patient_id", "visit_date", "_dist", "gap_years"])
     pairs = pairs.drop_duplicates(["patient_id", "visit_date"])
     pairs["rate"] = (pairs["svdh_total_end"] - pairs["svdh_total"]) / pairs["gap_years"]
@@ -195,7 +193,7 @@ class Baseline:
         if len(pairs) < 2:
             raise ProgressionError(
                 f"{self.name}: the training cohort '{tables.root}' has {len(pairs)} pair(s) of "
-                f"scored visits {PAIR_MIN_YEARS:g}-{PAIR_MAX_YEARS:g} years apart; at least 2 "
+                f"scored visits {BASELINE_PAIR_WINDOW.min_years:g}-{BASELINE_PAIR_WINDOW.max_years:g} years apart; at least 2 "
                 "are needed (give svdh_total at more visits or another --train-data)"
             )
         fitted = self._fit_rates(pairs)

@@ -18,18 +18,13 @@ import numpy as np
 import pandas as pd
 
 from progression.cohort import Cohort, read_cohort
-from progression.columns import DAYS_PER_YEAR, OUTCOME_COLUMNS, PREDICTION_COLUMNS
+from progression.columns import OUTCOME_COLUMNS, PREDICTION_COLUMNS
 from progression.errors import ProgressionError
 
 
 def horizon_label(h: float) -> str:
     """``1.0`` -> ``"1y"``, ``0.5`` -> ``"0.5y"`` (metric-name suffix)."""
     return f"{float(h):g}y"
-
-
-def years_between(start: Any, end: Any) -> Any:
-    """Years from ``start`` to ``end`` (timestamps or Series of them), 365.25 days a year."""
-    return (pd.to_datetime(end) - pd.to_datetime(start)) / pd.Timedelta(days=DAYS_PER_YEAR)
 
 
 def load_cohort(cohort: Cohort | str | Path) -> Cohort:

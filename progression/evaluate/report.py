@@ -31,23 +31,25 @@ import pandas as pd
 from jinja2 import Environment, FileSystemLoader
 from tqdm.auto import tqdm
 
+import progression.evaluate.figures as figures
 from progression.cohort import Cohort
 from progression.columns import DAYS_PER_YEAR
+from progression.data.outcomes import OutcomeRule
 from progression.errors import ProgressionError, TrackingError
-from progression.evaluate import figures
 from progression.evaluate.baselines import (
     DEFAULT_BASELINES,
-    Oracle,
-    cross_fit,
     features_at,
-    make_baseline,
+)
+from progression.evaluate.forecasts import (
+    CROSS_FIT_FOLDS,
+    baseline_forecasts,
+    evaluation_cohorts,
+    matched_outcomes,
+    model_forecasts,
 )
 from progression.evaluate.inputs import (
     as_index_dates,
     horizon_label,
-    load_cohort,
-    read_outcomes,
-    read_predictions,
 )
 from progression.evaluate.metrics import (
     DELTA_METRICS,
@@ -57,79 +59,15 @@ from progression.evaluate.metrics import (
     bootstrap_counts,
     compute,
 )
-from progression.evaluate.outcomes import OutcomeRule, derive_outcomes
 from progression.evaluate.survival import cox_models, km_by_tertile, survival_frame
 from progression.io import atomic_write_bytes, atomic_write_csv, atomic_write_text, json_safe
 from progression.scoring import is_rapid
 
 log = logging.getLogger(__name__)
 TEMPLATES = Path(__file__).resolve().parent / "templates"
-CROSS_FIT_FOLDS = 5
 
 
-# --------------------------------------------------------------------------- inputs
-def _as_frame(value: pd.DataFrame | str | Path, reader: Any) -> pd.DataFrame:
-    return value.copy() if isinstance(value, pd.DataFrame) else reader(value)
-
-
-def _normalise_predictions(frame: pd.DataFrame, method: str) -> pd.DataFrame:
-    frame = frame.copy()
-    frame["patient_id"] = frame["patient_id"].astype(str)
-    frame["index_date"] = pd.to_datetime(frame["index_date"])
-    frame["horizon_years"] = frame["horizon_years"].astype(float)
-    twice = frame.duplicated(["patient_id", "horizon_years"], keep=False)
-    if twice.any():
-        first = frame[twice].iloc[0]
-        raise ProgressionError(
-            f"{method} predictions have {int(twice.sum())} rows for a patient and horizon seen "
-            f"more than once, e.g. patient {first['patient_id']} at "
-            f"{first['horizon_years']:g} years; keep one row per patient x horizon"
-        )
-    return frame
-
-
-def _check_index_dates(predictions: pd.DataFrame, outcomes: pd.DataFrame, method: str) -> None:
-    """Forecast origin and outcome origin must agree, else the comparison is meaningless."""
-    pairs = predictions[["patient_id", "index_date"]].drop_duplicates("patient_id").merge(
-        outcomes[["patient_id", "index_date"]].drop_duplicates("patient_id"),
-        on="patient_id", suffixes=("_pred", "_obs"),
-    )
-    if pairs.empty:
-        raise ProgressionError(
-            f"{method} predictions share no patient_id with the outcomes; predict for the same "
-            "cohort you evaluate on"
-        )
-    bad = pairs[pairs["index_date_pred"] != pairs["index_date_obs"]]
-    if not bad.empty:
-        first = bad.iloc[0]
-        raise ProgressionError(
-            f"{method} predictions start from a different index_date than the outcomes for "
-            f"{len(bad)} patient(s), e.g. patient {first['patient_id']}: "
-            f"{first['index_date_pred']:%Y-%m-%d} vs {first['index_date_obs']:%Y-%m-%d}; "
-            "predict from the outcomes' index dates (evaluate with --checkpoint does this)"
-        )
-
-
-def _is_checkpoint(source: Any) -> bool:
-    return source is not None and not isinstance(source, pd.DataFrame) and (
-        Path(str(source)).suffix.lower() != ".csv")
-
-
-def _model_predictions(source: Any, cohort: Cohort, outcomes: pd.DataFrame,
-                       horizons: Sequence[float], progress: bool,
-                       tracking_uri: str | None) -> pd.DataFrame:
-    """A predictions table from a DataFrame, a predictions CSV, or a checkpoint (predicted)."""
-    if not _is_checkpoint(source):
-        return _as_frame(source, read_predictions)
-    from progression.predict import predict_cohort
-
-    if cohort.root is None:
-        raise ProgressionError("evaluating a checkpoint needs the cohort as a directory")
-    index = as_index_dates(outcomes, cohort)
-    return predict_cohort(source, cohort.root, horizons=tuple(horizons), index_dates=index,
-                          progress=progress, tracking_uri=tracking_uri)
-
-
+# --------------------------------------------------------------------------- metrics
 def _index_scores(cohort: Cohort, outcomes: pd.DataFrame) -> pd.DataFrame:
     """The given (read) SvdH total at each patient's index visit, for the scoring metrics."""
     index = outcomes[["patient_id", "index_date"]].drop_duplicates("patient_id")
@@ -141,44 +79,6 @@ def _index_scores(cohort: Cohort, outcomes: pd.DataFrame) -> pd.DataFrame:
     ]
 
 
-@dataclass
-class CheckpointData:
-    """What a checkpoint records about its training data (``progression train`` writes it)."""
-
-    cohort_path: Path
-    fingerprint: str | None
-    split: dict[str, list[str]]
-
-
-def checkpoint_data(checkpoint: str | Path, tracking_uri: str | None = None) -> CheckpointData:
-    """The training cohort directory, its fingerprint and the patient split of a checkpoint."""
-    from progression.models.checkpoint import read_checkpoint
-    from progression.predict import resolve_checkpoint
-
-    meta = read_checkpoint(resolve_checkpoint(checkpoint, tracking_uri))["progression"]
-    return CheckpointData(
-        cohort_path=Path(meta["config"]["data"]["path"]),
-        fingerprint=meta.get("cohort_fingerprint"),
-        split={k: [str(p) for p in v] for k, v in (meta.get("split") or {}).items()},
-    )
-
-
-def training_cohort_of(checkpoint: str | Path, tracking_uri: str | None = None
-                       ) -> Cohort | None:
-    """The training split of the cohort a checkpoint was fitted on, or None when that cohort
-    directory is no longer readable (then the baselines are cross-fitted instead)."""
-    data = checkpoint_data(checkpoint, tracking_uri)
-    if not data.split.get("train") or not (data.cohort_path / "patients.csv").is_file():
-        return None
-    try:
-        return load_cohort(data.cohort_path).subset(data.split["train"])
-    except ProgressionError as exc:
-        log.warning("training cohort %s of the checkpoint cannot be read (%s)",
-                    data.cohort_path, str(exc).splitlines()[0])
-        return None
-
-
-# --------------------------------------------------------------------------- metrics
 def _scored_rows(predictions: pd.DataFrame, outcomes: pd.DataFrame, h: float) -> pd.DataFrame:
     """Predictions joined with outcomes for horizon ``h``, with the 0/1 rapid outcome."""
     pred = predictions[np.isclose(predictions["horizon_years"], h)]
@@ -424,99 +324,70 @@ def evaluate(
     rule
         Horizons (years) and the progression-event definition (default: 1 and 2 years, rapid
         progression >= 5 SvdH units/yr).
-    n_boot, seed
-        Patient-bootstrap resamples for the 95% CIs and their seed.
+    n_boot, seed, progress
+        Patient-bootstrap resamples for the 95% CIs, their seed; show tqdm progress bars.
     model_name
         Name of ``source`` in tables and figures; its metrics log as ``test/<metric>``.
     tracking_uri, experiment, run_name
         Log metrics and the report to MLflow when ``tracking_uri`` is given.
-    progress
-        Show tqdm progress bars.
 
-    Returns
-    -------
-    dict
-        The content of ``metrics.json`` plus ``out_dir`` and, when logged, ``mlflow_run_id``.
+    Returns the content of ``metrics.json`` plus ``out_dir`` and, when logged, ``mlflow_run_id``.
     """
     rule = rule or OutcomeRule()
     horizons = tuple(float(h) for h in rule.horizons)
     if n_boot < 1:
         raise ProgressionError(f"--bootstrap must be >= 1 resample, got {n_boot}")
     out_dir = Path(out_dir)
-    tables = load_cohort(cohort)
-    train = load_cohort(train_cohort) if train_cohort is not None else None
-    if _is_checkpoint(source):
-        recorded = checkpoint_data(source, tracking_uri)
-        if tables.fingerprint and tables.fingerprint == recorded.fingerprint:
-            # The model trained on part of this very cohort: score its test patients only.
-            held_out = recorded.split.get("test") or []
-            if not held_out:
-                raise ProgressionError(
-                    "the cohort is the one the checkpoint was trained on and it records no "
-                    "test split; evaluate on another cohort or train with data.test_fraction > 0"
-                )
-            log.info("evaluating the checkpoint's %d test-split patients", len(held_out))
-            tables = tables.subset(held_out)
-        if train is None:
-            train = training_cohort_of(source, tracking_uri)
-
-    if outcomes is None:
-        outcomes = derive_outcomes(tables, rule)
-    outcomes = _as_frame(outcomes, read_outcomes)
-    outcomes["patient_id"] = outcomes["patient_id"].astype(str)
-    outcomes["index_date"] = pd.to_datetime(outcomes["index_date"])
-    outcomes = outcomes[outcomes["patient_id"].isin(tables.patients["patient_id"])]
-    if outcomes.empty:
-        raise ProgressionError(
-            "no outcome row matches a patient of the cohort; check that --outcomes and --data "
-            "describe the same patients"
-        )
+    tables, train = evaluation_cohorts(source, cohort, train_cohort, tracking_uri)
+    outcomes = matched_outcomes(outcomes, tables, rule)
     index_dates = as_index_dates(outcomes, tables)
-
-    methods: dict[str, pd.DataFrame] = {}
-    if source is not None:
-        model = _normalise_predictions(
-            _model_predictions(source, tables, outcomes, horizons, progress, tracking_uri),
-            model_name,
-        )
-        _check_index_dates(model, outcomes, model_name)
-        methods[model_name] = model
-    skipped: dict[str, str] = {}
-    for name in tqdm(list(baselines or ()), desc="baselines", disable=not progress):
-        try:
-            if name == "oracle" or train is not None:
-                baseline = make_baseline(name)
-                if not isinstance(baseline, Oracle):
-                    baseline.fit(train)
-                predictions = baseline.predict(tables, horizons, index_dates)
-            else:
-                predictions = cross_fit(name, tables, horizons, index_dates,
-                                        folds=CROSS_FIT_FOLDS, seed=seed)
-        except ProgressionError as exc:
-            log.warning("baseline %s skipped: %s", name, exc)
-            skipped[name] = str(exc)
-            continue
-        predictions = _normalise_predictions(predictions, name)
-        methods[name] = predictions[predictions["patient_id"].isin(outcomes["patient_id"])]
-    if not methods:
-        raise ProgressionError(f"nothing to evaluate: no predictions and every baseline was "
-                               f"skipped ({'; '.join(skipped.values()) or 'none asked for'})")
-
-    index_scores = _index_scores(tables, outcomes)
+    methods = {} if source is None else {model_name: model_forecasts(
+        source, tables, outcomes, horizons, model_name, progress, tracking_uri)}
+    skipped = baseline_forecasts(methods, baselines, tables, train, outcomes, index_dates,
+                                  horizons, seed, progress)
     model_key = model_name if source is not None else None
-    table, joined = _compute_all(methods, outcomes, index_scores, horizons, model_key, n_boot,
-                                 seed, progress)
+    table, joined = _compute_all(methods, outcomes, _index_scores(tables, outcomes), horizons,
+                                 model_key, n_boot, seed, progress)
+    survival = _survival_analysis(methods, model_key, outcomes, tables, index_dates)
+    files = _write_figures_and_tables(out_dir, methods, joined, outcomes, horizons, survival)
+    settings = _settings(rule, horizons, n_boot, seed, train)
+    results = _results(settings, model_key, methods, skipped, tables, outcomes, horizons, table,
+                       survival, files)
+    _write_report(out_dir, results, table, model_key, horizons)
+    results["out_dir"] = str(out_dir)
+    if tracking_uri:
+        params = {**settings, "cohort": results["cohort"]["root"], "model": model_key}
+        results["mlflow_run_id"] = log_to_mlflow(table, out_dir, model_key, tracking_uri,
+                                                 experiment, run_name, params)
+    return results
 
-    # Survival analysis of the model (without one: of the first method whose risk varies).
-    survival_method = model_key or next(
+
+@dataclass
+class _Survival:
+    method: str
+    km: Any
+    cox: dict[str, Any]
+
+
+def _survival_analysis(methods: dict[str, pd.DataFrame], model_key: str | None,
+                       outcomes: pd.DataFrame, tables: Cohort,
+                       index_dates: pd.Series) -> _Survival:
+    """Survival analysis of the model (without one: of the first method whose risk varies)."""
+    method = model_key or next(
         (m for m, p in methods.items() if p["risk_score"].nunique() > 1), next(iter(methods))
     )
-    frame = survival_frame(methods[survival_method], outcomes)
+    frame = survival_frame(methods[method], outcomes)
     km = km_by_tertile(frame) if not frame.empty else None
     at = pd.DataFrame({"patient_id": index_dates.index, "date": index_dates.to_numpy()})
     clinical = features_at(tables, at).drop(columns="date")
     cox = cox_models(frame, clinical) if not frame.empty else {}
+    return _Survival(method, km, cox)
 
+
+def _write_figures_and_tables(out_dir: Path, methods: dict[str, pd.DataFrame],
+                              joined: dict, outcomes: pd.DataFrame,
+                              horizons: tuple[float, ...], survival: _Survival) -> dict[str, str]:
+    """Figures, every method's predictions and the outcomes in ``out_dir``; returns the files."""
     files: dict[str, str] = {}
     out_dir.mkdir(parents=True, exist_ok=True)
     for h in horizons:
@@ -527,9 +398,9 @@ def evaluate(
                            figures.calibration_figure(frames, label))
         files[f"scatter_{label}"] = f"scatter_{label}.png"
         atomic_write_bytes(out_dir / files[f"scatter_{label}"], figures.scatter_figure(frames, label))
-    if km is not None:
+    if survival.km is not None:
         files["km"] = "km.png"
-        atomic_write_bytes(out_dir / "km.png", figures.km_figure(km, survival_method))
+        atomic_write_bytes(out_dir / "km.png", figures.km_figure(survival.km, survival.method))
     for name, predictions in methods.items():  # the model's too: a checkpoint's were made here
         path = f"predictions/{name}.csv"
         atomic_write_csv(out_dir / path, predictions.assign(
@@ -538,8 +409,13 @@ def evaluate(
     atomic_write_csv(out_dir / "outcomes.csv", outcomes.assign(
         index_date=outcomes["index_date"].dt.strftime("%Y-%m-%d")))
     files["outcomes"] = "outcomes.csv"
+    return files
 
-    settings = {
+
+def _settings(rule: OutcomeRule, horizons: tuple[float, ...], n_boot: int, seed: int,
+              train: Cohort | None) -> dict[str, Any]:
+    """How this evaluation was made, as ``metrics.json`` records it."""
+    return {
         "horizons_years": list(horizons),
         "event_rule": rule.event,
         "sdc_units": rule.sdc_units,
@@ -552,9 +428,16 @@ def evaluate(
                                 else f"{CROSS_FIT_FOLDS}-fold cross-fitting on the cohort"),
         "created": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }
+
+
+def _results(settings: dict[str, Any], model_key: str | None, methods: dict[str, pd.DataFrame],
+             skipped: dict[str, str], tables: Cohort, outcomes: pd.DataFrame,
+             horizons: tuple[float, ...], table: pd.DataFrame, survival: _Survival,
+             files: dict[str, str]) -> dict[str, Any]:
+    """The content of ``metrics.json``."""
     degraded = {m: int((p["note"].fillna("") != "").sum() // max(len(horizons), 1))
                 for m, p in methods.items()}
-    results = json_safe({
+    return json_safe({
         "settings": settings,
         "model": model_key,
         "methods": list(methods),
@@ -562,11 +445,17 @@ def evaluate(
         "degraded_forecasts": degraded,
         "cohort": describe_cohort(tables, outcomes, horizons),
         "metrics": _nested_metrics(table),
-        "survival": {"method": survival_method, "kaplan_meier": km.as_dict() if km else None,
-                     "cox": cox},
+        "survival": {"method": survival.method,
+                     "kaplan_meier": survival.km.as_dict() if survival.km else None,
+                     "cox": survival.cox},
         "files": {**files, "metrics_json": "metrics.json", "metrics_csv": "metrics.csv",
                   "report": "report.html"},
     })
+
+
+def _write_report(out_dir: Path, results: dict[str, Any], table: pd.DataFrame,
+                  model_key: str | None, horizons: tuple[float, ...]) -> None:
+    """``metrics.csv``, ``metrics.json`` and ``report.html`` in ``out_dir``."""
     tidy = table.assign(name=[_mlflow_name(r, model_key) for r in table.itertuples(index=False)])
     atomic_write_csv(out_dir / "metrics.csv", tidy.drop(columns="mlflow_name"))
     atomic_write_text(out_dir / "metrics.json", json.dumps(results, indent=2))
@@ -580,10 +469,3 @@ def evaluate(
                                                                      *SURVIVAL_METRICS)],
         "descriptions": METHOD_DESCRIPTIONS,
     }))
-    results["out_dir"] = str(out_dir)
-    if tracking_uri:
-        results["mlflow_run_id"] = log_to_mlflow(
-            table, out_dir, model_key, tracking_uri, experiment, run_name,
-            {**settings, "cohort": results["cohort"]["root"], "model": model_key},
-        )
-    return results

@@ -6,5 +6,6 @@
 - :mod:`~progression.explain.joints`: the encoder's per-joint head read out as per-joint
   damage (SvdH units) for every film, and its change since each region's first film.
 - :mod:`~progression.explain.report`: the per-patient HTML forecast report.
-- :mod:`~progression.explain.model_card`: the markdown model card written for each model.
+
+The markdown model card written for each model is :mod:`progression.train.model_card`.
 """

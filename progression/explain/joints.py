@@ -25,8 +25,8 @@ import torch
 
 from progression.scoring import REGIONS, joints_in_region
 
-if TYPE_CHECKING:  # patient.py imports the report, which imports this module
-    from progression.explain.patient import PatientInputs
+if TYPE_CHECKING:
+    from progression.explain.inputs import PatientInputs
     from progression.models.forecaster import Forecaster
 
 READING_COLUMNS = ["visit_date", "region", "joint", "erosion_pred", "jsn_pred",
@@ -37,7 +37,7 @@ CHANGE_COLUMNS = ["region", "joint", "first_date", "index_date", "erosion_change
 
 def joint_readings(model: Forecaster, patient: PatientInputs) -> pd.DataFrame:
     """The per-joint head's reading of every film of ``patient`` (from
-    :func:`~progression.explain.patient.load_patient`), in film order.
+    :func:`~progression.explain.inputs.load_patient`), in film order.
 
     Columns :data:`READING_COLUMNS`: ``visit_date`` (ISO text), ``region``, ``joint`` (SvdH
     name, ``hand_left_mcp2``), ``erosion_pred`` and ``jsn_pred`` (SvdH units: ``expm1`` of the

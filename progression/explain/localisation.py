@@ -33,7 +33,6 @@ import numpy as np
 import pandas as pd
 
 from progression.cohort import Cohort
-from progression.data.covariates import CovariateSpec
 from progression.errors import CohortError
 from progression.explain.attributions import (
     DEFAULT_WINDOW,
@@ -43,11 +42,10 @@ from progression.explain.attributions import (
     progressing_joints,
 )
 from progression.explain.gradcam import finest_semantic_layer, grad_cam
+from progression.explain.inputs import ChangeFromFilms, DamageFromFilms, load_patient
 from progression.explain.joints import joint_change, joint_readings
-from progression.explain.patient import ChangeFromFilms, DamageFromFilms, load_patient
-from progression.models.checkpoint import checkpoint_config, model_from_checkpoint, read_checkpoint
-from progression.predict import resolve_checkpoint
 from progression.scoring import REGIONS
+from progression.trained import load_trained
 
 
 @dataclass
@@ -78,13 +76,11 @@ def index_film_heatmaps(
     without films are skipped)."""
     from tqdm.auto import tqdm
 
-    path = resolve_checkpoint(checkpoint)
-    ckpt = read_checkpoint(path)
-    cfg = checkpoint_config(ckpt, path)
-    model = model_from_checkpoint(ckpt, path).cpu().eval()
+    trained = load_trained(checkpoint)
+    cfg, spec = trained.config, trained.covariates
+    model = trained.model.cpu().eval()
     if model.encoder is None:
-        raise CohortError(f"{path}: a covariates-only model has no image heatmaps")
-    spec = CovariateSpec.from_dict(ckpt["progression"]["covariates"])
+        raise CohortError(f"{trained.path}: a covariates-only model has no image heatmaps")
     layer = finest_semantic_layer(model.encoder.backbone, cfg.data.image_size)
     cache = cfg.data.cache_dir if cache_dir is None else cache_dir
     for pid in tqdm(list(patient_ids), desc="heatmaps", unit="patient", disable=not progress):

@@ -22,27 +22,31 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
-from progression.cohort import Cohort, ImageCache, read_cohort
-from progression.data.arrays import CohortArrays, build_arrays
+from progression.cohort import Cohort, read_cohort
 from progression.data.covariates import MISSING_CODE, CovariateSpec
-from progression.data.datasets import SequenceDataset, collate_sequences
 from progression.errors import CohortError
 from progression.explain.attributions import integrated_gradients
 from progression.explain.gradcam import finest_semantic_layer, grad_cam
+from progression.explain.inputs import (
+    ChangeFromFilms,
+    DamageFromFilms,
+    PatientInputs,
+    change_forecast,
+    load_patient,
+    repeat_batch,
+)
 from progression.explain.joints import joint_readings
 from progression.explain.report import CovariateEffect, PatientReport, RegionImage, VisitView
-from progression.models.checkpoint import checkpoint_config, model_from_checkpoint, read_checkpoint
 from progression.models.forecaster import Forecaster
-from progression.predict import predict_cohort, resolve_checkpoint
+from progression.predict import predict_cohort
 from progression.scoring import REGIONS
+from progression.trained import load_trained
 
 logger = logging.getLogger(__name__)
 
@@ -72,76 +76,6 @@ BINARY_WORDS: dict[str, tuple[str, str]] = {
 }
 
 
-@dataclass
-class PatientInputs:
-    """One patient's model inputs on the CPU."""
-
-    arrays: CohortArrays
-    batch: dict[str, torch.Tensor]
-    images: torch.Tensor | None  # float [n, s, s] in 0-1 (the films as the model sees them)
-    regions: torch.Tensor | None  # [n] region index
-
-
-def _repeat(batch: dict[str, torch.Tensor], n: int) -> dict[str, torch.Tensor]:
-    """``n`` copies of a one-patient batch (the change-target pairs are not needed)."""
-    return {
-        k: v.repeat(n, *([1] * (v.ndim - 1))) for k, v in batch.items() if not k.startswith("pair_")
-    }
-
-
-def _change(model: Forecaster, feats: torch.Tensor | None, batch: dict[str, torch.Tensor],
-            horizon: float) -> torch.Tensor:
-    """Forecast change ``[B]`` (SvdH units) at ``horizon`` years from the last visit."""
-    out = model.sequence(feats, batch)
-    rows = torch.arange(out["state"].shape[0])
-    state = out["state"][rows, batch["length"] - 1]
-    return model.sequence.pair_outputs(state, torch.full((len(rows),), horizon))["delta"]
-
-
-class ChangeFromFilms(nn.Module):
-    """Films -> one patient's change forecast (for Grad-CAM over every film at once)."""
-
-    def __init__(self, model: Forecaster, patient: PatientInputs, horizon: float) -> None:
-        super().__init__()
-        self.model, self.patient, self.horizon = model, patient, horizon
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        feats = self.model.image_features(self.model.encoder(images, self.patient.regions))
-        return _change(self.model, feats, self.patient.batch, self.horizon)
-
-
-class DamageFromFilms(nn.Module):
-    """Films -> each film's damage reading (SvdH units: erosion + JSN of its region)."""
-
-    def __init__(self, model: Forecaster, regions: torch.Tensor) -> None:
-        super().__init__()
-        self.model, self.regions = model, regions
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return torch.expm1(self.model.encoder(images, self.regions)["region_log"]).sum(-1)
-
-
-def load_patient(model: Forecaster, spec: CovariateSpec, cohort: Cohort, image_size: int,
-                 cache_dir: str | Path | None) -> PatientInputs:
-    """The model inputs of a one-patient ``cohort``, history cut at the index visit as in
-    ``predict``; unreadable films are left out like ``predict`` does."""
-    use_images = model.encoder is not None
-    arrays = build_arrays(cohort, spec, use_images, truncate_to_index=True)
-    images = regions = None
-    if use_images and arrays.image_path:
-        cache = ImageCache(cache_dir, image_size)
-        slots = cache.ensure(arrays.image_path, progress=False, skip_bad=True)
-        if (slots < 0).any():
-            bad = {p for p, s in zip(arrays.image_path, slots) if s < 0}
-            arrays = build_arrays(cohort, spec, True, truncate_to_index=True, drop_images=bad)
-            slots = slots[slots >= 0]
-        if len(slots):
-            images = torch.from_numpy(cache.get(slots)).float() / 255.0
-            regions = torch.from_numpy(arrays.image_region)
-    batch = collate_sequences([SequenceDataset(arrays, np.array([0]))[0]])
-    return PatientInputs(arrays, batch, images, regions)
-
-
 def _features(model: Forecaster, patient: PatientInputs) -> torch.Tensor | None:
     if patient.images is None:
         return None
@@ -163,7 +97,7 @@ def _visit_effects(model: Forecaster, patient: PatientInputs, feats: torch.Tenso
     def fn(path: torch.Tensor) -> torch.Tensor:  # [S, 1, T, F] -> [S]
         replace = seq.input.register_forward_pre_hook(lambda _m, _a: (path[:, 0],))
         try:
-            return _change(model, feats, _repeat(patient.batch, path.shape[0]), horizon)
+            return change_forecast(model, feats, repeat_batch(patient.batch, path.shape[0]), horizon)
         finally:
             replace.remove()
 
@@ -179,9 +113,9 @@ def _covariate_effects(model: Forecaster, spec: CovariateSpec, patient: PatientI
 
     def forecast_with(key: str) -> Callable[[torch.Tensor], torch.Tensor]:
         def fn(path: torch.Tensor) -> torch.Tensor:
-            big = _repeat(batch, path.shape[0])
+            big = repeat_batch(batch, path.shape[0])
             big[key] = path[:, 0]
-            return _change(model, feats, big, horizon)
+            return change_forecast(model, feats, big, horizon)
         return fn
 
     def shown(name: str, raw: object, latest: bool) -> tuple[str, str]:
@@ -228,11 +162,11 @@ def _covariate_effects(model: Forecaster, spec: CovariateSpec, patient: PatientI
             if not bool(present.any()) or not cov.levels:
                 continue
             trials = torch.arange(2, 2 + len(cov.levels))
-            big = _repeat(batch, len(trials) + 1)
+            big = repeat_batch(batch, len(trials) + 1)
             column = big[key][..., k]
             column[1:] = torch.where(present, trials.view(-1, *([1] * (column.ndim - 1))), column[1:])
             with torch.no_grad():
-                out = _change(model, feats, big, horizon)
+                out = change_forecast(model, feats, big, horizon)
             effect = float(out[0] - out[1:].mean())
             last = int(codes.flatten()[present.flatten()][-1])
             level = cov.levels[last - 2] if last >= 2 else "not seen in training"
@@ -255,11 +189,9 @@ def explain_patient(
     heatmaps and effects refer to; ``steps`` is the number of integrated-gradient steps.
     Raises CohortError when the patient is not in the cohort.
     """
-    path = resolve_checkpoint(checkpoint)
-    ckpt = read_checkpoint(path)
-    cfg = checkpoint_config(ckpt, path)
-    model = model_from_checkpoint(ckpt, path).cpu().eval()
-    spec = CovariateSpec.from_dict(ckpt["progression"]["covariates"])
+    trained = load_trained(checkpoint)
+    cfg, spec, meta = trained.config, trained.covariates, trained.meta
+    model = trained.model.cpu().eval()
     cohort = data if isinstance(data, Cohort) else read_cohort(data)
     pid = str(patient_id)
     if pid not in set(cohort.patient_ids):
@@ -268,7 +200,7 @@ def explain_patient(
                           "listed there (--patient)")
     one = cohort.subset([pid])
     horizon = float(explained_horizon if explained_horizon is not None else horizons[0])
-    forecasts = predict_cohort(path, one, horizons=horizons, progress=False,
+    forecasts = predict_cohort(trained, one, horizons=horizons, progress=False,
                                cache_dir=cfg.data.cache_dir if cache_dir is None else cache_dir)
     patient = load_patient(model, spec, one, cfg.data.image_size,
                             cfg.data.cache_dir if cache_dir is None else cache_dir)
@@ -301,12 +233,9 @@ def explain_patient(
             contribution=float(effects[v]),
             images=films,
         ))
-    calibration = ckpt["progression"].get("calibration")
+    calibration = meta.calibration
     # an untrained per-joint head reads noise: no map rather than a misleading one
-    meta = ckpt["progression"]
-    encoder_trained = meta.get("image_epochs", 1) > 0 or "encoder_from" in meta
-    joint_head_trained = (cfg.loss.joint > 0 and encoder_trained
-                          and meta.get("joint_supervised", True))
+    joint_head_trained = cfg.loss.joint > 0 and meta.encoder_trained and meta.joint_supervised
     return PatientReport(
         patient_id=pid,
         forecasts=forecasts,
@@ -317,6 +246,6 @@ def explain_patient(
         interval_calibrated=calibration is not None,
         explained_horizon=horizon,
         uses_images=model.encoder is not None,
-        model_name=str(ckpt["progression"]["mlflow"].get("run_id") or Path(path).name),
+        model_name=trained.name,
         generated_on=date.today().isoformat(),
     )

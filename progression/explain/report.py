@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -267,10 +268,53 @@ def render_report(report: PatientReport, out_dir: str | Path) -> Path:
     import jinja2
 
     out_dir = Path(out_dir)
-    figures = out_dir / "figures"
-    _scores_figure(report, figures / "scores.png")
+    _scores_figure(report, out_dir / "figures" / "scores.png")
     joint_maps = [] if report.joints is None or report.joints.empty else _joint_maps(report.joints, out_dir)
+    timeline = _timeline(report, out_dir)
+    forecasts = report.forecasts.sort_values("horizon_years")
+    # effects too small to matter would read as noise: list them only as a count
+    top = sorted((c for c in report.covariates if abs(c.effect) >= MIN_EFFECT),
+                 key=lambda c: abs(c.effect), reverse=True)[:MAX_COVARIATES]
+    first = forecasts.iloc[0] if not forecasts.empty else None
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATE_DIR),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    html = env.get_template("report.html.j2").render(
+        patient_id=report.patient_id,
+        summary=summary_sentences(report),
+        index_date=None if first is None else str(first["index_date"]),
+        current=None if first is None else _fmt(float(first["svdh_index_pred"])),
+        level=f"{report.interval_level:.0%}",
+        calibrated=report.interval_calibrated,
+        horizon=f"{report.explained_horizon:g}-year",
+        rapid_rate=f"{RAPID_RATE:g}",
+        svdh_max=SVDH_MAX_TOTAL,
+        sdc=f"{DEFAULT_SDC:g}",
+        notes=_notes(report, forecasts),
+        timeline=timeline,
+        uses_images=report.uses_images,
+        has_heatmaps=any(e["damage"] or e["forecast"] for v in timeline for e in v["images"]),
+        covariates=_covariate_bars(top),
+        n_small_effects=len(report.covariates) - len(top),
+        min_effect=f"{MIN_EFFECT:g}",
+        model_name=report.model_name,
+        generated_on=report.generated_on,
+        joint_maps=joint_maps,
+        joint_date=None if not joint_maps else str(report.joints["visit_date"].max()),
+        joint_reader=any(m["scored"] for m in joint_maps),
+        joint_change=any(m["first_date"] for m in joint_maps),
+    )
+    path = out_dir / "report.html"
+    atomic_write_text(path, html)
+    return path
 
+
+def _timeline(report: PatientReport, out_dir: Path) -> list[dict[str, Any]]:
+    """One entry per visit: scores, its contribution and its films with their heatmaps
+    (written to ``out_dir/figures``)."""
+    figures = out_dir / "figures"
     # one colour scale per kind of map for the whole patient, so films compare
     vmax = {
         kind: max((float(getattr(im, kind).max()) for v in report.visits for im in v.images
@@ -302,8 +346,11 @@ def render_report(report: PatientReport, out_dir: str | Path) -> Path:
                 "images": images,
             }
         )
+    return timeline
 
-    forecasts = report.forecasts.sort_values("horizon_years")
+
+def _notes(report: PatientReport, forecasts: pd.DataFrame) -> list[str]:
+    """The forecasts' notes, and a caution when the model reads the films unlike the reader."""
     notes = sorted({n for n in forecasts.get("note", pd.Series(dtype=str)).fillna("") if n})
     scored = [v for v in report.visits if v.observed_svdh is not None and v.estimated_svdh is not None]
     off = sum(abs(v.estimated_svdh - v.observed_svdh) > DEFAULT_SDC for v in scored)
@@ -312,11 +359,13 @@ def render_report(report: PatientReport, out_dir: str | Path) -> Path:
             f"the model's reading of the radiographs differs from the reader's score by more than "
             f"{DEFAULT_SDC:g} SvdH units at {off} of {len(scored)} scored visit"
             f"{'s' if len(scored) > 1 else ''}: treat this forecast with caution")
-    # effects too small to matter would read as noise: list them only as a count
-    top = sorted((c for c in report.covariates if abs(c.effect) >= MIN_EFFECT),
-                 key=lambda c: abs(c.effect), reverse=True)[:MAX_COVARIATES]
+    return notes
+
+
+def _covariate_bars(top: list[CovariateEffect]) -> list[dict[str, Any]]:
+    """The largest covariate effects as bars scaled to the largest one."""
     scale = max((abs(c.effect) for c in top), default=0.0) or 1.0
-    covariates = [
+    return [
         {
             "name": c.name,
             "value": c.value,
@@ -326,37 +375,3 @@ def render_report(report: PatientReport, out_dir: str | Path) -> Path:
         }
         for c in top
     ]
-    first = forecasts.iloc[0] if not forecasts.empty else None
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATE_DIR),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-    )
-    html = env.get_template("report.html.j2").render(
-        patient_id=report.patient_id,
-        summary=summary_sentences(report),
-        index_date=None if first is None else str(first["index_date"]),
-        current=None if first is None else _fmt(float(first["svdh_index_pred"])),
-        level=f"{report.interval_level:.0%}",
-        calibrated=report.interval_calibrated,
-        horizon=f"{report.explained_horizon:g}-year",
-        rapid_rate=f"{RAPID_RATE:g}",
-        svdh_max=SVDH_MAX_TOTAL,
-        sdc=f"{DEFAULT_SDC:g}",
-        notes=notes,
-        timeline=timeline,
-        uses_images=report.uses_images,
-        has_heatmaps=any(e["damage"] or e["forecast"] for v in timeline for e in v["images"]),
-        covariates=covariates,
-        n_small_effects=len(report.covariates) - len(top),
-        min_effect=f"{MIN_EFFECT:g}",
-        model_name=report.model_name,
-        generated_on=report.generated_on,
-        joint_maps=joint_maps,
-        joint_date=None if not joint_maps else str(report.joints["visit_date"].max()),
-        joint_reader=any(m["scored"] for m in joint_maps),
-        joint_change=any(m["first_date"] for m in joint_maps),
-    )
-    path = out_dir / "report.html"
-    atomic_write_text(path, html)
-    return path

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+import numpy as np
 import torch
 from torch import nn
 
 from progression.config import ModelConfig
+from progression.data.layout import InputLayout
 from progression.models.encoder import ImageEncoder
-from progression.models.sequence import InputLayout, SequenceModel
+from progression.models.sequence import SequenceModel
+
+if TYPE_CHECKING:
+    from progression.cohort import ImageCache
 
 
 class Forecaster(nn.Module):
@@ -37,6 +44,30 @@ class Forecaster(nn.Module):
         if self.encoder is not None and images.shape[0] > 0:
             feats = self.image_features(self.encoder(images, image_region))
         return self.sequence(feats, batch)
+
+    @torch.no_grad()
+    def encode_films(self, cache: ImageCache, slots: np.ndarray, regions: np.ndarray,
+                     rows: np.ndarray, device: torch.device, batch_size: int,
+                     bf16: bool = False, progress: bool = False) -> torch.Tensor:
+        """The per-image feature table ``[len(slots), 2 + embed_dim]`` (:meth:`image_features`):
+        each film of ``rows`` goes through the encoder once, in eval mode (the mode it was in
+        is restored); other rows stay 0. ``slots``: the films' rows in ``cache``;
+        ``regions``: their region codes; ``bf16``: autocast to bfloat16."""
+        from tqdm.auto import tqdm
+
+        from progression.data.datamodule import image_batches
+
+        feats = torch.zeros(len(slots), 2 + self.encoder.embed_dim, device=device)
+        was_training = self.encoder.training
+        self.encoder.eval()
+        with tqdm(total=len(rows), desc="encoding images", unit="img", disable=not progress) as bar:
+            for chunk, images, region in image_batches(cache, slots, regions, rows, batch_size):
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                    out = self.encoder(images.to(device), region.to(device))
+                feats[torch.from_numpy(chunk).to(device)] = self.image_features(out).float()
+                bar.update(len(chunk))
+        self.encoder.train(was_training)
+        return feats
 
 
 def build_forecaster(cfg: ModelConfig, layout: InputLayout) -> Forecaster:

@@ -23,13 +23,14 @@ import torch
 
 from progression.config import Config
 from progression.data.augment import augment_images
+from progression.data.horizons import ONE_YEAR_METRIC_WINDOW
+from progression.models.checkpoint import META_KEY, CheckpointMeta
 from progression.models.forecaster import Forecaster
 from progression.models.losses import change_losses, log_damage_loss
 
 # Validation correlation of region readings with reader scores below which the encoder has
 # not learned to read damage (runs that read it reach 0.75-0.9; docs/model.md).
 MIN_READING_CORR = 0.5
-ONE_YEAR_WINDOW = 0.5  # pairs with |h - 1| <= this count as "1 year" in val/*_1y metrics
 FEATURE_BATCH = 256  # films per forward pass when encoding the whole cohort
 
 
@@ -45,10 +46,11 @@ class ForecastModule(pl.LightningModule):
     """Staged training of a :class:`Forecaster`.
 
     ``meta`` is stored in every checkpoint under ``"progression"`` (config, covariate
-    statistics, input layout, MLflow run id) so a checkpoint alone rebuilds the model.
+    statistics, input layout, MLflow run id; :class:`CheckpointMeta`) so a checkpoint alone
+    rebuilds the model.
     """
 
-    def __init__(self, model: Forecaster, cfg: Config, image_epochs: int, meta: dict[str, Any]):
+    def __init__(self, model: Forecaster, cfg: Config, image_epochs: int, meta: CheckpointMeta):
         super().__init__()
         self.model = model
         self.cfg = cfg
@@ -77,23 +79,12 @@ class ForecastModule(pl.LightningModule):
     def refresh_features(self) -> torch.Tensor:
         """Encode the films of training/validation patients once with the current encoder."""
         dm = self.trainer.datamodule
-        encoder = self.model.encoder
-        n = len(dm.arrays.image_path)
-        if encoder is None or n == 0:
+        if self.model.encoder is None or len(dm.arrays.image_path) == 0:
             self._features = torch.zeros(0, 2, device=self.device)
             return self._features
-        from progression.data.datamodule import image_batches
-
-        feats = torch.zeros(n, 2 + encoder.embed_dim, device=self.device)
-        was_training = encoder.training
-        encoder.eval()
-        bf16 = "bf16" in str(self.trainer.precision)
-        for rows, images, region in image_batches(dm.cache, dm.slots, dm.arrays.image_region,
-                                                  dm.feature_rows(), FEATURE_BATCH):
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
-                out = encoder(images.to(self.device), region.to(self.device))
-            feats[torch.from_numpy(rows).to(self.device)] = self.model.image_features(out).float()
-        encoder.train(was_training)
+        feats = self.model.encode_films(dm.cache, dm.slots, dm.arrays.image_region,
+                                        dm.feature_rows(), self.device, FEATURE_BATCH,
+                                        bf16="bf16" in str(self.trainer.precision))
         self._features = feats
         return feats
 
@@ -246,8 +237,8 @@ class ForecastModule(pl.LightningModule):
         metrics = self._log_val_metrics()
         if self.current_epoch == self.image_epochs - 1 and "val/corr_region" in metrics:
             # How well the finished encoder reads damage: fit warns, the model card says it.
-            self.meta["image_reading"] = {"val_corr_region": round(metrics["val/corr_region"], 3),
-                                          "image_epochs": self.image_epochs}
+            self.meta.image_reading = {"val_corr_region": round(metrics["val/corr_region"], 3),
+                                       "image_epochs": self.image_epochs}
 
     # ---- validation metrics ----------------------------------------------------------------
     def _collect(self, name: str, rows: torch.Tensor) -> None:
@@ -290,7 +281,7 @@ class ForecastModule(pl.LightningModule):
             if len(pairs):
                 metrics["val/mae_delta"] = float(np.abs(pred - obs).mean())
                 metrics["val/coverage_interval"] = float(((obs >= lo) & (obs <= hi)).mean())
-            year = np.abs(h - 1.0) <= ONE_YEAR_WINDOW
+            year = ONE_YEAR_METRIC_WINDOW.contains(h)
             if year.any():
                 metrics["val/mae_delta_1y"] = float(np.abs(pred[year] - obs[year]).mean())
                 auroc = _auroc(prob[year], rapid[year])
@@ -328,4 +319,4 @@ class ForecastModule(pl.LightningModule):
 
     # ---- checkpoints -----------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["progression"] = self.meta
+        checkpoint[META_KEY] = self.meta.to_dict()

@@ -20,17 +20,17 @@ visit), never as the visit index, so 3-monthly and 2-yearly schedules mean what 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from progression.data.horizons import MIN_RATE_GAP_YEARS, slope_defined
+from progression.data.layout import InputLayout
 from progression.scoring import RAPID_RATE
 
 N_REGIONS = 4
 REGION_FEATURES = 9  # per region: 2 scores, present, 2 since-previous rates, mask, 2 since-first, mask
-MIN_GAP_YEARS = 0.25  # rates over shorter gaps are mostly scoring noise
 TIME_SCALE_YEARS = 5.0  # keeps years-since-first-visit near unit scale
 HISTORY_FEATURES = 5
 
@@ -41,7 +41,7 @@ def observed_history(obs_log: torch.Tensor, obs_mask: torch.Tensor, years: torch
 
     Last observed total (log1p units) and whether one exists, the years since it, and the
     least-squares slope of the observed totals over time (SvdH units/year / RAPID_RATE, 0
-    with fewer than two observations or less than MIN_GAP_YEARS between them) with its
+    unless :func:`~progression.data.horizons.slope_defined`) with its
     mask: the patient's own past rate, which reader-scored cohorts give directly.
     """
     kept = obs_mask[..., 0].float()
@@ -57,27 +57,10 @@ def observed_history(obs_log: torch.Tensor, obs_mask: torch.Tensor, years: torch
     n, st, sy = kept.cumsum(1), t.cumsum(1), y.cumsum(1)
     stt, sty = (t * t).cumsum(1), (t * y).cumsum(1)
     denom = n * stt - st * st
-    spread = (n >= 2) & (denom > (MIN_GAP_YEARS**2) * n.clamp(min=1))
+    spread = slope_defined(n, denom)
     slope = torch.where(spread, (n * sty - st * sy) / denom.clamp(min=1e-6), torch.zeros_like(denom))
     slope = (slope / RAPID_RATE).clamp(-5.0, 5.0)
     return torch.stack([last_log, seen, since, slope, spread.float()], dim=-1)
-
-
-@dataclass
-class InputLayout:
-    """Sizes of the non-image inputs; fixed by the training cohort's covariates.
-
-    ``*_cat_sizes`` are the number of embedding rows per categorical covariate (levels
-    + 2 reserved rows: 0 = missing, 1 = a level not seen in training).
-    """
-
-    n_static_num: int = 0
-    static_cat_sizes: list[int] = field(default_factory=list)
-    n_visit_num: int = 0
-    visit_cat_sizes: list[int] = field(default_factory=list)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def _mlp(n_in: int, hidden: int, n_out: int, dropout: float) -> nn.Sequential:
@@ -181,7 +164,7 @@ class SequenceModel(nn.Module):
         parts = [cur_log, present.unsqueeze(-1).float()]
         for key in ("prev", "first"):
             other_log, ok = scores(batch[f"{key}_index"])
-            gap = batch[f"{key}_gap"].clamp(min=MIN_GAP_YEARS).unsqueeze(-1)
+            gap = batch[f"{key}_gap"].clamp(min=MIN_RATE_GAP_YEARS).unsqueeze(-1)
             ok = ok & present
             rate = (cur_units - torch.expm1(other_log)) / gap / RAPID_RATE * ok.unsqueeze(-1)
             parts += [rate, ok.unsqueeze(-1).float()]

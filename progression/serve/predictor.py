@@ -25,8 +25,8 @@ import pandas as pd
 import torch
 
 from progression.cohort import Cohort
+from progression.data.arrays import AGE_COLUMN, build_arrays
 from progression.data.covariates import CovariateSpec
-from progression.data.tables import AGE_COLUMN, build_arrays
 from progression.errors import ImageError
 from progression.models.checkpoint import checkpoint_config, model_from_checkpoint, read_checkpoint
 from progression.predict import _forecast, encode_images, resolve_checkpoint

@@ -22,12 +22,12 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+import progression.simulate.process as process
 from progression.columns import DAYS_PER_YEAR
 from progression.errors import ConfigError
 from progression.io import atomic_write_csv, atomic_write_text
 from progression.scoring import JOINT_NAMES as _JOINT_NAMES
 from progression.scoring import JOINTS, REGIONS, is_rapid
-from progression.simulate import process
 from progression.simulate.config import SimulationConfig
 from progression.simulate.render import ImagingProfile, render_region
 from progression.simulate.writers import (

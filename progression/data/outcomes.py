@@ -31,8 +31,8 @@ import pandas as pd
 
 from progression.cohort import Cohort
 from progression.columns import OUTCOME_COLUMNS
+from progression.data.horizons import LANDMARK_TOLERANCE_YEARS, years_between
 from progression.errors import ProgressionError
-from progression.evaluate.inputs import years_between
 from progression.scoring import DEFAULT_SDC, exceeds_sdc, is_rapid
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ class OutcomeRule:
     horizons: tuple[float, ...] = (1.0, 2.0)
     event: str = "rapid"  # "rapid": >= 5 units/yr since the index; "sdc": change > sdc_units
     sdc_units: float = DEFAULT_SDC
-    tolerance_years: float = 0.25  # landmark: a later visit counts for index + h within this
+    tolerance_years: float = LANDMARK_TOLERANCE_YEARS  # a later visit counts for index + h within this
     observed_followup: bool = False  # simulated cohorts: events from reader-noisy scores
 
     def __post_init__(self) -> None:

@@ -245,27 +245,27 @@ def checkpoint_card(
     checkpoint: str | Path, metrics: Mapping[str, Any] | None = None
 ) -> ModelCardInputs:
     """Card inputs from a checkpoint's stored metadata (config, split, fingerprint, calibration)."""
-    from progression.models.checkpoint import read_checkpoint
+    from progression.trained import load_trained
 
-    meta = read_checkpoint(checkpoint)["progression"]
-    cfg = meta["config"]
+    trained = load_trained(checkpoint)
+    meta = trained.meta
+    cfg = meta.config
     data_path = cfg["data"]["path"]
-    split = meta.get("split", {})
+    split = meta.split
     data = {
         "cohort": f"`{data_path}`",
-        "cohort fingerprint": f"`{meta.get('cohort_fingerprint', 'unknown')}`",
+        "cohort fingerprint": f"`{meta.cohort_fingerprint or 'unknown'}`",
         **{f"{name} patients": len(split[name]) for name in ("train", "val", "test") if name in split},
         "image size": f"{cfg['data']['image_size']} px",
         "backbone": cfg["model"]["backbone"],
     }
-    source = meta.get("encoder_from")
+    source = meta.encoder_from
     if source:
         data["image encoder"] = (f"trained on cohort `{source.get('cohort_fingerprint')}` "
-                                 f"(`{source['checkpoint']}`), then {meta.get('image_epochs', 0)} "
+                                 f"(`{source['checkpoint']}`), then {meta.image_epochs} "
                                  "image epochs on this cohort")
-    calibration = meta.get("calibration")
     limitations = []
-    reading = meta.get("image_reading")
+    reading = meta.image_reading
     if reading:
         from progression.models.module import MIN_READING_CORR
 
@@ -278,11 +278,11 @@ def checkpoint_card(
                 "with reader region scores): forecasts rest on covariates and scored history, "
                 "and per-joint readings and heatmaps say little.")
     return ModelCardInputs(
-        name=Path(checkpoint).stem if not meta["mlflow"].get("run_id") else meta["mlflow"]["run_id"],
-        run_id=meta["mlflow"].get("run_id") or "",
+        name=meta.run_id or Path(checkpoint).stem,
+        run_id=meta.run_id or "",
         data=data,
         metrics=dict(metrics or {}),
-        calibration=ConformalCalibration.from_dict(calibration) if calibration else None,
+        calibration=trained.calibration,
         config=cfg,
         simulated_data=bool(data_path) and (Path(data_path) / "truth").is_dir(),
         limitations=limitations,
