@@ -10,6 +10,11 @@ the current-score reading (``svdh_index_pred`` vs ``truth/truth.csv:svdh_true_in
 the 1-year change forecast with the truth and the simulator's oracle. Trains nothing.
 
     nice python experiments/scanner_shift.py                  # ~5 min on this 2-core CPU
+    nice python experiments/scanner_shift.py --ablate         # + what in the style hurts, ~20 min
+
+``--ablate``: for each style after the first, the same cohort again with one group of the
+style's settings put back to the default style's (e.g. no collimation borders or marker),
+to see which part of another scanner's look the reader stumbles on.
 
 Writes ``scanner_shift.json`` and ``scanner_shift.md`` to ``--out``.
 """
@@ -29,14 +34,38 @@ import numpy as np
 import pandas as pd
 
 BANDS = ((0, 20), (20, 60), (60, 10_000))  # true current SvdH, for the reading by damage band
+# --ablate: groups of FilmStyle settings put back to the default style's, one group at a time
+ABLATIONS = {
+    "borders_and_marker": ("collimation", "marker"),
+    "framing": ("field", "film_aspect"),
+    "response": ("log_response",),
+    "noise_and_blur": ("noise_scale", "grain_px", "blur_scale"),
+    "positioning": ("rotation_sd", "rotation_max", "shift_sd", "shift_max"),
+}
 
 
-def _simulate(path: Path, n: int, seed: int, size: int, style: str) -> Path:
+def _ablated_styles(styles: list[str]) -> list[str]:
+    """Register each style (after the first) with one group of settings put back to the
+    default's, as ``<style>-default_<group>``; returns the new names. They exist in this
+    process only, so those cohorts are simulated with one worker."""
+    from progression.simulate.render import FILM_STYLES, FilmStyle
+
+    names = []
+    for style in styles[1:]:
+        for group, keys in ABLATIONS.items():
+            name = f"{style}-default_{group}"
+            FILM_STYLES[name] = dataclasses.replace(
+                FILM_STYLES[style], **{k: getattr(FilmStyle(), k) for k in keys}
+            )
+            names.append(name)
+    return names
+
+
+def _simulate(path: Path, n: int, seed: int, size: int, style: str, workers: int) -> Path:
     from progression.simulate import SimulationConfig, simulate_cohort
 
     cfg = SimulationConfig(n_patients=n, seed=seed, image_size=size, style=style)
-    return simulate_cohort(path, cfg, workers=os.cpu_count() or 1, progress=False,
-                           overwrite=True, reuse=True)
+    return simulate_cohort(path, cfg, workers=workers, progress=False, overwrite=True, reuse=True)
 
 
 def _unscored(cohort):
@@ -77,6 +106,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=4001, help="cohort seed (the checkpoint trained on seed 1)")
     parser.add_argument("--image-size", type=int, default=256)
     parser.add_argument("--styles", default="default,cassette", help="film styles, comma-separated")
+    parser.add_argument("--ablate", action="store_true",
+                        help="also each style after the first with one group of settings put back")
     args = parser.parse_args()
 
     from progression.cohort import read_cohort
@@ -86,12 +117,15 @@ def main() -> None:
 
     work = Path(args.work).resolve()
     styles = args.styles.split(",")
+    ablated = _ablated_styles(styles) if args.ablate else []
     results: dict[str, dict] = {}
     timings: dict[str, float] = {}
     truths = {}
-    for style in styles:
+    for style in styles + ablated:
         t = time.perf_counter()
-        cohort_dir = _simulate(work / f"cohort_{style}", args.patients, args.seed, args.image_size, style)
+        workers = 1 if style in ablated else os.cpu_count() or 1
+        cohort_dir = _simulate(work / f"cohort_{style}", args.patients, args.seed, args.image_size,
+                               style, workers)
         timings[f"simulate_{style}_s"] = time.perf_counter() - t
         truth = pd.read_csv(cohort_dir / "truth" / "truth.csv", dtype={"patient_id": str})
         truths[style] = truth
@@ -106,7 +140,7 @@ def main() -> None:
             print(style, variant, json.dumps(results[f"{style}/{variant}"]), flush=True)
     # the style changes only the films: the truth (hence the oracle) is the same for every style
     first = truths[styles[0]]
-    same_truth = all(truths[s].equals(first) for s in styles)
+    same_truth = all(truth.equals(first) for truth in truths.values())
     results["oracle"] = {
         "mae_delta_1y": mae(first["delta_true_1y"].to_numpy(float), first["oracle_delta_1y"].to_numpy(float)),
         "auroc_rapid_1y": auroc(first["rapid_true_1y"].to_numpy(), first["oracle_p_rapid_1y"].to_numpy(float)),
@@ -117,7 +151,9 @@ def main() -> None:
         "command": "nice python experiments/scanner_shift.py " + " ".join(os.sys.argv[1:]),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores (shared), no GPU",
         "checkpoint": args.checkpoint, "patients": args.patients, "seed": args.seed,
-        "image_size": args.image_size, "styles": styles, "same_truth_for_every_style": same_truth,
+        "image_size": args.image_size, "styles": styles + ablated,
+        "ablations": {name: list(keys) for name, keys in ABLATIONS.items()} if ablated else {},
+        "same_truth_for_every_style": same_truth,
         "rapid_1y": int(first["rapid_true_1y"].sum()),
         "results": results, "timings_s": {k: round(v, 1) for k, v in timings.items()},
     }
@@ -165,6 +201,10 @@ def _markdown(report: dict) -> str:
                  + f" | {f(oracle['mae_delta_1y'])} | 1.00x | - | {f(oracle['auroc_rapid_1y'])} |")
     lines.append(f"| - | median guess of the current score | {f(oracle['mae_current_median_guess'])} | "
                  "- | - | " + " | ".join("-" for _ in BANDS) + " | - | - | - | - |")
+    if report["ablations"]:
+        lines += ["", "`<style>-default_<group>`: that style with one group of settings put back to the "
+                  "default style's: " + "; ".join(f"{k}: {', '.join(v)}" for k, v in report["ablations"].items())
+                  + " (`FilmStyle` in progression/simulate/render.py)."]
     lines += ["", "Timings (s): " + ", ".join(f"{k} {v}" for k, v in report["timings_s"].items()), ""]
     return "\n".join(lines)
 

@@ -66,7 +66,7 @@ FILM_STYLES: dict[str, FilmStyle] = {
     # field with bright unexposed borders and a lead side marker.
     "cassette": FilmStyle(
         rotation_sd=0.06, rotation_max=0.12, shift_sd=0.015, shift_max=0.035, field=0.82,
-        film_aspect=0.8, log_response=6.0, noise_scale=1.6, grain_px=1.1, blur_scale=1.3,
+        film_aspect=0.8, log_response=3.0, noise_scale=1.3, grain_px=1.0, blur_scale=1.2,
         collimation=True, marker=True,
     ),  # fmt: skip
 }
@@ -255,13 +255,16 @@ def _collimate(img: np.ndarray, px: float, rng: np.random.Generator) -> np.ndarr
     Returns the insets (left, right, top, bottom) in pixels."""
     h, w = img.shape
     insets = rng.uniform(0.01, 0.04, 4) * h
-    left, right, top, bottom = insets
+    left, right, top, bottom = (float(x) for x in insets)
     phi = float(rng.normal(0.0, 0.012))
-    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
-    c, s = np.cos(phi), np.sin(phi)
-    u = c * (xs - w / 2) + s * (ys - h / 2) + w / 2  # film coordinates in the field's frame
-    v = -s * (xs - w / 2) + c * (ys - h / 2) + h / 2
-    outside = np.maximum.reduce([left - u, u - (w - 1 - right), top - v, v - (h - 1 - bottom)])
+    c, s = float(np.cos(phi)), float(np.sin(phi))
+    xs = np.arange(w, dtype=np.float32)[None, :] - w / 2  # from the film centre
+    ys = np.arange(h, dtype=np.float32)[:, None] - h / 2
+    u, v = c * xs + s * ys, c * ys - s * xs  # turned into the field's frame
+    outside = np.maximum(
+        np.maximum(left - w / 2 - u, u - (w / 2 - 1 - right)),
+        np.maximum(top - h / 2 - v, v - (h / 2 - 1 - bottom)),
+    )
     field = _unit_clip(0.5 - outside / (1.5 * px))
     img *= field
     img += _UNEXPOSED * (1 - field)
