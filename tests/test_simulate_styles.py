@@ -93,9 +93,8 @@ def test_default_style_renders_byte_identically_to_before_styles_existed(cohorts
 
 def test_cassette_style_is_deterministic_by_seed(tmp_path, cohorts):
     again = simulate_cohort(
-        tmp_path / "again", SimulationConfig(seed=3, style="cassette", **TINY), workers=2,
-        progress=False,
-    )  # fmt: skip
+        tmp_path / "again", SimulationConfig(seed=3, style="cassette", **TINY), progress=False
+    )
     files = _files(cohorts["cassette"])
     assert files == _files(again)
     _, mismatch, errors = filecmp.cmpfiles(cohorts["cassette"], again, files, shallow=False)
