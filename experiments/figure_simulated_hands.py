@@ -24,9 +24,8 @@ import numpy as np  # noqa: E402
 
 from progression.io import atomic_write_bytes  # noqa: E402
 from progression.scoring import JOINTS  # noqa: E402
-from progression.simulate import SimulationConfig, render_region  # noqa: E402
+from progression.simulate import FILM_STYLES, FilmStyle, SimulationConfig, render_region  # noqa: E402
 from progression.simulate import process as proc  # noqa: E402
-from progression.simulate.render import FILM_STYLES, FilmStyle  # noqa: E402
 
 N = proc.N_JOINTS
 

@@ -48,7 +48,7 @@ def _ablated_styles(styles: list[str]) -> list[str]:
     """Register each style (after the first) with one group of settings put back to the
     default's, as ``<style>-default_<group>``; returns the new names. They exist in this
     process only, so those cohorts are simulated with one worker."""
-    from progression.simulate.render import FILM_STYLES, FilmStyle
+    from progression.simulate import FILM_STYLES, FilmStyle
 
     names = []
     for style in styles[1:]:

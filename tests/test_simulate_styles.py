@@ -17,9 +17,8 @@ from PIL import Image
 
 from progression.cli import main
 from progression.cohort import load_image, validate_cohort
-from progression.simulate import SimulationConfig, render_region, simulate_cohort
+from progression.simulate import FILM_STYLES, SimulationConfig, render_region, simulate_cohort
 from progression.simulate.cohort import RECORD, simulation_settings
-from progression.simulate.render import FILM_STYLES
 
 TINY = {"n_patients": 8, "image_size": 64, "oracle_draws": 32}
 # Everything a style must leave alone: the tables a user reads and the truth.
