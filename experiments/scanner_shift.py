@@ -13,8 +13,9 @@ the 1-year change forecast with the truth and the simulator's oracle. Trains not
     nice python experiments/scanner_shift.py --ablate         # + what in the style hurts, ~20 min
 
 ``--ablate``: for each style after the first, the same cohort again with one group of the
-style's settings put back to the default style's (e.g. no collimation borders or marker),
-to see which part of another scanner's look the reader stumbles on.
+style's settings put back to the first (default) style's (e.g. no collimation borders or
+marker), and the default style with only that group of the other's, to see which part of
+another scanner's look the reader stumbles on.
 
 Writes ``scanner_shift.json`` and ``scanner_shift.md`` to ``--out``.
 """
@@ -45,19 +46,22 @@ ABLATIONS = {
 
 
 def _ablated_styles(styles: list[str]) -> list[str]:
-    """Register each style (after the first) with one group of settings put back to the
-    default's, as ``<style>-default_<group>``; returns the new names. They exist in this
-    process only, so those cohorts are simulated with one worker."""
-    from progression.simulate import FILM_STYLES, FilmStyle
+    """Register, for each style after the first, that style with one group of settings put
+    back to the first style's (``<style>-<first>_<group>``) and the first style with only that
+    group taken from the other (``<first>+<style>_<group>``); returns the new names. They
+    exist in this process only, so those cohorts are simulated with one worker."""
+    from progression.simulate import FILM_STYLES
 
+    first = styles[0]
     names = []
     for style in styles[1:]:
         for group, keys in ABLATIONS.items():
-            name = f"{style}-default_{group}"
-            FILM_STYLES[name] = dataclasses.replace(
-                FILM_STYLES[style], **{k: getattr(FilmStyle(), k) for k in keys}
-            )
-            names.append(name)
+            for name, base, donor in ((f"{style}-{first}_{group}", style, first),
+                                      (f"{first}+{style}_{group}", first, style)):
+                FILM_STYLES[name] = dataclasses.replace(
+                    FILM_STYLES[base], **{k: getattr(FILM_STYLES[donor], k) for k in keys}
+                )
+                names.append(name)
     return names
 
 
@@ -203,7 +207,8 @@ def _markdown(report: dict) -> str:
                  "- | - | " + " | ".join("-" for _ in BANDS) + " | - | - | - | - |")
     if report["ablations"]:
         lines += ["", "`<style>-default_<group>`: that style with one group of settings put back to the "
-                  "default style's: " + "; ".join(f"{k}: {', '.join(v)}" for k, v in report["ablations"].items())
+                  "default style's; `default+<style>_<group>`: the default style with only that group "
+                  "taken from the other. Groups: " + "; ".join(f"{k}: {', '.join(v)}" for k, v in report["ablations"].items())
                   + " (`FilmStyle` in progression/simulate/render.py)."]
     lines += ["", "Timings (s): " + ", ".join(f"{k} {v}" for k, v in report["timings_s"].items()), ""]
     return "\n".join(lines)

@@ -23,7 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--image-size", type=int, default=256,
-        help="radiograph height in pixels; width follows the hand/foot aspect (default: %(default)s)",
+        help="radiograph height in pixels; width follows the hand/foot (or --style film) aspect "
+        "(default: %(default)s)",
     )  # fmt: skip
     parser.add_argument(
         "--scored-fraction", type=float, default=0.6,
