@@ -10,7 +10,7 @@ the current-score reading (``svdh_index_pred`` vs ``truth/truth.csv:svdh_true_in
 the 1-year change forecast with the truth and the simulator's oracle. Trains nothing.
 
     nice python experiments/scanner_shift.py                  # ~5 min on this 2-core CPU
-    nice python experiments/scanner_shift.py --ablate         # + what in the style hurts, ~20 min
+    nice python experiments/scanner_shift.py --ablate         # + what in the style hurts, ~25 min
 
 ``--ablate``: for each style after the first, the same cohort again with one group of the
 style's settings put back to the first (default) style's (e.g. no collimation borders or
