@@ -23,7 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--image-size", type=int, default=256,
-        help="radiograph height in pixels; width follows the hand/foot aspect (default: %(default)s)",
+        help="radiograph height in pixels; width follows the hand/foot (or --style film) aspect "
+        "(default: %(default)s)",
     )  # fmt: skip
     parser.add_argument(
         "--scored-fraction", type=float, default=0.6,
@@ -38,6 +39,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dicom-fraction", type=float, default=0.5,
         help="fraction of radiographs written as DICOM, the rest PNG/TIFF/JPEG (default: %(default)s)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--style", default="default",
+        help="film style, the equipment's look (the truth does not change): default, or cassette "
+        "(older CR room: wider field, log response, grainy noise, looser positioning, "
+        "collimation borders, L/R markers) (default: %(default)s)",
     )  # fmt: skip
     parser.add_argument("--no-images", action="store_true", help="tables and truth only (fast)")
     parser.add_argument(
@@ -64,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
         scored_fraction=args.scored_fraction,
         n_sites=args.sites,
         dicom_fraction=args.dicom_fraction,
+        style=args.style,
         render_images=not args.no_images,
     )
     workers = args.workers if args.workers > 0 else (os.cpu_count() or 1)
@@ -74,7 +82,10 @@ def run(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - started
     truth = pd.read_csv(out / "truth" / "truth.csv")
     n_images = len(pd.read_csv(out / "images.csv"))
-    print(f"cohort: {out} ({cfg.n_patients} patients, {n_images} radiographs) in {seconds:.0f} s")
+    print(
+        f"cohort: {out} ({cfg.n_patients} patients, {n_images} radiographs, {cfg.style} films) "
+        f"in {seconds:.0f} s"
+    )
     print(
         f"truth:  {out / 'truth'} (truth.csv, truth_visits.csv, followup.csv, joint_locations.csv)"
     )

@@ -10,9 +10,11 @@ from __future__ import annotations
 from progression.simulate.cohort import HORIZONS, simulate_cohort, simulate_patient
 from progression.simulate.config import SimulationConfig
 from progression.simulate.oracle import Oracle
-from progression.simulate.render import ImagingProfile, render_region
+from progression.simulate.render import FILM_STYLES, FilmStyle, ImagingProfile, render_region
 
 __all__ = [
+    "FILM_STYLES",
+    "FilmStyle",
     "HORIZONS",
     "ImagingProfile",
     "Oracle",

@@ -29,7 +29,7 @@ from progression.io import atomic_write_csv, atomic_write_text
 from progression.scoring import JOINT_NAMES as _JOINT_NAMES
 from progression.scoring import JOINTS, REGIONS, is_rapid
 from progression.simulate.config import SimulationConfig
-from progression.simulate.render import ImagingProfile, render_region
+from progression.simulate.render import FILM_STYLES, FilmStyle, ImagingProfile, render_region
 from progression.simulate.writers import (
     EXTENSIONS,
     DicomStyle,
@@ -208,6 +208,7 @@ def simulate_patient(index: int, cfg: SimulationConfig, out_dir: Path | None) ->
         if v == n_visits - 1 and not region_present[v].any():
             region_present[v, 0] = True  # the index visit always has a radiograph
     site_profile, dicom_style, png_format = _SITES[patient.site % len(_SITES)]
+    film_style = FILM_STYLES[cfg.style]
     index_day = first_day + int(days[-1])
     for v in range(n_visits):
         day = first_day + int(days[v])
@@ -258,10 +259,13 @@ def simulate_patient(index: int, cfg: SimulationConfig, out_dir: Path | None) ->
             )
             if not cfg.render_images:
                 continue
-            img, locations = _render(region, g_true, cfg.image_size, rng_img, patient, site_profile)
+            img, locations = _render(
+                region, g_true, cfg.image_size, rng_img, patient, site_profile, film_style
+            )
             if out_dir is not None:
                 kind = region.split("_")[0]
-                pixel_mm = _PHYSICAL_HEIGHT_MM[kind] / cfg.image_size
+                # a larger film around the same anatomy: coarser pixels
+                pixel_mm = _PHYSICAL_HEIGHT_MM[kind] / (film_style.field * cfg.image_size)
                 if fmt == "dicom":
                     data = encode_dicom(
                         img, dicom_style, patient_id=pid, birth_date=birth_date, sex=sex,
@@ -331,13 +335,14 @@ def _format(r: float, dicom_fraction: float, png_format: str) -> str:
     return "tiff" if rest < 0.04 else "jpeg" if rest < 0.08 else png_format
 
 
-def _render(region, grades, size, rng, patient, profile):
+def _render(region, grades, size, rng, patient, profile, style: FilmStyle):
     kind = region.split("_")[0]
     joints = [(j, joint) for j, joint in enumerate(JOINTS) if joint.region == region]
     erosion = {joint.site: int(grades[j]) for j, joint in joints}
     jsn = {joint.site: int(grades[_N + j]) for j, joint in joints}
     return render_region(
-        kind, region.endswith("right"), erosion, jsn, size, rng, patient.anatomy_scale, profile
+        kind, region.endswith("right"), erosion, jsn, size, rng, patient.anatomy_scale, profile,
+        style,
     )
 
 
@@ -427,7 +432,8 @@ def simulate_cohort(
         for name in _Records.__dataclass_fields__
     }
     _write(out, tables, cfg)
-    atomic_write_text(out / RECORD, json.dumps({"settings": settings}, indent=2) + "\n")
+    record = {"settings": settings, "film_style": dataclasses.asdict(FILM_STYLES[cfg.style])}
+    atomic_write_text(out / RECORD, json.dumps(record, indent=2) + "\n")
     (out / UNFINISHED).unlink()
     log.info("simulated %d patients -> %s", cfg.n_patients, out)
     return out
@@ -441,7 +447,9 @@ def simulation_settings(cohort_dir: str | Path) -> dict | None:
     if not record.is_file() or (Path(cohort_dir) / UNFINISHED).exists():
         return None
     try:
-        return json.loads(record.read_text())["settings"]
+        settings = json.loads(record.read_text())["settings"]
+        # a setting added after the cohort was made takes its default, which reproduces it
+        return {**dataclasses.asdict(SimulationConfig()), **settings}
     except (OSError, ValueError, KeyError, TypeError):
         return None
 

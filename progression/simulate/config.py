@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from progression.errors import ConfigError
+from progression.simulate.render import FILM_STYLES
 
 
 @dataclass
@@ -26,6 +27,7 @@ class SimulationConfig:
     followup_interval: float = 0.5  # years between follow-up assessments
     n_sites: int = 3  # hospitals; each has its own imaging equipment and file formats
     dicom_fraction: float = 0.5  # of images written as DICOM (the rest PNG, a few TIFF/JPEG)
+    style: str = "default"  # the equipment's look (FILM_STYLES); changes the films, never the truth
     biomarker_missing_rate: float = 0.08  # per visit and biomarker
     region_missing_rate: float = 0.08  # per unscored visit and region (no radiograph)
     visit_no_image_rate: float = 0.08  # unscored non-index visits without any radiograph
@@ -60,6 +62,8 @@ class SimulationConfig:
         ):
             value = getattr(self, name)
             rules.append((name, 0.0 <= value <= 1.0, "a fraction between 0 and 1"))
+        rules.append(("style", self.style in FILM_STYLES,
+                      "one of " + ", ".join(FILM_STYLES) + " (--style)"))
         for name, ok, what in rules:
             if not ok:
                 raise ConfigError(

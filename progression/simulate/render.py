@@ -3,7 +3,8 @@
 Bright bone (cortex brighter than marrow), grey soft tissue, dark air. A joint's space
 narrows linearly with its JSN grade (grade 4 = ankylosis: the bones meet); erosions
 are bites out of the bone margin next to the joint, more and larger with the grade.
-Each image gets a small rotation/scale/shift, the site's exposure, blur and noise.
+Each image gets a small rotation/scale/shift, the site's exposure, blur and noise, and
+the film style's framing, detector response, noise texture, collimation and side marker.
 Everything is vectorised numpy on small bounding boxes: a 256-px hand takes ~10 ms.
 """
 
@@ -32,6 +33,55 @@ class ImagingProfile:
     soft_tissue: float = 0.22
 
 
+@dataclass(frozen=True)
+class FilmStyle:
+    """How one make of equipment and one department's habits shape every film they take,
+    on top of each site's exposure (:class:`ImagingProfile`).
+
+    The defaults are the project's original films (style "default"); the steps they leave
+    off are skipped, so those films stay byte-identical. Lengths are in film heights
+    unless the name says px (pixels of a 256-px film, scaled with the image size).
+    """
+
+    rotation_sd: float = 0.035  # radians (about 2 degrees)
+    rotation_max: float = 0.09  # radians; rotations are clipped here
+    shift_sd: float = 0.012  # positioning offset of the hand/foot on the film
+    shift_max: float = 0.03
+    field: float = 1.0  # anatomy size on the film; < 1 = a larger film: fewer pixels per joint
+    film_aspect: float | None = None  # film width / height; None = the anatomy's (ASPECT)
+    log_response: float = 0.0  # k of a logarithmic detector curve log1p(k x) / log1p(k)
+    noise_scale: float = 1.0  # times the site's noise SD
+    grain_px: float = 0.0  # correlation length (SD, px) of the noise; 0 = white noise
+    blur_scale: float = 1.0  # times the site's blur
+    collimation: bool = False  # unexposed (bright) borders outside a tilted rectangular field
+    marker: bool = False  # a lead 'L' or 'R' burned into a top corner of the field
+
+
+# name -> style; `progression simulate --style NAME`. The docs (docs/simulator.md) show both.
+FILM_STYLES: dict[str, FilmStyle] = {
+    "default": FilmStyle(),
+    # An older computed-radiography room: 24 x 30 cm cassettes (the hand fills less of the
+    # film, feet get a film as wide as a hand's), a log detector curve that flattens bone
+    # contrast, grainier and stronger noise, a softer plate, looser positioning, a collimated
+    # field with bright unexposed borders and a lead side marker.
+    "cassette": FilmStyle(
+        rotation_sd=0.06, rotation_max=0.12, shift_sd=0.015, shift_max=0.035, field=0.82,
+        film_aspect=0.8, log_response=3.0, noise_scale=1.3, grain_px=1.0, blur_scale=1.2,
+        collimation=True, marker=True,
+    ),  # fmt: skip
+}
+
+_UNEXPOSED = 0.9  # intensity of the film where the collimator blocked the beam
+_LEAD = 0.97  # intensity of a lead side marker
+# Letter strokes in letter units (x right, y down; height 1, width 0.7).
+_ARC = [(0.4 + 0.3 * np.sin(a), 0.25 - 0.25 * np.cos(a)) for a in np.linspace(0, np.pi, 7)]
+_LETTERS = {
+    "L": [((0.0, 0.0), (0.0, 1.0)), ((0.0, 1.0), (0.7, 1.0))],
+    "R": [((0.0, 0.0), (0.0, 1.0)), ((0.0, 0.0), (0.4, 0.0)), ((0.4, 0.5), (0.0, 0.5)),
+          ((0.3, 0.5), (0.7, 1.0)), *zip(_ARC[:-1], _ARC[1:])],
+}  # fmt: skip
+
+
 def _rot(theta: float) -> np.ndarray:
     c, s = np.cos(theta), np.sin(theta)
     return np.array([[c, -s], [s, c]])
@@ -40,21 +90,26 @@ def _rot(theta: float) -> np.ndarray:
 class _Frame:
     """Maps canonical coordinates (image heights) to pixels of one jittered image."""
 
-    def __init__(self, kind: str, mirror: bool, size: int, scale: float, theta: float, shift):
+    def __init__(
+        self, kind: str, mirror: bool, size: int, scale: float, theta: float, shift,
+        film_aspect: float | None = None,
+    ):  # fmt: skip
         self.aspect = ASPECT[kind]
+        film_aspect = self.aspect if film_aspect is None else film_aspect
         self.h = size
-        self.w = int(round(self.aspect * size))
+        self.w = int(round(film_aspect * size))
         self.mirror = mirror
         self.scale = scale
         self.rot = _rot(theta) * scale
         self.centre = np.array([self.aspect / 2, 0.5])
+        self.film_centre = np.array([film_aspect / 2, 0.5])  # the anatomy is centred on it
         self.shift = np.asarray(shift, dtype=float)
 
     def point(self, p) -> np.ndarray:
         p = np.array(p, dtype=float)
         if self.mirror:
             p[..., 0] = self.aspect - p[..., 0]
-        q = (p - self.centre) @ self.rot.T + self.centre + self.shift
+        q = (p - self.centre) @ self.rot.T + self.film_centre + self.shift
         return q * self.h
 
     def vector(self, v) -> np.ndarray:
@@ -194,6 +249,50 @@ def _soft_tissue(g: Geometry, frame: _Frame) -> np.ndarray:
     return gaussian_filter(soft, 0.7)
 
 
+def _collimate(img: np.ndarray, px: float, rng: np.random.Generator) -> np.ndarray:
+    """Bright unexposed borders outside a rectangular field tilted by ~0.7 degrees (SD),
+    inset 1-4% of the film height from each edge, with a 1.5-px penumbra, in place.
+    Returns the insets (left, right, top, bottom) in pixels."""
+    h, w = img.shape
+    insets = rng.uniform(0.01, 0.04, 4) * h
+    left, right, top, bottom = (float(x) for x in insets)
+    phi = float(rng.normal(0.0, 0.012))
+    c, s = float(np.cos(phi)), float(np.sin(phi))
+    xs = np.arange(w, dtype=np.float32)[None, :] - w / 2  # from the film centre
+    ys = np.arange(h, dtype=np.float32)[:, None] - h / 2
+    u, v = c * xs + s * ys, c * ys - s * xs  # turned into the field's frame
+    outside = np.maximum(
+        np.maximum(left - w / 2 - u, u - (w / 2 - 1 - right)),
+        np.maximum(top - h / 2 - v, v - (h / 2 - 1 - bottom)),
+    )
+    field = _unit_clip(0.5 - outside / (1.5 * px))
+    img *= field
+    img += _UNEXPOSED * (1 - field)
+    return insets
+
+
+def _burn_marker(img: np.ndarray, letter: str, insets, px: float, rng) -> None:
+    """A lead letter 0.06 film heights tall in the top-left or top-right corner of the
+    field (``insets``: its distances from the film's left, right, top and bottom, px)."""
+    h, w = img.shape
+    height = 0.06 * h
+    left, right, top, _ = insets
+    margin = 0.03 * h
+    x0 = left + margin if rng.random() < 0.5 else w - 1 - right - margin - 0.7 * height
+    y0 = top + margin
+    half = max(0.0085 * h, 0.7 * px) / 2  # half the stroke width
+    for a, b in _LETTERS[letter]:
+        p0 = np.array([x0 + a[0] * height, y0 + a[1] * height])
+        p1 = np.array([x0 + b[0] * height, y0 + b[1] * height])
+        box = _box(img.shape, p0, p1, half + 1)
+        if box is None:
+            continue
+        sl, xs, ys = box
+        d, _ = _segment_distance(xs, ys, p0, p1)
+        ink = _unit_clip(half + 0.5 - d)
+        img[sl] = img[sl] * (1 - ink) + _LEAD * ink
+
+
 def render_region(
     kind: str,
     mirror: bool,
@@ -203,19 +302,22 @@ def render_region(
     rng: np.random.Generator,
     anatomy_scale: float = 1.0,
     profile: ImagingProfile | None = None,
+    style: FilmStyle | None = None,
 ) -> tuple[np.ndarray, dict[str, tuple[float, float]]]:
     """One radiograph as float32 [H, W] in [0, 1] (bone bright) + joint positions.
 
     ``kind`` is "hand" or "foot"; ``mirror`` renders the right side. ``erosion`` and
     ``jsn`` map SvdH sites (``mcp2``, ``mtp5``, ``radius`` ...) to grades; absent = 0.
+    ``profile``: the site's exposure; ``style``: the equipment's look (:data:`FILM_STYLES`).
     Positions are (x, y) of each SvdH site as fractions of the image width/height.
     """
     profile = profile or ImagingProfile()
+    style = style or FilmStyle()
     g = GEOMETRY[kind]
-    theta = float(np.clip(rng.normal(0.0, 0.035), -0.09, 0.09))  # radians (~2 deg SD)
-    scale = anatomy_scale * float(rng.uniform(0.95, 1.03))
-    shift = np.clip(rng.normal(0.0, 0.012, 2), -0.03, 0.03)
-    frame = _Frame(kind, mirror, size, scale, theta, shift)
+    theta = float(np.clip(rng.normal(0.0, style.rotation_sd), -style.rotation_max, style.rotation_max))
+    scale = anatomy_scale * float(rng.uniform(0.95, 1.03)) * style.field
+    shift = np.clip(rng.normal(0.0, style.shift_sd, 2), -style.shift_max, style.shift_max)
+    frame = _Frame(kind, mirror, size, scale, theta, shift, style.film_aspect)
     spaces = _spaces_px(g, frame, jsn)
 
     soft = _soft_tissue(g, frame)
@@ -277,11 +379,21 @@ def render_region(
     texture = gaussian_filter(rng.standard_normal(bone.shape, dtype=np.float32), 0.8 * px)
     bone_density = (1 - np.exp(-1.3 * bone)) * (1 + 0.12 * texture)
     img = 0.04 + profile.soft_tissue * soft + 0.7 * bone_density
+    if style.log_response:
+        k = style.log_response
+        img = np.log1p(k * img) / np.float32(np.log1p(k))
     img = np.clip(profile.gain * img + profile.offset, 0, 1) ** profile.gamma
+    insets = _collimate(img, px, rng) if style.collimation else np.zeros(4)
+    if style.marker:
+        _burn_marker(img, "R" if mirror else "L", insets, px, rng)
     rows = np.linspace(-0.5, 0.5, frame.h, dtype=np.float32)[:, None]
     img = img * (1 + profile.heel * rows)
-    img = gaussian_filter(img, profile.blur_px * px)
-    img = img + rng.standard_normal(img.shape, dtype=np.float32) * profile.noise * (0.5 + img)
+    img = gaussian_filter(img, profile.blur_px * style.blur_scale * px)
+    noise = rng.standard_normal(img.shape, dtype=np.float32)
+    if style.grain_px:  # correlated (grainy) noise of the same SD
+        noise = gaussian_filter(noise, style.grain_px * px)
+        noise /= noise.std()
+    img = img + noise * (profile.noise * style.noise_scale) * (0.5 + img)
     img = _unit_clip(img.astype(np.float32))
 
     locations = {}
