@@ -136,7 +136,7 @@ def test_mlflow_run_gets_params_metrics_and_the_report(inputs, tmp_path, monkeyp
     out = tmp_path / "out"
     code = run_cli("--predictions", inputs / "predictions.csv", "--out", out,
                    "--tracking-uri", uri, "--experiment", "enrich-test",
-                   "--mean-sizing", "formula")
+                   "--sizing", "formula")
     assert code == 0
     client = mlflow.MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name("enrich-test")
@@ -155,7 +155,7 @@ def test_nothing_is_logged_without_a_tracking_uri(inputs, tmp_path, monkeypatch)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(tmp_path)
     assert run_cli("--predictions", inputs / "predictions.csv", "--out", "out",
-                   "--mean-sizing", "formula") == 0
+                   "--sizing", "formula") == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
@@ -169,7 +169,7 @@ def test_matrix_fitted_from_cohorts_selects_as_many_patients_as_the_model(tmp_pa
     out = tmp_path / "out"
     code = run_cli("--predictions", tmp_path / "oracle.csv", "--out", out, "--enrol", 20,
                    "--matrix-from", tmp_path / "screen", "--matrix-train", tmp_path / "train",
-                   "--mean-sizing", "formula")
+                   "--sizing", "formula")
     assert code == 0
     selectors = json.loads((out / "enrichment.json").read_text())["selectors"]
     assert selectors["model"]["n_selected"] == selectors["clinical_matrix"]["n_selected"] == 20

@@ -52,7 +52,8 @@ def calibrated():
 @pytest.mark.parametrize("allocation", [1.0, 2.0])
 def test_sized_trials_reach_nominal_power_on_calibrated_forecasts(calibrated, allocation):
     preds, outcomes = calibrated
-    design = TrialDesign(effect=0.5, dropout=0.1, allocation=allocation, seed=3)
+    design = TrialDesign(effect=0.5, dropout=0.1, allocation=allocation, seed=3,
+                         predictive="normal")
     result = run_enrichment(preds, SelectionRule(top_fraction=0.3), design, outcomes=outcomes,
                             n_sim=2000, seed=5)
     for name in ("model", "none"):
@@ -65,7 +66,7 @@ def test_sized_trials_reach_nominal_power_on_calibrated_forecasts(calibrated, al
 def test_formula_sizes_overpower_on_skewed_change_which_is_why_means_are_simulated(calibrated):
     preds, outcomes = calibrated
     formula = run_enrichment(preds, SelectionRule(top_fraction=0.3),
-                             TrialDesign(mean_sizing="formula"), outcomes=outcomes, n_sim=2000)
+                             TrialDesign(sizing="formula", predictive="normal"), outcomes=outcomes, n_sim=2000)
     power = formula.validation.power["none"]["mean_change"]
     assert power.empirical > NOMINAL + 0.03
     plan = formula.plan.plans["none"].mean

@@ -42,9 +42,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fraction of enrolled patients expected to miss the endpoint")
     parser.add_argument("--method", choices=("t", "z"), default="t",
                         help="mean-change sizing: exact t-test power (default) or z approximation")
-    parser.add_argument("--mean-sizing", choices=("simulation", "formula"), default="simulation",
-                        help="mean-change sizes: simulated from the forecasts (default; right "
-                             "for skewed SvdH change) or the closed-form formula")
+    parser.add_argument("--sizing", choices=("simulation", "formula"), default="simulation",
+                        help="sizes of both endpoints: simulated from the forecasts with the "
+                             "planned tests (default; right for heavy-tailed SvdH change) or "
+                             "the closed-form formulas")
+    parser.add_argument("--predictive", choices=("count", "normal"), default="count",
+                        help="law of one patient's change around its forecast for the "
+                             "simulation: gamma-Poisson count of score steps (default) or normal")
     parser.add_argument("--interval-level", type=float, default=0.9,
                         help="coverage of delta_svdh_lo/hi in the predictions (default 0.9)")
     parser.add_argument("--outcomes",
@@ -98,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     design = TrialDesign(horizon=args.horizon, effect=args.effect, alpha=args.alpha,
                          power=args.power, allocation=args.allocation, dropout=args.dropout,
                          interval_level=args.interval_level, method=args.method,
-                         mean_sizing=args.mean_sizing, seed=args.seed)
+                         sizing=args.sizing, predictive=args.predictive, seed=args.seed)
     predictions = read_predictions(args.predictions)
     matrix, matrix_source = None, ""
     if args.matrix_predictions:
