@@ -174,6 +174,6 @@ def test_reference_outcomes_size_a_trial_that_overconfident_forecasts_undersize(
     for sizing in (from_reference.mean, from_reference.rapid):
         power = simulate_power(pool, sizing, design, 2000, seed=5)
         assert power.empirical == pytest.approx(NOMINAL, abs=0.04), sizing.endpoint
-        assert sizing.sized_by == "simulation"
+        assert sizing.sized_by == "simulation from reference outcomes"
     assert from_reference.mean.sd_control == pytest.approx(reference.std(), rel=1e-6)
     assert from_reference.mean.sd_control > from_forecasts.mean.sd_control

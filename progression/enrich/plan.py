@@ -353,14 +353,13 @@ def plan_selector(name: str, selected: pd.DataFrame, n_screened: int,
         frame = outcome_frame(reference, design)
         law = dataclasses.replace(design, predictive="normal")
         basis = summarise(frame, design.interval_level)
-    return SelectorPlan(
-        name=name,
-        n_screened=n_screened,
-        n_selected=len(selected),
-        summary=summary,
-        mean=size_mean(frame, basis, law, n_screened, len(selected)),
-        rapid=size_rapid(frame, law, n_screened, len(selected)),
-    )
+    sizes = [size_mean(frame, basis, law, n_screened, len(selected)),
+             size_rapid(frame, law, n_screened, len(selected))]
+    if reference is not None:
+        sizes = [dataclasses.replace(s, sized_by=f"{s.sized_by} from reference outcomes")
+                 for s in sizes]
+    return SelectorPlan(name=name, n_screened=n_screened, n_selected=len(selected),
+                        summary=summary, mean=sizes[0], rapid=sizes[1])
 
 
 @dataclass
