@@ -82,7 +82,6 @@ from progression.scoring import RAPID_RATE, is_rapid
 SIZINGS = ("simulation", "formula")
 PREDICTIVES = ("count", "normal")
 MIN_SD = 1e-3  # SvdH units: a zero-width interval still gets a (tiny) predictive spread
-P_CLIP = 1e-6
 
 
 @dataclass(frozen=True)
