@@ -9,7 +9,7 @@ SvdH change is so heavy-tailed (a few patients progress 30-75 units a year) that
 must be within 4 points of nominal or inside the validation's own uncertainty band
 (simulation + finite-cohort error), and the proportion test must behave as the Fleiss
 formula says for the realised rates. experiments/enrichment.py runs the simulator check
-on 2000 patients (docs/enrichment.md).
+on 20,000 patients (docs/enrichment.md).
 """
 
 from __future__ import annotations
