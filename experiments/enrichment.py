@@ -12,11 +12,11 @@ and than no enrichment? And do the computed sizes deliver their power?
    oracle (best possible forecasts) is added as an upper bound.
 3. Checks that the planned sizes deliver their power (``--sizing-check``; the table of
    docs/enrichment.md and the README): on a large table-only validation cohort
-   (``--validation-patients``, default 20,000, seed + 2) three selectors enrol their top
+   (``--validation-patients``, default 50,000, seed + 2) three selectors enrol their top
    ``--top-fraction``: the oracle, the clinical matrix and, standing in for the model, the
    covariates-only gradient boosting (``CovariatesModel``, tuned; the image model is too
    slow to forecast 20,000 patients on this CPU). The matrix and the booster are fitted on
-   a table-only reference cohort (``--reference-patients``, default 6,000, the seed). Each
+   a table-only reference cohort (``--reference-patients``, default 20,000, the seed). Each
    selector's trial is sized twice: from its own forecasts (gamma-Poisson predictive law,
    the default of ``progression enrich``) and from reference outcomes (the realised changes
    of the reference patients the selector would enrol, with cross-fitted forecasts:
@@ -28,7 +28,7 @@ Writes experiments/results/enrichment.md (and the full HTML reports under ``--wo
 
     nice python experiments/enrichment.py                        # model, ~15 min on 2 cores
     nice python experiments/enrichment.py --oracle-only          # no training, ~3 min
-    nice python experiments/enrichment.py --sizing-check-only    # the power table, ~15 min
+    nice python experiments/enrichment.py --sizing-check-only    # the power table (+ 17 min to simulate)
 """
 
 from __future__ import annotations
@@ -207,9 +207,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="directory for cohorts, runs and the reports")
     parser.add_argument("--train-patients", type=int, default=240)
     parser.add_argument("--test-patients", type=int, default=300)
-    parser.add_argument("--validation-patients", type=int, default=20_000,
+    parser.add_argument("--validation-patients", type=int, default=50_000,
                         help="table-only cohort for the power check (0: skip)")
-    parser.add_argument("--reference-patients", type=int, default=6_000,
+    parser.add_argument("--reference-patients", type=int, default=20_000,
                         help="table-only cohort the check's selectors are fitted on and "
                              "reference outcomes come from")
     parser.add_argument("--sizing-check-only", action="store_true",
