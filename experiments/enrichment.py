@@ -28,7 +28,7 @@ Writes experiments/results/enrichment.md (and the full HTML reports under ``--wo
 
     nice python experiments/enrichment.py                        # model, ~15 min on 2 cores
     nice python experiments/enrichment.py --oracle-only          # no training, ~3 min
-    nice python experiments/enrichment.py --sizing-check-only    # the power table (+ 17 min to simulate)
+    nice python experiments/enrichment.py --sizing-check-only    # the power table (+ ~15 min to simulate)
 """
 
 from __future__ import annotations
