@@ -55,6 +55,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="realised outcomes to validate the selection and the sizes: a "
                              "simulated cohort directory (its truth/), its truth/truth.csv, a "
                              "real cohort with later scored visits, or an outcomes table CSV")
+    parser.add_argument("--reference-predictions",
+                        help="the model's forecasts of other patients with outcomes (e.g. its "
+                             "validation split): size the model's and the unenriched trial from "
+                             "the realised change of those the same rule enrols, not from the "
+                             "forecasts (right even when the forecasts' spread is off)")
+    parser.add_argument("--reference-outcomes",
+                        help="outcomes of the --reference-predictions patients (same kinds as "
+                             "--outcomes)")
     matrix = parser.add_mutually_exclusive_group()
     matrix.add_argument("--matrix-predictions",
                         help="predictions CSV of the clinical matrix model on the same patients")
@@ -114,11 +122,27 @@ def run(args: argparse.Namespace) -> int:
                                 index_dates=predictions[["patient_id", "index_date"]])
         matrix_source = f"clinical matrix fitted on {args.matrix_train}"
     outcomes = load_outcomes(args.outcomes, design.horizon) if args.outcomes else None
+    reference = None
+    if bool(args.reference_predictions) != bool(args.reference_outcomes):
+        raise ProgressionError(
+            "--reference-predictions and --reference-outcomes go together: the forecasts of "
+            "the reference patients and their outcomes"
+        )
+    if args.reference_predictions:
+        from progression.enrich.analysis import reference_changes
+        from progression.enrich.selection import at_horizon, select
+
+        screened = at_horizon(predictions, design.horizon, args.predictions)
+        fraction = len(select(screened, rule, args.predictions)) / len(screened)
+        reference = reference_changes(
+            read_predictions(args.reference_predictions),
+            load_outcomes(args.reference_outcomes, design.horizon), rule, design.horizon,
+            fraction, args.reference_predictions)
 
     result = run_enrichment(
         predictions, rule, design, matrix=matrix, outcomes=outcomes, n_sim=args.n_sim,
         seed=args.seed, progress=not args.no_progress, source=args.predictions,
-        matrix_source=matrix_source or "clinical-matrix predictions",
+        matrix_source=matrix_source or "clinical-matrix predictions", reference=reference,
     )
     inputs = {"predictions": str(args.predictions), "matrix": matrix_source,
               "outcomes": str(args.outcomes or "")}

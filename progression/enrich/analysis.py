@@ -124,6 +124,30 @@ def _needed_by_endpoint(chosen: pd.DataFrame, deltas: pd.DataFrame,
     return {"mean": needed["mean_change"], "rapid": needed["rapid"]}
 
 
+def reference_changes(predictions: pd.DataFrame, outcomes: Outcomes, rule: SelectionRule,
+                      horizon: float, fraction: float, source: str) -> dict[str, np.ndarray]:
+    """Reference outcomes to size from (``run_enrichment(reference=...)``): realised changes
+    (SvdH units) of the patients the same rule enrols among other patients with outcomes
+    (``model``), and of all of them (``none``).
+
+    ``predictions``: the model's forecasts of the reference patients (e.g. its validation
+    split); ``fraction``: the enrolled fraction of the screened cohort, used in place of an
+    ``enrol`` count, which does not carry over to a cohort of another size.
+    """
+    frame = at_horizon(predictions, horizon, source)
+    deltas = outcomes.deltas.drop_duplicates("patient_id").set_index("patient_id")["delta"]
+    frame = frame[frame["patient_id"].isin(deltas.index)].reset_index(drop=True)
+    if len(frame) < 2:
+        raise ProgressionError(
+            f"{source}: {len(frame)} of its patients have an outcome in '{outcomes.source}'; "
+            "give the outcomes of the reference patients with --reference-outcomes"
+        )
+    same = rule if rule.enrol is None else SelectionRule(top_fraction=fraction)
+    chosen = select(frame, same, source)
+    return {MODEL: deltas.reindex(chosen["patient_id"]).to_numpy(float),
+            NONE: deltas.reindex(frame["patient_id"]).to_numpy(float)}
+
+
 def run_enrichment(
     predictions: pd.DataFrame,
     rule: SelectionRule,
