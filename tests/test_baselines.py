@@ -193,9 +193,35 @@ def test_clinical_matrix_names_the_missing_covariates():
 
 def test_covariates_model_is_repeatable_for_a_seed():
     small = _noisy_cohort(n=12, seed=5)
-    first = CovariatesModel(seed=3).fit(small).predict(small)
-    second = CovariatesModel(seed=3).fit(small).predict(small)
-    pd.testing.assert_frame_equal(first, second)
+    first_model = CovariatesModel(seed=3).fit(small)
+    second_model = CovariatesModel(seed=3).fit(small)
+    pd.testing.assert_frame_equal(first_model.predict(small), second_model.predict(small))
+    assert first_model.tuning_ == second_model.tuning_
+
+
+def test_covariates_model_is_tuned_by_patient_grouped_cross_validation(noisy):
+    # The budget rule: TUNING_CANDIDATES settings drawn from the grid with the seed, each scored
+    # by the cross-validated MAE of the annual rate; the best one is refitted and used.
+    from sklearn.model_selection import GroupKFold, cross_val_predict
+
+    from progression.evaluate.baselines import TUNING_CANDIDATES, TUNING_FOLDS, training_pairs
+
+    model = CovariatesModel(seed=1).fit(noisy)
+    tried = model.tuning_["candidates"]
+    assert len(tried) == TUNING_CANDIDATES and model.tuning_["folds"] == TUNING_FOLDS
+    assert len({tuple(c["params"].items()) for c in tried}) == TUNING_CANDIDATES
+    assert model.tuning_["cv_mae"] == min(c["cv_mae"] for c in tried)
+    booster = model.model_[-1].get_params()
+    assert {k: booster[k] for k in model.tuning_["params"]} == model.tuning_["params"]
+
+    # one candidate's score, recomputed by hand from the same folds
+    pairs = training_pairs(load_cohort(noisy))
+    x, y = model._design(pairs), pairs["rate"].to_numpy(float)
+    fitted = cross_val_predict(model._model(tried[0]["params"]), x, y,
+                               groups=pairs["patient_id"], cv=GroupKFold(TUNING_FOLDS))
+    assert tried[0]["cv_mae"] == pytest.approx(np.mean(np.abs(fitted - y)))
+    # another seed draws other settings
+    assert CovariatesModel(seed=2).candidates() != model.candidates()
 
 
 def test_a_baseline_without_training_pairs_asks_for_more_scored_visits():

@@ -136,7 +136,7 @@ def test_mlflow_run_gets_params_metrics_and_the_report(inputs, tmp_path, monkeyp
     out = tmp_path / "out"
     code = run_cli("--predictions", inputs / "predictions.csv", "--out", out,
                    "--tracking-uri", uri, "--experiment", "enrich-test",
-                   "--mean-sizing", "formula")
+                   "--sizing", "formula")
     assert code == 0
     client = mlflow.MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name("enrich-test")
@@ -155,7 +155,7 @@ def test_nothing_is_logged_without_a_tracking_uri(inputs, tmp_path, monkeypatch)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(tmp_path)
     assert run_cli("--predictions", inputs / "predictions.csv", "--out", "out",
-                   "--mean-sizing", "formula") == 0
+                   "--sizing", "formula") == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
@@ -169,8 +169,30 @@ def test_matrix_fitted_from_cohorts_selects_as_many_patients_as_the_model(tmp_pa
     out = tmp_path / "out"
     code = run_cli("--predictions", tmp_path / "oracle.csv", "--out", out, "--enrol", 20,
                    "--matrix-from", tmp_path / "screen", "--matrix-train", tmp_path / "train",
-                   "--mean-sizing", "formula")
+                   "--sizing", "formula")
     assert code == 0
     selectors = json.loads((out / "enrichment.json").read_text())["selectors"]
     assert selectors["model"]["n_selected"] == selectors["clinical_matrix"]["n_selected"] == 20
     assert selectors["clinical_matrix"]["n_screened"] == 60
+
+
+def test_reference_outcomes_size_the_model_and_unenriched_trials(tmp_path):
+    from progression.simulate import Oracle
+
+    for name, seed in (("reference", 3), ("screen", 4)):
+        assert cli.main(["simulate", "--out", str(tmp_path / name), "--patients", "80",
+                         "--seed", str(seed), "--no-images", "--workers", "1",
+                         "--no-progress"]) == 0
+        Oracle.load(tmp_path / name).predictions().to_csv(tmp_path / f"{name}.csv", index=False)
+    out = tmp_path / "out"
+    assert run_cli("--predictions", tmp_path / "screen.csv", "--out", out, "--enrol", 24,
+                   "--reference-predictions", tmp_path / "reference.csv",
+                   "--reference-outcomes", tmp_path / "reference") == 0
+    selectors = json.loads((out / "enrichment.json").read_text())["selectors"]
+    for name in ("model", "none"):
+        for endpoint in ("mean_change", "rapid"):
+            sized = selectors[name][endpoint]
+            assert sized["sized_by"].endswith("from reference outcomes"), (name, endpoint)
+    # one without the other is refused with a message (exit 2)
+    assert run_cli("--predictions", tmp_path / "screen.csv", "--out", tmp_path / "o2",
+                   "--reference-predictions", tmp_path / "reference.csv") == 2

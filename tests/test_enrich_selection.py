@@ -106,7 +106,7 @@ def test_treated_rapid_fraction_matches_the_normal_tail_by_hand():
     # P = 1 - Phi((10 - 6) / 2) = 0.02275
     p_rapid = stats.norm.sf((5 - 6) / 2)
     frame = forecasts([("a", 6.0, 2.0, p_rapid, 6.0)])
-    assert treated_rapid_fraction(frame, TrialDesign(effect=0.5)) == pytest.approx(0.02275,
+    assert treated_rapid_fraction(frame, TrialDesign(effect=0.5, predictive="normal")) == pytest.approx(0.02275,
                                                                                    abs=1e-4)
 
 

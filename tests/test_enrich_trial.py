@@ -9,7 +9,7 @@ SvdH change is so heavy-tailed (a few patients progress 30-75 units a year) that
 must be within 4 points of nominal or inside the validation's own uncertainty band
 (simulation + finite-cohort error), and the proportion test must behave as the Fleiss
 formula says for the realised rates. experiments/enrichment.py runs the simulator check
-on 2000 patients (docs/enrichment.md).
+on 20,000 patients (docs/enrichment.md).
 """
 
 from __future__ import annotations
@@ -52,7 +52,8 @@ def calibrated():
 @pytest.mark.parametrize("allocation", [1.0, 2.0])
 def test_sized_trials_reach_nominal_power_on_calibrated_forecasts(calibrated, allocation):
     preds, outcomes = calibrated
-    design = TrialDesign(effect=0.5, dropout=0.1, allocation=allocation, seed=3)
+    design = TrialDesign(effect=0.5, dropout=0.1, allocation=allocation, seed=3,
+                         predictive="normal")
     result = run_enrichment(preds, SelectionRule(top_fraction=0.3), design, outcomes=outcomes,
                             n_sim=2000, seed=5)
     for name in ("model", "none"):
@@ -65,7 +66,7 @@ def test_sized_trials_reach_nominal_power_on_calibrated_forecasts(calibrated, al
 def test_formula_sizes_overpower_on_skewed_change_which_is_why_means_are_simulated(calibrated):
     preds, outcomes = calibrated
     formula = run_enrichment(preds, SelectionRule(top_fraction=0.3),
-                             TrialDesign(mean_sizing="formula"), outcomes=outcomes, n_sim=2000)
+                             TrialDesign(sizing="formula", predictive="normal"), outcomes=outcomes, n_sim=2000)
     power = formula.validation.power["none"]["mean_change"]
     assert power.empirical > NOMINAL + 0.03
     plan = formula.plan.plans["none"].mean
@@ -134,3 +135,45 @@ def test_outcomes_at_a_horizon_the_truth_lacks_name_the_column(sim_root):
 
     with pytest.raises(ProgressionError, match=r"no column delta_true_3y.*horizons 1y, 2y"):
         load_outcomes(sim_root, 3.0)
+
+
+def test_count_law_keeps_the_oracle_rapid_fraction(sim_root):
+    # The gamma-Poisson predictive law read from the oracle's mean and 90% interval puts as
+    # many patients over the rapid threshold as the oracle's own p_rapid says.
+    from progression.enrich.plan import predictive_draws
+    from progression.enrich.selection import at_horizon
+    from progression.simulate import Oracle
+
+    oracle = at_horizon(check_predictions(Oracle.load(sim_root).predictions(), "oracle"), 1.0,
+                        "oracle")
+    rng = np.random.default_rng(0)
+    who = np.repeat(np.arange(len(oracle)), 500)
+    draws = predictive_draws(oracle, TrialDesign(), who, rng)
+    assert (draws >= 5).mean() == pytest.approx(oracle["p_rapid"].mean(), abs=0.02)
+    assert draws.mean() == pytest.approx(oracle["delta_svdh_pred"].mean(), rel=0.02)
+
+
+def test_reference_outcomes_size_a_trial_that_overconfident_forecasts_undersize(calibrated):
+    # Forecasts with the right means but a quarter of the true spread under-size the trial;
+    # sized from the realised changes of comparable patients (another cohort) it delivers.
+    from progression.enrich.plan import plan_selector
+    from progression.enrich.trial import simulate_power
+
+    preds, outcomes = calibrated
+    narrow = preds.assign(
+        delta_svdh_lo=preds["delta_svdh_pred"] - 0.25 * (preds["delta_svdh_pred"]
+                                                         - preds["delta_svdh_lo"]),
+        delta_svdh_hi=preds["delta_svdh_pred"] + 0.25 * (preds["delta_svdh_hi"]
+                                                         - preds["delta_svdh_pred"]))
+    reference = calibrated_cohort(20_000, seed=12)[1].deltas["delta"].to_numpy(float)
+    pool = outcomes.deltas["delta"].to_numpy(float)
+    design = TrialDesign(seed=3, predictive="normal")
+    from_forecasts = plan_selector("narrow", narrow, len(narrow), design)
+    from_reference = plan_selector("narrow", narrow, len(narrow), design, reference=reference)
+    assert simulate_power(pool, from_forecasts.mean, design, 2000, seed=5).empirical < 0.7
+    for sizing in (from_reference.mean, from_reference.rapid):
+        power = simulate_power(pool, sizing, design, 2000, seed=5)
+        assert power.empirical == pytest.approx(NOMINAL, abs=0.04), sizing.endpoint
+        assert sizing.sized_by == "simulation from reference outcomes"
+    assert from_reference.mean.sd_control == pytest.approx(reference.std(), rel=1e-6)
+    assert from_reference.mean.sd_control > from_forecasts.mean.sd_control

@@ -42,15 +42,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fraction of enrolled patients expected to miss the endpoint")
     parser.add_argument("--method", choices=("t", "z"), default="t",
                         help="mean-change sizing: exact t-test power (default) or z approximation")
-    parser.add_argument("--mean-sizing", choices=("simulation", "formula"), default="simulation",
-                        help="mean-change sizes: simulated from the forecasts (default; right "
-                             "for skewed SvdH change) or the closed-form formula")
+    parser.add_argument("--sizing", choices=("simulation", "formula"), default="simulation",
+                        help="sizes of both endpoints: simulated from the forecasts with the "
+                             "planned tests (default; right for heavy-tailed SvdH change) or "
+                             "the closed-form formulas")
+    parser.add_argument("--predictive", choices=("count", "normal"), default="count",
+                        help="law of one patient's change around its forecast for the "
+                             "simulation: gamma-Poisson count of score steps (default) or normal")
     parser.add_argument("--interval-level", type=float, default=0.9,
                         help="coverage of delta_svdh_lo/hi in the predictions (default 0.9)")
     parser.add_argument("--outcomes",
                         help="realised outcomes to validate the selection and the sizes: a "
                              "simulated cohort directory (its truth/), its truth/truth.csv, a "
                              "real cohort with later scored visits, or an outcomes table CSV")
+    parser.add_argument("--reference-predictions",
+                        help="the model's forecasts of other patients with outcomes (e.g. its "
+                             "validation split): size the model's and the unenriched trial from "
+                             "the realised change of those the same rule enrols, not from the "
+                             "forecasts (right even when the forecasts' spread is off)")
+    parser.add_argument("--reference-outcomes",
+                        help="outcomes of the --reference-predictions patients (same kinds as "
+                             "--outcomes)")
     matrix = parser.add_mutually_exclusive_group()
     matrix.add_argument("--matrix-predictions",
                         help="predictions CSV of the clinical matrix model on the same patients")
@@ -98,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     design = TrialDesign(horizon=args.horizon, effect=args.effect, alpha=args.alpha,
                          power=args.power, allocation=args.allocation, dropout=args.dropout,
                          interval_level=args.interval_level, method=args.method,
-                         mean_sizing=args.mean_sizing, seed=args.seed)
+                         sizing=args.sizing, predictive=args.predictive, seed=args.seed)
     predictions = read_predictions(args.predictions)
     matrix, matrix_source = None, ""
     if args.matrix_predictions:
@@ -110,11 +122,27 @@ def run(args: argparse.Namespace) -> int:
                                 index_dates=predictions[["patient_id", "index_date"]])
         matrix_source = f"clinical matrix fitted on {args.matrix_train}"
     outcomes = load_outcomes(args.outcomes, design.horizon) if args.outcomes else None
+    reference = None
+    if bool(args.reference_predictions) != bool(args.reference_outcomes):
+        raise ProgressionError(
+            "--reference-predictions and --reference-outcomes go together: the forecasts of "
+            "the reference patients and their outcomes"
+        )
+    if args.reference_predictions:
+        from progression.enrich.analysis import reference_changes
+        from progression.enrich.selection import at_horizon, select
+
+        screened = at_horizon(predictions, design.horizon, args.predictions)
+        fraction = len(select(screened, rule, args.predictions)) / len(screened)
+        reference = reference_changes(
+            read_predictions(args.reference_predictions),
+            load_outcomes(args.reference_outcomes, design.horizon), rule, design.horizon,
+            fraction, args.reference_predictions)
 
     result = run_enrichment(
         predictions, rule, design, matrix=matrix, outcomes=outcomes, n_sim=args.n_sim,
         seed=args.seed, progress=not args.no_progress, source=args.predictions,
-        matrix_source=matrix_source or "clinical-matrix predictions",
+        matrix_source=matrix_source or "clinical-matrix predictions", reference=reference,
     )
     inputs = {"predictions": str(args.predictions), "matrix": matrix_source,
               "outcomes": str(args.outcomes or "")}

@@ -17,17 +17,16 @@ from progression.enrich.outcomes import Outcomes
 from progression.enrich.plan import (
     EnrichmentPlan,
     TrialDesign,
+    outcome_frame,
     plan_selector,
-    size_mean,
     strictness_curve,
 )
-from progression.enrich.sample_size import ArmSizes, inflate_for_dropout, n_two_proportions
+from progression.enrich.sample_size import ArmSizes
 from progression.enrich.selection import (
     SelectionRule,
     at_horizon,
     check_predictions,
     select,
-    summarise,
 )
 from progression.enrich.trial import (
     SimulatedPower,
@@ -37,7 +36,6 @@ from progression.enrich.trial import (
     simulate_power,
 )
 from progression.errors import ProgressionError
-from progression.scoring import is_rapid
 
 MODEL, MATRIX, NONE = "model", "clinical_matrix", "none"
 LABELS = {MODEL: "model", MATRIX: "clinical matrix", NONE: "no enrichment"}
@@ -115,10 +113,8 @@ def needed_sizes(pool: np.ndarray, design: TrialDesign) -> dict[str, ArmSizes | 
     (SvdH units): each patient's forecast is its outcome, with no spread."""
     if len(pool) < 2:
         return {"mean_change": None, "rapid": None}
-    exact = pd.DataFrame({"delta_svdh_pred": pool, "delta_svdh_lo": pool, "delta_svdh_hi": pool,
-                          "p_rapid": is_rapid(pool, design.horizon).astype(float)})
-    mean = size_mean(exact, summarise(exact, design.interval_level), design, len(pool))
-    return {"mean_change": mean.enrolled, "rapid": _realised_rapid(pool, design)}
+    plan = plan_selector("", outcome_frame(pool, design), len(pool), design, reference=pool)
+    return {"mean_change": plan.mean.enrolled, "rapid": plan.rapid.enrolled}
 
 
 def _needed_by_endpoint(chosen: pd.DataFrame, deltas: pd.DataFrame,
@@ -128,14 +124,28 @@ def _needed_by_endpoint(chosen: pd.DataFrame, deltas: pd.DataFrame,
     return {"mean": needed["mean_change"], "rapid": needed["rapid"]}
 
 
-def _realised_rapid(pool: np.ndarray, design: TrialDesign) -> ArmSizes | None:
-    p_c = float(np.mean(is_rapid(pool, design.horizon)))
-    p_t = float(np.mean(is_rapid((1 - design.effect) * pool, design.horizon)))
-    try:
-        completers = n_two_proportions(p_c, p_t, design.alpha, design.power, design.allocation)
-    except ProgressionError:
-        return None
-    return inflate_for_dropout(completers, design.dropout)
+def reference_changes(predictions: pd.DataFrame, outcomes: Outcomes, rule: SelectionRule,
+                      horizon: float, fraction: float, source: str) -> dict[str, np.ndarray]:
+    """Reference outcomes to size from (``run_enrichment(reference=...)``): realised changes
+    (SvdH units) of the patients the same rule enrols among other patients with outcomes
+    (``model``), and of all of them (``none``).
+
+    ``predictions``: the model's forecasts of the reference patients (e.g. its validation
+    split); ``fraction``: the enrolled fraction of the screened cohort, used in place of an
+    ``enrol`` count, which does not carry over to a cohort of another size.
+    """
+    frame = at_horizon(predictions, horizon, source)
+    deltas = outcomes.deltas.drop_duplicates("patient_id").set_index("patient_id")["delta"]
+    frame = frame[frame["patient_id"].isin(deltas.index)].reset_index(drop=True)
+    if len(frame) < 2:
+        raise ProgressionError(
+            f"{source}: {len(frame)} of its patients have an outcome in '{outcomes.source}'; "
+            "give the outcomes of the reference patients with --reference-outcomes"
+        )
+    same = rule if rule.enrol is None else SelectionRule(top_fraction=fraction)
+    chosen = select(frame, same, source)
+    return {MODEL: deltas.reindex(chosen["patient_id"]).to_numpy(float),
+            NONE: deltas.reindex(frame["patient_id"]).to_numpy(float)}
 
 
 def run_enrichment(
@@ -150,11 +160,15 @@ def run_enrichment(
     progress: bool = False,
     source: str = "predictions",
     matrix_source: str = "clinical-matrix predictions",
+    reference: dict[str, np.ndarray] | None = None,
 ) -> EnrichmentResult:
     """Select with the model (and the matrix at the same enrolled fraction), size, validate.
 
     ``predictions`` / ``matrix``: checked predictions tables (all horizons);
-    ``outcomes``: realised changes (and times to rapid progression) for validation.
+    ``outcomes``: realised changes (and times to rapid progression) for validation;
+    ``reference``: per selector (``model``, ``clinical_matrix``, ``none``), realised changes
+    of the patients it selects in another cohort with outcomes, to size from instead of the
+    forecasts (:func:`~progression.enrich.plan.plan_selector`).
     """
     if n_sim < 1:
         raise ProgressionError(f"--n-sim must be at least 1 (got {n_sim})")
@@ -173,7 +187,8 @@ def run_enrichment(
 
     plan = EnrichmentPlan(design=design, rule=rule.describe())
     for name, chosen in selected.items():
-        plan.plans[name] = plan_selector(LABELS[name], chosen, n, design)
+        plan.plans[name] = plan_selector(LABELS[name], chosen, n, design,
+                                         (reference or {}).get(name))
     curves = {name: strictness_curve(forecasts[name], design, CURVE_FRACTIONS)
               for name in (MODEL, MATRIX) if name in forecasts}
     ids = {name: set(chosen["patient_id"]) for name, chosen in selected.items()}
