@@ -105,7 +105,7 @@ def _reference_pools(ref_dir: Path, rule: SelectionRule, seed: int) -> dict[str,
     """Realised 1-year changes of the reference patients each selector enrols, from its
     cross-fitted (5-fold) forecasts on the reference cohort (the oracle needs no fit)."""
     from progression.evaluate.baselines import cross_fit
-    from progression.evaluate.tables import read_tables
+    from progression.evaluate.inputs import read_tables
 
     tables = read_tables(ref_dir)
     oracle = at_horizon(_oracle(ref_dir), 1.0, "reference oracle")
@@ -127,7 +127,7 @@ def sizing_check(args: argparse.Namespace, work: Path, rule: SelectionRule,
                  design: TrialDesign, progress: bool) -> str:
     """Planned size vs simulated-trial power for the oracle, the matrix and the booster."""
     from progression.evaluate.baselines import CovariatesModel
-    from progression.evaluate.tables import read_tables
+    from progression.evaluate.inputs import read_tables
 
     ref_dir = _simulate(work / "reference_tables", args.reference_patients, args.seed,
                         args.image_size, False, progress)
