@@ -173,8 +173,7 @@ def leave_one_site_out(
     """Forecasts of every site by a model trained on the other sites.
 
     ``cohort`` has a ``patients`` table with ``site_column`` and a ``subset(patient_ids)``
-    method (``progression.cohort.Cohort`` or
-    :class:`~progression.cohort.Cohort`). For each site ``s``,
+    method (:class:`~progression.cohort.Cohort`). For each site ``s``,
     ``fit_predict(train, test)`` is called with the cohort without ``s`` and the cohort of
     ``s`` only, and must return a predictions table of the ``test`` patients (the columns of
     docs/architecture.md). Returns the tables of all sites stacked, with the left-out site in
