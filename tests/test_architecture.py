@@ -19,7 +19,7 @@ LAYERS: list[set[str]] = [
     {"data", "ingest"},  # ingest: from PACS exports and score sheets to format v1
     {"models", "calibration", "trained"},
     {"train", "predict", "pyfunc_model"},
-    {"evaluate", "enrich", "explain", "serve", "tuning", "tune"},
+    {"evaluate", "enrich", "explain", "serve", "tuning"},
     {"commands", "cli"},
 ]
 MAX_MODULE_LINES = 500

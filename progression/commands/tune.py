@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from progression.config import load_config
-    from progression.tune import load_search_space, tune
+    from progression.tuning.study import load_search_space, tune
 
     overrides = [*([f"data.path={args.data}"] if args.data else []), *args.overrides]
     cfg = load_config(args.config, overrides)

@@ -1,3 +1,3 @@
-"""Parts of ``progression tune`` (the entry point is :mod:`progression.tune`): search spaces,
+"""Parts of ``progression tune`` (the entry point is :func:`progression.tuning.study.tune`): search spaces,
 study storage and dead-worker recovery, the Lightning pruning callback, and the MLflow
 parent/child runs of a study."""
