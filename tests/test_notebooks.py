@@ -14,8 +14,8 @@ from test_train_support import simulated_cohort, tiny_overrides
 
 from progression.config import load_config
 from progression.registry import register_run_model
-from progression.tuning.study import tune
 from progression.tuning.space import parse_search_space
+from progression.tuning.study import tune
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "compare_runs.ipynb"
 SPACE = """

@@ -23,8 +23,8 @@ from test_train_support import simulated_cohort, tiny_overrides
 
 from progression import cli
 from progression.config import load_config
-from progression.tuning.study import load_search_space, tune
 from progression.tuning.storage import OWNER_ATTR, default_storage, open_storage
+from progression.tuning.study import load_search_space, tune
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 

@@ -19,10 +19,10 @@ from pg import postgres_server
 from test_train_support import simulated_cohort, tiny_overrides
 
 from progression.config import load_config
-from progression.tuning.study import tune
 from progression.tuning.mlflow_runs import child_runs
 from progression.tuning.space import parse_search_space
 from progression.tuning.storage import OWNER_ATTR, open_storage, reap_dead_trials
+from progression.tuning.study import tune
 
 pytestmark = pytest.mark.postgres
 
