@@ -21,8 +21,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from progression.cohort.format import EARLIEST_YEAR, IMAGES, PATIENTS, VISITS
 from progression.cohort.parallel import default_workers, parallel_map
-from progression.cohort.tables import EARLIEST_YEAR, IMAGES, PATIENTS, SCORE_COLUMNS, VISITS
+from progression.columns import SCORE_COLUMNS
 from progression.errors import ConfigError
 from progression.ingest.headers import DICOMDIR_SOP_CLASS, read_header
 from progression.ingest.outdir import building

@@ -21,7 +21,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from progression.cohort.tables import JOINT_SCORES, PATIENTS, SCORE_COLUMNS, VISITS, read_cohort
+from progression.cohort import read_cohort
+from progression.cohort.format import JOINT_SCORES, PATIENTS, VISITS
+from progression.columns import SCORE_COLUMNS
 from progression.errors import CohortError, ConfigError
 from progression.ingest.joint_map import load_joint_map
 from progression.ingest.outdir import building
