@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from dicom_writer import write_dicom
 
 from progression.cli import main
 from progression.cohort import validate_cohort
 from progression.ingest import guess_region, import_dicom, pseudonym
-from tests.conftest import write_dicom
 
 PIXELS = (np.arange(16 * 12, dtype=np.uint16).reshape(16, 12) * 20) % 4096
 
