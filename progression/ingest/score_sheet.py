@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from progression.cohort.tables import MISSING_TOKENS, SCORE_MAX
+from progression.cohort.format import MISSING_TOKENS, SCORE_MAX
 from progression.errors import CohortError
 from progression.ingest.joint_map import COMPONENTS, JointMap, normalize
 from progression.scoring import joint_by_name
