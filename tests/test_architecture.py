@@ -34,8 +34,6 @@ DATA_TABLES = {
 BEING_SPLIT = {
     "progression.evaluate.metrics",  # ("evidence")
     "progression.evaluate.baselines",  # 539 lines (open; "concepts" moves its oracle reader)
-    "progression.simulate.render.render_region",  # ("films")
-    "progression.simulate.cohort.simulate_patient",  # 181 lines (open)
 }
 
 
