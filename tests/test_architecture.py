@@ -170,3 +170,11 @@ def test_modules_and_functions_stay_short():
 
 def _exempt(qualified: str, module: str) -> bool:
     return qualified in DATA_TABLES or qualified in BEING_SPLIT or module in BEING_SPLIT
+
+
+
+def test_the_top_level_api_names_the_evaluation_entry_point_apart_from_its_package():
+    from progression.evaluate.report import evaluate
+
+    assert progression.evaluate_forecasts is evaluate
+    assert "evaluate" not in progression.__all__  # progression.evaluate is the subpackage
