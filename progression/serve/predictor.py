@@ -55,7 +55,8 @@ _FILMS_PER_BATCH = 256
 
 class _DecodedFilms:
     """The ``get(slots)`` of :class:`~progression.cohort.ImageCache` over films decoded in memory,
-    so :meth:`~progression.models.forecaster.Forecaster.encode_films` reads them exactly as it reads the cache."""
+    so :meth:`~progression.models.forecaster.Forecaster.encode_films` reads them exactly as it
+    reads the cache."""
 
     def __init__(self, pixels: list[np.ndarray]):
         self._pixels = np.stack(pixels) if pixels else np.zeros((0, 1, 1), np.uint8)

@@ -107,6 +107,7 @@ def simulate_patient(index: int, cfg: SimulationConfig, out_dir: Path | None) ->
     rec = _Records()
     rec.patients.append(_patient_row(pid, course))
     has_images, scored, region_present = observation_plan(cfg, len(course.days), rng_o)
+    # Each visit observed, then filmed, then the follow-up: the order of rng_o's draws.
     for v in range(len(course.days)):
         _observe_visit(rec, pid, v, course, cfg, scored[v], rng_o)
         _film_visit(rec, pid, v, course, cfg, region_present[v], rng_o, rng_img, out_dir)
