@@ -10,13 +10,14 @@ The Python API, in the order of a study (each name is imported on first use, so
     cohort = pg.read_cohort("cohort")                                  # validated format v1
     result = pg.fit(pg.load_config("tiny", ["data.path=cohort"]))      # one MLflow run
     forecasts = pg.predict_cohort(result.checkpoint_path, cohort)      # predictions table
-    report = pg.evaluate(result.checkpoint_path, "test", out_dir="evaluation")
+    report = pg.evaluate_forecasts(result.checkpoint_path, "test", out_dir="evaluation")
     trained = pg.load_trained(result.checkpoint_path)                  # model, config, meta
 """
 
 from __future__ import annotations
 
-# public name -> module that defines it
+# public name -> module that defines it ("module:name" where the name there differs: the
+# subpackage ``progression.evaluate`` keeps its name, its entry point is evaluate_forecasts)
 _API = {
     "read_cohort": "progression.cohort",
     "Cohort": "progression.cohort",
@@ -27,7 +28,7 @@ _API = {
     "fit": "progression.train",
     "FitResult": "progression.train",
     "predict_cohort": "progression.predict",
-    "evaluate": "progression.evaluate",  # the package itself; calling it runs evaluate()
+    "evaluate_forecasts": "progression.evaluate.report:evaluate",
     "load_trained": "progression.trained",
     "TrainedModel": "progression.trained",
 }
@@ -41,9 +42,8 @@ def __getattr__(name: str) -> object:
         raise AttributeError(f"module 'progression' has no attribute {name!r}")
     import importlib
 
-    imported = importlib.import_module(module)
-    # progression.evaluate is the subpackage (callable: it runs evaluate) once it is imported
-    value = imported if module == f"{__name__}.{name}" else getattr(imported, name)
+    module, _, attribute = module.partition(":")
+    value = getattr(importlib.import_module(module), attribute or name)
     globals()[name] = value  # later look-ups skip this function
     return value
 

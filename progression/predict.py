@@ -20,7 +20,6 @@ import torch
 
 from progression.cohort import Cohort, ImageCache, read_cohort
 from progression.columns import PREDICTION_COLUMNS
-from progression.config import Config
 from progression.data.arrays import CohortArrays, build_arrays
 from progression.data.datasets import GroupedBatchSampler, SequenceDataset, collate_sequences
 from progression.errors import ConfigError
@@ -102,15 +101,28 @@ def predict_cohort(
         bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
         feats = model.encode_films(cache, slots, arrays.image_region, np.arange(len(slots)),
                                    device, 4 * batch_size, bf16, progress)
-    frame = _forecast(model, cfg, arrays, feats, horizons, batch_size, device, skipped)
+    frame = forecast_arrays(model, arrays, feats, horizons, batch_size, device, skipped)
     calibration = trained.calibration if calibrate else None
     return calibration.apply(frame) if calibration is not None else frame
 
 
 @torch.inference_mode()
-def _forecast(model: Forecaster, cfg: Config, arrays: CohortArrays, feats: torch.Tensor | None,
-              horizons: tuple[float, ...], batch_size: int, device: torch.device,
-              skipped: dict[str, int]) -> pd.DataFrame:
+def forecast_arrays(model: Forecaster, arrays: CohortArrays, feats: torch.Tensor | None,
+                    horizons: Sequence[float], batch_size: int = 64,
+                    device: torch.device | str = "cpu",
+                    skipped: Mapping[str, int] | None = None) -> pd.DataFrame:
+    """The predictions table (:data:`PREDICTION_COLUMNS`) from arrays already built.
+
+    ``arrays``: :func:`~progression.data.arrays.build_arrays` cut at the index visit
+    (``truncate_to_index=True``); ``feats``: the films' feature table from
+    :meth:`~progression.models.forecaster.Forecaster.encode_films` (None for a
+    covariates-only model); ``horizons``: years after the index date; ``batch_size``:
+    patients per sequence batch; ``skipped``: unreadable films per patient id, named in
+    ``note``. The model must already be on ``device``. No calibration is applied: that is
+    the caller's step (:attr:`~progression.trained.TrainedModel.calibration`).
+    """
+    device = torch.device(device)
+    skipped = dict(skipped or {})
     dataset = SequenceDataset(arrays, np.arange(arrays.n_patients))
     sampler = GroupedBatchSampler(dataset.lengths(), batch_size, shuffle=False)
     chunks: list[dict[str, np.ndarray]] = []

@@ -35,8 +35,6 @@ DATA_TABLES = {
 BEING_SPLIT = {
     "progression.evaluate.metrics",  # ("evidence")
     "progression.evaluate.baselines",  # 539 lines (open; "concepts" moves its oracle reader)
-    "progression.simulate.render.render_region",  # ("films")
-    "progression.simulate.cohort.simulate_patient",  # 181 lines (open)
 }
 
 
@@ -183,3 +181,10 @@ def test_every_module_is_on_the_architecture_map():
                      if not name.startswith("progression.commands.")
                      and name.rsplit(".", 1)[-1] not in words)
     assert missing == [], f"add these modules to the map in docs/architecture.md: {missing}"
+
+
+def test_the_top_level_api_names_the_evaluation_entry_point_apart_from_its_package():
+    from progression.evaluate.report import evaluate
+
+    assert progression.evaluate_forecasts is evaluate
+    assert "evaluate" not in progression.__all__  # progression.evaluate is the subpackage

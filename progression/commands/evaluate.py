@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 
+from progression.data.horizons import LANDMARK_TOLERANCE_YEARS
 from progression.errors import ProgressionError
 
 
@@ -48,8 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="progression event: rapid (>= 5 units/yr) or sdc (change > --sdc)")
     parser.add_argument("--sdc", type=float, default=5.0,
                         help="smallest detectable change in SvdH units (default: %(default)s)")
-    parser.add_argument("--tolerance", type=float, default=0.25,
-                        help="landmark: years a later visit may be off index + horizon")
+    parser.add_argument("--tolerance", type=float, default=LANDMARK_TOLERANCE_YEARS,
+                        help="landmark: years a later visit may be off index + horizon "
+                        "(default: %(default)s)")
     parser.add_argument("--observed-followup", action="store_true",
                         help="simulated cohorts: progression events from reader-noisy scores")
     parser.add_argument("--model-name", default="model", help="name of the model in the report")

@@ -22,8 +22,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import pandas as pd
-
 from progression.columns import DAYS_PER_YEAR
 
 MIN_RATE_GAP_YEARS = 0.25  # rates over shorter gaps are mostly scoring noise
@@ -67,4 +65,6 @@ def slope_defined(n: Any, denom: Any) -> Any:
 
 def years_between(start: Any, end: Any) -> Any:
     """Years from ``start`` to ``end`` (timestamps or Series of them), 365.25 days a year."""
+    import pandas as pd  # here, so the windows and tolerances above import in no time
+
     return (pd.to_datetime(end) - pd.to_datetime(start)) / pd.Timedelta(days=DAYS_PER_YEAR)

@@ -93,7 +93,8 @@ def predict_matrix(train_cohort: Any, cohort: Any, horizon: float,
     """Fit the clinical matrix model on ``train_cohort`` and forecast ``cohort``.
 
     Cohorts are directories (read without their radiographs, which the matrix never
-    looks at, so table-only simulated cohorts work too) or ``CohortTables``.
+    looks at, so table-only simulated cohorts work too) or :class:`~progression.cohort.Cohort`
+    objects.
     ``index_dates`` (patient_id, index_date), e.g. the model's predictions table, make
     the matrix forecast from the same visit as the model.
     """

@@ -1,14 +1,12 @@
 """Evaluation: outcomes, metrics with bootstrap CIs, baselines, survival, report.
 
-See docs/evaluation.md. The entry point is :func:`evaluate`; the baselines share one
-interface (``fit(train_cohort) -> self``, ``predict(cohort, horizons, index_dates)``).
+See docs/evaluation.md. The entry point is :func:`evaluate` (in the top-level API
+``progression.evaluate_forecasts``: the name ``progression.evaluate`` is this package); the
+baselines share one interface (``fit(train_cohort) -> self``,
+``predict(cohort, horizons, index_dates)``).
 """
 
 from __future__ import annotations
-
-import sys
-import types
-from typing import Any
 
 from progression.data.outcomes import (
     OutcomeRule,
@@ -60,14 +58,3 @@ __all__ = [
     "training_cohort_of",
 ]
 
-
-class _CallablePackage(types.ModuleType):
-    """``progression.evaluate`` is both this package and the top-level API's ``evaluate``
-    (Python binds the subpackage to that name once it is imported), so calling the package
-    runs :func:`~progression.evaluate.report.evaluate`."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        return evaluate(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallablePackage

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from progression.cohort import Cohort, read_cohort
+from progression.columns import KNOWN_COVARIATES, KnownCovariate
 from progression.data.covariates import MISSING_CODE, CovariateSpec
 from progression.errors import CohortError
 from progression.explain.attributions import integrated_gradients
@@ -49,32 +50,6 @@ from progression.scoring import REGIONS
 from progression.trained import load_trained
 
 logger = logging.getLogger(__name__)
-
-# How a covariate is shown to a clinician: label and unit (format-v1 names, docs/architecture.md).
-COVARIATE_LABELS: dict[str, tuple[str, str]] = {
-    "crp": ("CRP (C-reactive protein)", "mg/L"),
-    "esr": ("ESR (sedimentation rate)", "mm/h"),
-    "das28": ("DAS28 disease activity", ""),
-    "sjc28": ("Swollen joints (of 28)", ""),
-    "tjc28": ("Tender joints (of 28)", ""),
-    "haq": ("HAQ disability index (0-3)", ""),
-    "rf": ("Rheumatoid factor", ""),
-    "acpa": ("ACPA (anti-CCP antibodies)", ""),
-    "smoker": ("Smoker", ""),
-    "treatment": ("Treatment", ""),
-    "age": ("Age", "years"),
-    "age_at_visit": ("Age", "years"),
-    "sex": ("Sex", ""),
-    "site": ("Centre", ""),
-}
-
-# 0/1-coded covariates shown in words
-BINARY_WORDS: dict[str, tuple[str, str]] = {
-    "rf": ("negative", "positive"),
-    "acpa": ("negative", "positive"),
-    "smoker": ("no", "yes"),
-}
-
 
 def _features(model: Forecaster, patient: PatientInputs) -> torch.Tensor | None:
     if patient.images is None:
@@ -119,15 +94,15 @@ def _covariate_effects(model: Forecaster, spec: CovariateSpec, patient: PatientI
         return fn
 
     def shown(name: str, raw: object, latest: bool) -> tuple[str, str]:
-        label, unit = COVARIATE_LABELS.get(name, (name, ""))
+        known = KNOWN_COVARIATES.get(name, KnownCovariate(name, name))
         if isinstance(raw, float):
             raw = round(raw, 4)  # undo float32 standardisation noise (1.0 -> 0.99999994)
-        if name in BINARY_WORDS and raw in (0.0, 1.0):
-            text = BINARY_WORDS[name][int(raw)]
+        if known.words is not None and raw in (0.0, 1.0):
+            text = known.words[int(raw)]
         else:
             text = f"{raw:.3g}" if isinstance(raw, float) else str(raw)
-        text = f"{text} {unit}".strip()
-        return label, text + (" (latest)" if latest else "")
+        text = f"{text} {known.report_unit}".strip()
+        return known.label, text + (" (latest)" if latest else "")
 
     for key, group, per_visit in (
         ("static_num", spec.static_numeric, False),

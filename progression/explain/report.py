@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from progression.columns import DAYS_PER_YEAR
 from progression.explain.gradcam import overlay, save_png
 from progression.explain.joints import joint_change, reader_total
 from progression.io import atomic_write_bytes, atomic_write_text
@@ -150,7 +151,7 @@ def _scores_figure(report: PatientReport, path: Path) -> None:
     if not forecasts.empty:
         start = _parse_date(forecasts["index_date"].iloc[0])
         base = float(forecasts["svdh_index_pred"].iloc[0])
-        when = [start + timedelta(days=365.25 * h) for h in forecasts["horizon_years"]]
+        when = [start + timedelta(days=DAYS_PER_YEAR * h) for h in forecasts["horizon_years"]]
         centre = base + forecasts["delta_svdh_pred"].to_numpy(dtype=float)
         lo = base + forecasts["delta_svdh_lo"].to_numpy(dtype=float)
         hi = base + forecasts["delta_svdh_hi"].to_numpy(dtype=float)

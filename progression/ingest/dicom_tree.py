@@ -270,6 +270,43 @@ def import_dicom(
     ``workers``: header-reading processes (None: one per core for big trees).
     """
     src, out = Path(src), Path(out)
+    _check_options(src, out, mode, salt, key_table, visit_window_days)
+    files = find_files(src)
+    if not files:
+        raise ConfigError(f"SRC {src} holds no files; is it the right folder?")
+    headers = _read_headers(files, workers, progress)
+    placed, unplaced, merged = place_headers(headers, visit_window_days)
+    patients = _patients_table({h["path"]: h for h in headers}, placed)
+    new_id = _new_ids(placed, salt)
+    tables = _cohort_tables(placed, patients, new_id)
+    unplaced_table = pd.DataFrame(
+        [(os.path.relpath(path, src), reason) for path, reason in unplaced],
+        columns=["file", "reason"],
+    ).sort_values("file", kind="stable")
+    with building(out, overwrite) as tmp:
+        _place_files(placed, tmp, mode, salt)
+        _write_tables(tmp, tables, unplaced_table, new_id, key_table)
+    return DicomImportResult(
+        out=out,
+        n_files=len(files),
+        n_images=len(placed),
+        n_patients=len(new_id),
+        n_visits=len(tables.visits),
+        n_merged_studies=merged,
+        unplaced=unplaced_table,
+        reasons=Counter(reason.split(":")[0] for _, reason in unplaced),
+    )
+
+
+def _check_options(
+    src: Path,
+    out: Path,
+    mode: str,
+    salt: str | None,
+    key_table: str | Path | None,
+    visit_window_days: int,
+) -> None:
+    """Refuse option combinations that would fail late, leak ids or touch the source."""
     if not src.is_dir():
         raise ConfigError(f"SRC {src} is not a directory; give the folder of the DICOM export")
     if mode not in ("copy", "link"):
@@ -299,23 +336,36 @@ def import_dicom(
                 "from the data it unlocks"
             )
 
-    files = find_files(src)
-    if not files:
-        raise ConfigError(f"SRC {src} holds no files; is it the right folder?")
+
+def _read_headers(files: list[Path], workers: int | None, progress: bool) -> list[dict[str, str]]:
     if workers is None:
         workers = default_workers() if len(files) >= MIN_FILES_FOR_WORKERS else 1
-    headers = list(
+    return list(
         parallel_map(read_header, [str(p) for p in files], workers, progress,
                      desc="reading DICOM headers")
     )  # fmt: skip
-    placed, unplaced, merged = place_headers(headers, visit_window_days)
-    headers_by_path = {h["path"]: h for h in headers}
-    patients = _patients_table(headers_by_path, placed)
 
+
+def _new_ids(placed: pd.DataFrame, salt: str | None) -> dict[str, str]:
+    """Original patient id -> id in the cohort (its pseudonym when ``salt`` is given)."""
     ids = sorted(placed["patient_id"].unique())
     new_id = {p: pseudonym(p, salt) for p in ids} if salt is not None else {p: p for p in ids}
     if len(set(new_id.values())) != len(new_id):
         raise ConfigError("two patient ids gave one pseudonym; choose another --pseudonymize SALT")
+    return new_id
+
+
+@dataclass
+class _ImportedTables:
+    patients: pd.DataFrame
+    visits: pd.DataFrame
+    images: pd.DataFrame
+
+
+def _cohort_tables(
+    placed: pd.DataFrame, patients: pd.DataFrame, new_id: dict[str, str]
+) -> _ImportedTables:
+    """The format v1 tables; adds ``new_id`` and ``rel`` (path in the cohort) to ``placed``."""
     placed["new_id"] = placed["patient_id"].map(new_id)
     placed["visit_date"] = [d.isoformat() for d in placed["visit_date"]]
     folder = _folders(new_id.values())
@@ -334,39 +384,39 @@ def import_dicom(
     images = placed[["new_id", "visit_date", "region", "rel"]].set_axis(
         ["patient_id", "visit_date", "region", "path"], axis=1
     )
-    unplaced_table = pd.DataFrame(
-        [(os.path.relpath(path, src), reason) for path, reason in unplaced],
-        columns=["file", "reason"],
-    ).sort_values("file", kind="stable")
+    return _ImportedTables(patients=patients, visits=visits, images=images)
 
-    with building(out, overwrite) as tmp:
-        for row in placed.itertuples(index=False):
-            target = tmp / row.rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if mode == "link":
-                os.symlink(os.path.abspath(row.path), target)
-            elif salt is not None:
-                _pseudonymized_copy(row.path, target, row.new_id)
-            else:
-                shutil.copy2(row.path, target)
-        atomic_write_csv(tmp / PATIENTS, patients)
-        atomic_write_csv(tmp / VISITS, visits)
-        atomic_write_csv(tmp / IMAGES, images.sort_values(["patient_id", "visit_date", "region"]))
-        atomic_write_csv(tmp / UNPLACED, unplaced_table)
-        if key_table is not None:  # before the cohort appears: never a cohort without its key
-            keys = pd.DataFrame({"pseudonym": [new_id[p] for p in ids], "patient_id": ids})
-            atomic_write_csv(key_table, keys.sort_values("pseudonym"))
-    reasons = Counter(reason.split(":")[0] for _, reason in unplaced)
-    return DicomImportResult(
-        out=out,
-        n_files=len(files),
-        n_images=len(placed),
-        n_patients=len(ids),
-        n_visits=len(visits),
-        n_merged_studies=merged,
-        unplaced=unplaced_table,
-        reasons=reasons,
+
+def _place_files(placed: pd.DataFrame, tmp: Path, mode: str, salt: str | None) -> None:
+    """Copy (pseudonymized when ``salt`` is given) or link each placed file into ``tmp``."""
+    for row in placed.itertuples(index=False):
+        target = tmp / row.rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if mode == "link":
+            os.symlink(os.path.abspath(row.path), target)
+        elif salt is not None:
+            _pseudonymized_copy(row.path, target, row.new_id)
+        else:
+            shutil.copy2(row.path, target)
+
+
+def _write_tables(
+    tmp: Path,
+    tables: _ImportedTables,
+    unplaced_table: pd.DataFrame,
+    new_id: dict[str, str],
+    key_table: str | Path | None,
+) -> None:
+    atomic_write_csv(tmp / PATIENTS, tables.patients)
+    atomic_write_csv(tmp / VISITS, tables.visits)
+    atomic_write_csv(
+        tmp / IMAGES, tables.images.sort_values(["patient_id", "visit_date", "region"])
     )
+    atomic_write_csv(tmp / UNPLACED, unplaced_table)
+    if key_table is not None:  # before the cohort appears: never a cohort without its key
+        ids = sorted(new_id)
+        keys = pd.DataFrame({"pseudonym": [new_id[p] for p in ids], "patient_id": ids})
+        atomic_write_csv(key_table, keys.sort_values("pseudonym"))
 
 
 def _folders(patient_ids) -> dict[str, str]:

@@ -21,13 +21,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from progression.cohort import read_cohort
 from progression.cohort.format import JOINT_SCORES, PATIENTS, VISITS
+from progression.cohort.reading import read_cohort
 from progression.columns import SCORE_COLUMNS
 from progression.errors import CohortError, ConfigError
 from progression.ingest.joint_map import load_joint_map
 from progression.ingest.outdir import building
-from progression.ingest.score_sheet import parse_scores, read_sheet
+from progression.ingest.score_sheet import SheetScores, parse_scores, read_sheet
 from progression.io import atomic_write_csv
 from progression.scoring import aggregate_joint_scores
 
@@ -92,19 +92,44 @@ def import_scores(
     before anything is written.
     """
     cohort, out = Path(cohort), Path(out)
+    _check_paths(cohort, out)
+    read_cohort(cohort)  # the input must be a valid cohort (raises CohortError listing why)
+    names = load_joint_map(joint_map)
+    frame, source = read_sheet(file, sheet)
+    scores = parse_scores(frame, source, names, ignore_unknown_joints)
+    visits = _read_text_table(cohort / VISITS)
+    _check_rows_match_visits(scores, cohort, visits, source)
+    joint_table = _merged_joint_scores(cohort, scores.joints)
+    touched = set(zip(scores.joints["patient_id"], scores.joints["visit_date"], strict=True))
+    given = set(zip(scores.totals["patient_id"], scores.totals["visit_date"], strict=True))
+    visits, computed = _merged_visit_totals(visits, joint_table, scores.totals, touched - given)
+    _write_merged_cohort(cohort, out, overwrite, visits, joint_table, source)
+    return ScoreImportResult(
+        out=out,
+        source=source,
+        form=scores.form,
+        n_grades=len(scores.joints),
+        n_visits_scored=len(touched),
+        n_totals_given=len(given),
+        n_totals_computed=computed,
+        skipped_joints=scores.skipped,
+    )
+
+
+def _check_paths(cohort: Path, out: Path) -> None:
     cohort_abs, out_abs = cohort.resolve(), out.resolve()
     if out_abs == cohort_abs or cohort_abs in out_abs.parents or out_abs in cohort_abs.parents:
         raise ConfigError(
             f"--out {out} and --cohort {cohort} overlap; import-scores never writes into the "
             "cohort: give a new directory outside it"
         )
-    read_cohort(cohort)  # the input must be a valid cohort (raises CohortError listing why)
-    names = load_joint_map(joint_map)
-    frame, source = read_sheet(file, sheet)
-    scores = parse_scores(frame, source, names, ignore_unknown_joints)
 
+
+def _check_rows_match_visits(
+    scores: SheetScores, cohort: Path, visits: pd.DataFrame, source: str
+) -> None:
+    """Every graded (patient, visit) of the sheet must be a visit of the cohort."""
     patients = set(_read_text_table(cohort / PATIENTS)["patient_id"])
-    visits = _read_text_table(cohort / VISITS)
     visit_keys = set(zip(visits["patient_id"], visits["visit_date"], strict=True))
     problems = []
     for table in (scores.joints, scores.totals):
@@ -123,33 +148,41 @@ def import_scores(
         raise CohortError(f"{source}: rows that match no visit of the cohort; nothing was "
                           f"written\n  {shown}")  # fmt: skip
 
-    # Merge per joint and component: the sheet's grade replaces the cohort's.
+
+def _merged_joint_scores(cohort: Path, sheet_joints: pd.DataFrame) -> pd.DataFrame:
+    """The cohort's joint grades with the sheet's, per joint and component: the sheet's win."""
     key = ["patient_id", "visit_date", "joint"]
     if (cohort / JOINT_SCORES).exists():
         old = _read_text_table(cohort / JOINT_SCORES)[[*key, "erosion", "jsn"]]
     else:
         old = pd.DataFrame(columns=[*key, "erosion", "jsn"])
     merged = {tuple(r[:3]): {"erosion": r[3], "jsn": r[4]} for r in old.itertuples(index=False)}
-    for r in scores.joints.itertuples(index=False):
+    for r in sheet_joints.itertuples(index=False):
         merged.setdefault((r.patient_id, r.visit_date, r.joint), {"erosion": "", "jsn": ""})[
             r.component
         ] = _format(r.grade)
-    joint_table = pd.DataFrame(
+    return pd.DataFrame(
         [(*k, v["erosion"], v["jsn"]) for k, v in merged.items()],
         columns=[*key, "erosion", "jsn"],
     ).sort_values(key)
 
+
+def _merged_visit_totals(
+    visits: pd.DataFrame, joint_table: pd.DataFrame, sheet_totals: pd.DataFrame, pending: set
+) -> tuple[pd.DataFrame, int]:
+    """(visits with updated ``svdh_*``, count of totals computed from joint grades).
+
+    ``pending`` visits (graded joints, no totals in the sheet) get totals summed from
+    complete joint grades; totals given in the sheet then win.
+    """
     visits = visits.copy()
     for column in SCORE_COLUMNS:
         if column not in visits.columns:
             visits[column] = ""
     row_of = {k: i for i, k in enumerate(zip(visits["patient_id"], visits["visit_date"],
                                              strict=True))}  # fmt: skip
-    touched = set(zip(scores.joints["patient_id"], scores.joints["visit_date"], strict=True))
-    given = set(zip(scores.totals["patient_id"], scores.totals["visit_date"], strict=True))
     computed = 0
-    if touched - given:
-        pending = touched - given
+    if pending:
         mask = [k in pending for k in zip(joint_table["patient_id"], joint_table["visit_date"],
                                           strict=True)]  # fmt: skip
         sums = aggregate_joint_scores(joint_table[mask])  # "" reads as not graded
@@ -159,12 +192,24 @@ def import_scores(
                 for column in SCORE_COLUMNS:
                     visits.at[i, column] = _format(getattr(r, column))
                 computed += 1
-    for r in scores.totals.itertuples(index=False):
+    for r in sheet_totals.itertuples(index=False):
         i = row_of[(r.patient_id, r.visit_date)]
         for column in SCORE_COLUMNS:
             if pd.notna(getattr(r, column)):
                 visits.at[i, column] = _format(getattr(r, column))
+    return visits, computed
 
+
+def _write_merged_cohort(
+    cohort: Path,
+    out: Path,
+    overwrite: bool,
+    visits: pd.DataFrame,
+    joint_table: pd.DataFrame,
+    source: str,
+) -> None:
+    """Carry the cohort over to ``out`` with the new tables; refuse it unless it reads."""
+    cohort_abs = cohort.resolve()
     with building(out, overwrite) as tmp:
         shutil.copytree(cohort, tmp, symlinks=True, copy_function=_hardlink_or_copy,
                         dirs_exist_ok=True,
@@ -179,13 +224,3 @@ def import_scores(
                 f"the cohort with the scores of {source} would not be valid, so nothing was "
                 f"written; fix the sheet:\n{exc}"
             ) from None
-    return ScoreImportResult(
-        out=out,
-        source=source,
-        form=scores.form,
-        n_grades=len(scores.joints),
-        n_visits_scored=len(touched),
-        n_totals_given=len(given),
-        n_totals_computed=computed,
-        skipped_joints=scores.skipped,
-    )

@@ -161,8 +161,37 @@ def parse_scores(
     frame: pd.DataFrame, source: str, joint_map: JointMap, ignore_unknown_joints: bool = False
 ) -> SheetScores:
     """Grades of a sheet read by :func:`read_sheet`, checked and in this project's names."""
-    errors = _Errors(source)
     columns = {normalize(c): c for c in frame.columns}
+    sheet = _Sheet(frame, source, _key_columns(frame, columns, source))
+    totals_by_column: dict[str, str] = {}
+    form = "long" if "joint" in columns else "wide"
+    if form == "long":
+        used = sheet.read_long(columns, joint_map)
+    else:
+        used = sheet.read_wide(columns, joint_map, totals_by_column)
+    ignored = [c for c in frame.columns if c not in used]
+    if ignored:
+        logger.warning("%s: column(s) ignored (not a key, joint or total): %s", source,
+                       ", ".join(ignored))  # fmt: skip
+    totals = sheet.read_totals(totals_by_column)
+    joints = pd.DataFrame(sheet.records,
+                          columns=["i", "joint", "component", "grade", "where", "row"])  # fmt: skip
+    sheet.check_repeated_grades(joints)
+    if not ignore_unknown_joints:
+        sheet.report_unknown_joints()
+    skipped = sorted(sheet.unknown_at) if ignore_unknown_joints else []
+    sheet.errors.raise_if_any()
+    joints = sheet.keyed(joints)
+    total_frame = sheet.keyed(pd.DataFrame(totals, columns=["i", *TOTAL_ALIASES]))
+    total_frame["row"] = [sheet.where[i] for i in total_frame["i"]]
+    if skipped:
+        logger.warning("%s: unknown joint(s) skipped (--ignore-unknown-joints): %s", source,
+                       ", ".join(skipped))  # fmt: skip
+    return SheetScores(joints.drop(columns="i"), total_frame.drop(columns="i"), skipped, form)
+
+
+def _key_columns(frame: pd.DataFrame, columns: dict[str, str], source: str) -> dict[str, str]:
+    """The sheet's column for ``patient_id`` and for ``visit_date``."""
     keys = {key: _find_column(columns, aliases) for key, aliases in KEY_ALIASES.items()}
     missing = [key for key, column in keys.items() if column is None]
     if missing:
@@ -170,56 +199,73 @@ def parse_scores(
             f"{source}: no {' or '.join(missing)} column (columns: {', '.join(frame.columns)}); "
             "a score sheet needs patient_id and visit_date (YYYY-MM-DD) columns"
         )
-    rows = frame.reset_index(drop=True)
-    where = [f"row {i + 2}" for i in range(len(rows))]
-    patient_ids = rows[keys["patient_id"]].tolist()
-    dates: list[str | None] = []
-    for i, text in enumerate(rows[keys["visit_date"]]):
-        if patient_ids[i] == "":
-            errors.add(where[i], f"empty {keys['patient_id']}; give the patient's id")
-        parsed = _parse_date(text)
-        if parsed is None:
-            errors.add(
-                where[i],
-                f"{keys['visit_date']} '{text}' is not a date in YYYY-MM-DD form; write it as "
-                "YYYY-MM-DD, e.g. 2021-03-15 (or format the Excel column as a date)",
-            )
-        dates.append(parsed)
-    records: list[dict] = []
-    unknown_at: dict[str, list[str]] = {}  # unknown joint name -> where it occurs
+    return keys
 
-    def unknown(name: str, at: str) -> None:
-        unknown_at.setdefault(name, []).append(at)
 
-    def grade(i: int, column: str, joint: str, component: str, text: str) -> None:
+class _Sheet:
+    """One pass over a score sheet: rows' keys, the grades found so far, the problems."""
+
+    def __init__(self, frame: pd.DataFrame, source: str, keys: dict[str, str]):
+        self.source = source
+        self.keys = keys
+        self.errors = _Errors(source)
+        self.rows = frame.reset_index(drop=True)
+        self.where = [f"row {i + 2}" for i in range(len(self.rows))]
+        self.patient_ids = self.rows[keys["patient_id"]].tolist()
+        self.dates = self._dates()
+        self.records: list[dict] = []
+        self.unknown_at: dict[str, list[str]] = {}  # unknown joint name -> where it occurs
+
+    def _dates(self) -> list[str | None]:
+        dates: list[str | None] = []
+        for i, text in enumerate(self.rows[self.keys["visit_date"]]):
+            if self.patient_ids[i] == "":
+                self.errors.add(self.where[i], f"empty {self.keys['patient_id']}; give the "
+                                               "patient's id")  # fmt: skip
+            parsed = _parse_date(text)
+            if parsed is None:
+                self.errors.add(
+                    self.where[i],
+                    f"{self.keys['visit_date']} '{text}' is not a date in YYYY-MM-DD form; write "
+                    "it as YYYY-MM-DD, e.g. 2021-03-15 (or format the Excel column as a date)",
+                )
+            dates.append(parsed)
+        return dates
+
+    def unknown(self, name: str, at: str) -> None:
+        self.unknown_at.setdefault(name, []).append(at)
+
+    def grade(self, i: int, column: str, joint: str, component: str, text: str) -> None:
+        """Keep the grade in cell (``i``, ``column``) when it is a valid SvdH grade."""
         value = _grade(text)
         if value is None:
             return
         found = joint_by_name(joint)
         cap = found.erosion_max if component == "erosion" else found.jsn_max
-        at = f"{where[i]} [{column}]"
+        at = f"{self.where[i]} [{column}]"
         if isinstance(value, str):
-            errors.add(at, f"'{value}' is not a number; write an integer grade or leave it empty")
+            self.errors.add(at, f"'{value}' is not a number; write an integer grade or leave it "
+                                "empty")  # fmt: skip
         elif cap is None:
-            errors.add(at, f"{joint} has no {component} component in SvdH; leave it empty")
+            self.errors.add(at, f"{joint} has no {component} component in SvdH; leave it empty")
         elif not (0 <= value <= cap) or value != round(value):
-            errors.add(at, f"{component} {value:g} for {joint} is not an SvdH grade 0-{cap} "
-                           "(integers); correct the grade")  # fmt: skip
+            self.errors.add(at, f"{component} {value:g} for {joint} is not an SvdH grade 0-{cap} "
+                                "(integers); correct the grade")  # fmt: skip
         else:
-            records.append({"i": i, "joint": joint, "component": component, "grade": value,
-                            "where": at, "row": where[i]})  # fmt: skip
+            self.records.append({"i": i, "joint": joint, "component": component, "grade": value,
+                                 "where": at, "row": self.where[i]})  # fmt: skip
 
-    totals_by_column: dict[str, str] = {}
-    form = "long" if "joint" in columns else "wide"
-    if form == "long":
+    def read_long(self, columns: dict[str, str], joint_map: JointMap) -> set[str]:
+        """Grades of a long sheet (one row per joint); returns the columns used."""
+        rows, keys = self.rows, self.keys
         joint_column = columns["joint"]
         components = {c: columns[c] for c in COMPONENTS if c in columns}
         if not components:
             larsen = [c for c in ("larsen", "grade", "score") if c in columns]
             hint = " (Larsen grades are not stored in format v1 yet)" if larsen else ""
             raise CohortError(
-                f"{source}: a long sheet (it has a joint column) needs erosion and/or jsn "
-                f"columns; columns: {', '.join(frame.columns)}{hint}"
+                f"{self.source}: a long sheet (it has a joint column) needs erosion and/or jsn "
+                f"columns; columns: {', '.join(rows.columns)}{hint}"
             )
         used = {keys["patient_id"], keys["visit_date"], joint_column, *components.values()}
         for i, name in enumerate(rows[joint_column]):
@@ -229,11 +275,17 @@ def parse_scores(
                     continue
                 joint = joint_map.svdh_joint(name, component)
                 if joint is None:
-                    unknown(name, f"{where[i]} [{joint_column}]")
+                    self.unknown(name, f"{self.where[i]} [{joint_column}]")
                     break
-                grade(i, column, joint, component, text)
-    else:
-        used = {keys["patient_id"], keys["visit_date"]}
+                self.grade(i, column, joint, component, text)
+        return used
+
+    def read_wide(
+        self, columns: dict[str, str], joint_map: JointMap, totals_by_column: dict[str, str]
+    ) -> set[str]:
+        """Grades of a wide sheet (one column per joint and component); fills
+        ``totals_by_column`` (column -> score column) and returns the columns used."""
+        used = {self.keys["patient_id"], self.keys["visit_date"]}
         joint_columns: list[tuple[str, str, str]] = []  # column, joint, component
         for norm, column in columns.items():
             if column in used:
@@ -245,67 +297,64 @@ def parse_scores(
             base, _, suffix = norm.rpartition("_")
             component = COMPONENT_SUFFIXES.get(suffix)
             if not base or component is None:
-                continue  # not a score column: reported below as ignored
+                continue  # not a score column: reported as ignored
             joint = joint_map.svdh_joint(base, component)
             if joint is None:
                 their_name = column.strip()[: -len(suffix)].rstrip("_ .-")
-                unknown(their_name, f"column '{column}'")
+                self.unknown(their_name, f"column '{column}'")
                 used.add(column)
                 continue
             joint_columns.append((column, joint, component))
         used |= set(totals_by_column) | {c for c, _, _ in joint_columns}
-        for i in range(len(rows)):
+        for i in range(len(self.rows)):
             for column, joint, component in joint_columns:
-                grade(i, column, joint, component, rows.at[i, column])
-    ignored = [c for c in frame.columns if c not in used]
-    if ignored:
-        logger.warning("%s: column(s) ignored (not a key, joint or total): %s", source,
-                       ", ".join(ignored))  # fmt: skip
+                self.grade(i, column, joint, component, self.rows.at[i, column])
+        return used
 
-    totals = []
-    for i in range(len(rows)):
-        given = {}
-        for column, total in totals_by_column.items():
-            value = _grade(rows.at[i, column])
-            if value is None:
-                continue
-            at = f"{where[i]} [{column}]"
-            if isinstance(value, str):
-                errors.add(at, f"'{value}' is not a number; write the {total} or leave it empty")
-            elif not 0 <= value <= SCORE_MAX[total]:
-                errors.add(at, f"{total} {value:g} is outside 0-{SCORE_MAX[total]} SvdH units; "
-                               "correct it")  # fmt: skip
-            else:
-                given[total] = value
-        if given:
-            totals.append({"i": i, **given})
-    joints = pd.DataFrame(records, columns=["i", "joint", "component", "grade", "where", "row"])
-    seen: dict[tuple, str] = {}
-    for r in joints.itertuples(index=False):
-        key = (patient_ids[r.i], dates[r.i], r.joint, r.component)
-        if key in seen:
-            errors.add(r.where, f"{r.component} of {r.joint} for patient {key[0]} on {key[1]} "
-                                f"is already given at {seen[key]}; keep one")  # fmt: skip
-        seen[key] = r.where
-    if not ignore_unknown_joints:
-        for name, places in unknown_at.items():
+    def read_totals(self, totals_by_column: dict[str, str]) -> list[dict]:
+        """Per row with any: ``{"i": row index, score column: value, ...}``."""
+        totals = []
+        for i in range(len(self.rows)):
+            given = {}
+            for column, total in totals_by_column.items():
+                value = _grade(self.rows.at[i, column])
+                if value is None:
+                    continue
+                at = f"{self.where[i]} [{column}]"
+                if isinstance(value, str):
+                    self.errors.add(at, f"'{value}' is not a number; write the {total} or leave "
+                                        "it empty")  # fmt: skip
+                elif not 0 <= value <= SCORE_MAX[total]:
+                    self.errors.add(at, f"{total} {value:g} is outside 0-{SCORE_MAX[total]} SvdH "
+                                        "units; correct it")  # fmt: skip
+                else:
+                    given[total] = value
+            if given:
+                totals.append({"i": i, **given})
+        return totals
+
+    def check_repeated_grades(self, joints: pd.DataFrame) -> None:
+        seen: dict[tuple, str] = {}
+        for r in joints.itertuples(index=False):
+            key = (self.patient_ids[r.i], self.dates[r.i], r.joint, r.component)
+            if key in seen:
+                self.errors.add(r.where, f"{r.component} of {r.joint} for patient {key[0]} on "
+                                         f"{key[1]} is already given at {seen[key]}; keep one")  # fmt: skip
+            seen[key] = r.where
+
+    def report_unknown_joints(self) -> None:
+        for name, places in self.unknown_at.items():
             more = f" (and {len(places) - 1} more)" if len(places) > 1 else ""
             site = normalize(name).rsplit("_", 1)[-1]
-            errors.add(
+            self.errors.add(
                 f"{places[0]}{more}",
                 f"unknown joint '{name}'; add it to a joint map given with --joint-map MAP.yaml "
                 f"(e.g. svdh: {{hand: {{both: {{{site}: <SvdH site>}}}}}}; sites in "
                 "docs/scoring.md), or pass --ignore-unknown-joints to skip it with a warning",
             )
-    skipped = sorted(unknown_at) if ignore_unknown_joints else []
-    errors.raise_if_any()
-    joints.insert(0, "patient_id", [patient_ids[i] for i in joints["i"]])
-    joints.insert(1, "visit_date", [dates[i] for i in joints["i"]])
-    total_frame = pd.DataFrame(totals, columns=["i", *TOTAL_ALIASES])
-    total_frame.insert(0, "patient_id", [patient_ids[i] for i in total_frame["i"]])
-    total_frame.insert(1, "visit_date", [dates[i] for i in total_frame["i"]])
-    total_frame["row"] = [where[i] for i in total_frame["i"]]
-    if skipped:
-        logger.warning("%s: unknown joint(s) skipped (--ignore-unknown-joints): %s", source,
-                       ", ".join(skipped))  # fmt: skip
-    return SheetScores(joints.drop(columns="i"), total_frame.drop(columns="i"), skipped, form)
+
+    def keyed(self, table: pd.DataFrame) -> pd.DataFrame:
+        """``table`` (rows indexed by ``i``) with ``patient_id`` and ``visit_date`` in front."""
+        table.insert(0, "patient_id", [self.patient_ids[i] for i in table["i"]])
+        table.insert(1, "visit_date", [self.dates[i] for i in table["i"]])
+        return table

@@ -6,9 +6,10 @@ embedding. There is exactly one backbone instance; left/right hands and feet at 
 go through the same weights, so the same film always gives the same embedding and a change
 between visits is a change in the film, not in the network.
 
-Damage heads predict ``log1p`` of SvdH units (squared error in that space; FINDINGS: L1
-with a softplus output collapsed to the median). Each region has its own output rows
-because hands and feet score different joints on different scales.
+Damage heads predict ``log1p`` of SvdH units (squared error in that space; L1 with a
+softplus output collapsed to the median, docs/design_decisions.md#damage-is-learned-in-log-space).
+Each region has its own output rows because hands and feet score different joints on
+different scales.
 """
 
 from __future__ import annotations

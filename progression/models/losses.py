@@ -1,8 +1,9 @@
 """Loss terms with missing targets masked out (a missing score never counts as 0).
 
 Damage is compared in ``log1p`` space with squared error: SvdH scores are skewed (most
-patients low, a few very high), and FINDINGS measured that this loss learns from films where
-L1 with a softplus output collapsed to the median. Changes are compared with a Huber loss
+patients low, a few very high), and this loss learns from films where L1 with a softplus
+output collapsed to the median (docs/design_decisions.md#damage-is-learned-in-log-space).
+Changes are compared with a Huber loss
 in units of the training cohort's mean progression rate, so one SvdH unit matters the same
 whatever the cohort's scale; intervals with the pinball loss.
 """

@@ -74,7 +74,8 @@ class SequenceModel(nn.Module):
 
     ``image_dim`` is the embedding size of the image encoder (0 = no images: covariates
     and observed scores only); ``image_feature_dim`` of it is kept after a dropout-regularised
-    projection (FINDINGS: full embeddings let the sequence model memorise patients).
+    projection (fed full embeddings, the sequence model memorised patients; see
+    docs/design_decisions.md#a-small-sequence-model-over-image-derived-scores).
     """
 
     def __init__(

@@ -78,12 +78,12 @@ def model_info(predictor: Predictor) -> dict:
     source = predictor.source
     if "://" not in source and ":/" not in source:
         source = Path(source).name  # no absolute path of the serving machine in answers
-    calibration = dict(meta.get("calibration") or {})
+    calibration = dict(meta.calibration or {})
     return {
         "model_version": predictor.version,
         "source": source,
-        "mlflow_run_id": (meta.get("mlflow") or {}).get("run_id"),
-        "training_data_fingerprint": meta.get("cohort_fingerprint"),
+        "mlflow_run_id": meta.mlflow.get("run_id"),
+        "training_data_fingerprint": meta.cohort_fingerprint,
         "config": {
             "backbone": cfg.model.backbone if cfg.model.use_images else None,
             "use_images": cfg.model.use_images,
@@ -113,7 +113,15 @@ def create_app(predictor: Predictor, image_root: Path | None = None, token: str 
         summary="SvdH radiographic progression forecasts for one patient, as JSON or FHIR R4",
         redoc_url=None,
     )
-    info = model_info(predictor)
+    _require_token(app, token)
+    _answer_errors_as_json(app)
+    _add_model_routes(app, predictor)
+    _add_forecast_route(app, predictor, image_root, limits)
+    return RequestLog(BodyLimit(app, limits.max_body_bytes), app)
+
+
+def _require_token(app: FastAPI, token: str | None) -> None:
+    """Every path but OPEN_PATHS needs ``Authorization: Bearer <token>`` when a token is set."""
 
     @app.middleware("http")
     async def authenticate(request: Request, call_next):
@@ -123,6 +131,10 @@ def create_app(predictor: Predictor, image_root: Path | None = None, token: str 
                           "send the header 'Authorization: Bearer <token>' with the token of "
                           "the service's --token-file", {"WWW-Authenticate": "Bearer"})
         return await call_next(request)
+
+
+def _answer_errors_as_json(app: FastAPI) -> None:
+    """Every error in the one JSON shape of :func:`error_payload`, never a traceback."""
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
@@ -147,6 +159,11 @@ def create_app(predictor: Predictor, image_root: Path | None = None, token: str 
         logger.debug("request %s traceback", _request_id(request), exc_info=exc)
         return _error(request, 500, None, "internal error; the service log names this request id")
 
+
+def _add_model_routes(app: FastAPI, predictor: Predictor) -> None:
+    """Health, readiness and what model answers (computed once: the model never changes)."""
+    info = model_info(predictor)
+
     @app.get("/healthz", summary="the process answers")
     async def healthz() -> dict:
         return {"status": "ok"}
@@ -168,6 +185,11 @@ def create_app(predictor: Predictor, image_root: Path | None = None, token: str 
             raise RequestProblem(404, None, "this model has no MODEL_CARD.md next to its run; "
                                             "write one with `progression explain --model-card`")
         return PlainTextResponse(path.read_text(), media_type="text/markdown")
+
+
+def _add_forecast_route(app: FastAPI, predictor: Predictor, image_root: Path | None,
+                        limits: Limits) -> None:
+    """POST /v1/forecast: the forecast in a worker thread under ``limits``."""
 
     @app.post("/v1/forecast", response_model=ForecastResponse, responses={
         **_ERRORS, 200: {"content": {FHIR_MEDIA_TYPE: {}},
@@ -202,8 +224,6 @@ def create_app(predictor: Predictor, image_root: Path | None = None, token: str 
             except ProgressionError as exc:
                 raise RequestProblem(422, "body", _without_paths(str(exc), upload_dir)) from None
         return to_response(frame, predictor)
-
-    return RequestLog(BodyLimit(app, limits.max_body_bytes), app)
 
 
 def _without_paths(message: str, upload_dir: str) -> str:

@@ -1,11 +1,11 @@
 """One loaded model answering one patient at a time, with the numbers ``predict`` gives.
 
-This is the service's only dependency on the prediction code: the checkpoint is read once
-(:func:`~progression.predict.resolve_checkpoint`, :mod:`progression.models.checkpoint`) and
-every request goes through the same steps as :func:`~progression.predict.predict_cohort` for
-a one-patient cohort: :meth:`Cohort.from_frames` (the format-v1 checks), ``build_arrays``
-cut at the index visit, each film encoded once (:func:`~progression.predict.encode_images`),
-the sequence model (``predict._forecast``) and the stored conformal correction. Films are
+This is the service's only dependency on the prediction code: the model is loaded once
+(:func:`~progression.trained.load_trained`) and every request goes through the same steps as
+:func:`~progression.predict.predict_cohort` for a one-patient cohort: :meth:`Cohort.from_frames`
+(the format-v1 checks), ``build_arrays`` cut at the index visit, each film encoded once
+(:meth:`~progression.models.forecaster.Forecaster.encode_films`), the sequence model
+(:func:`~progression.predict.forecast_arrays`) and the stored conformal correction. Films are
 decoded in a thread pool straight to the uint8 pixels the image cache would hold
 (:func:`~progression.cohort.workers.decode_u8`), so no request writes to the shared cache.
 """
@@ -18,7 +18,6 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -26,10 +25,9 @@ import torch
 
 from progression.cohort import Cohort
 from progression.data.arrays import AGE_COLUMN, build_arrays
-from progression.data.covariates import CovariateSpec
 from progression.errors import ImageError
-from progression.models.checkpoint import checkpoint_config, model_from_checkpoint, read_checkpoint
-from progression.predict import _forecast, encode_images, resolve_checkpoint
+from progression.predict import forecast_arrays
+from progression.trained import load_trained
 
 
 @dataclass(frozen=True)
@@ -50,9 +48,15 @@ class FilmError(ImageError):
         self.field = field
 
 
+# Films through the encoder at once: predict_cohort's default (4 x 64 patients), so a request
+# is encoded in the batches predict uses.
+_FILMS_PER_BATCH = 256
+
+
 class _DecodedFilms:
     """The ``get(slots)`` of :class:`~progression.cohort.ImageCache` over films decoded in memory,
-    so :func:`~progression.predict.encode_images` reads them exactly as it reads the cache."""
+    so :meth:`~progression.models.forecaster.Forecaster.encode_films` reads them exactly as it
+    reads the cache."""
 
     def __init__(self, pixels: list[np.ndarray]):
         self._pixels = np.stack(pixels) if pixels else np.zeros((0, 1, 1), np.uint8)
@@ -73,19 +77,15 @@ class Predictor:
     def __init__(self, checkpoint: str | Path, tracking_uri: str | None = None,
                  decode_threads: int = 4, parallel: int = 2):
         self.source = str(checkpoint)
-        self.path = resolve_checkpoint(checkpoint, tracking_uri)
-        ckpt = read_checkpoint(self.path)
-        self.meta: dict[str, Any] = ckpt["progression"]
-        self.cfg = checkpoint_config(ckpt, self.path)
-        self.model = model_from_checkpoint(ckpt, self.path)
-        self.spec = CovariateSpec.from_dict(self.meta["covariates"])
+        trained = load_trained(checkpoint, tracking_uri)
+        self.path = trained.path
+        self.meta = trained.meta
+        self.cfg = trained.config
+        self.model = trained.model
+        self.spec = trained.covariates
+        self.calibration = trained.calibration
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.model.to(self.device)
-        self.calibration = None
-        if self.meta.get("calibration"):
-            from progression.calibration import ConformalCalibration
-
-            self.calibration = ConformalCalibration.from_dict(self.meta["calibration"])
         with open(self.path, "rb") as f:
             self.version = "sha256:" + hashlib.file_digest(f, "sha256").hexdigest()[:16]
         self._slots = threading.BoundedSemaphore(max(1, parallel))
@@ -133,10 +133,10 @@ class Predictor:
             feats = None
             if self.uses_images and arrays.image_path:
                 slots = np.arange(len(pixels))
-                feats = encode_images(self.model, _DecodedFilms(pixels), slots,
-                                      arrays.image_region, self.device, progress=False)
-            frame = _forecast(self.model, self.cfg, arrays, feats, tuple(horizons), 1,
-                              self.device, {})
+                feats = self.model.encode_films(_DecodedFilms(pixels), slots,
+                                                arrays.image_region, slots, self.device,
+                                                _FILMS_PER_BATCH)
+            frame = forecast_arrays(self.model, arrays, feats, horizons, 1, self.device)
         if self.calibration is not None:
             frame = self.calibration.apply(frame)
         return frame

@@ -29,6 +29,12 @@ from progression.io import atomic_write_csv, atomic_write_text
 from progression.scoring import JOINT_NAMES as _JOINT_NAMES
 from progression.scoring import JOINTS, REGIONS, is_rapid
 from progression.simulate.config import SimulationConfig
+from progression.simulate.observations import (
+    biomarkers,
+    observation_plan,
+    reader_grades,
+    visit_times,
+)
 from progression.simulate.render import FILM_STYLES, FilmStyle, ImagingProfile, render_region
 from progression.simulate.writers import (
     EXTENSIONS,
@@ -85,73 +91,53 @@ def _totals(grades: np.ndarray) -> tuple[int, int, int]:
     return erosion + jsn, erosion, jsn
 
 
-def _read(grades: np.ndarray, error: float, rng: np.random.Generator) -> np.ndarray:
-    """A reader's grades: off by one with chance ``error`` where damaged, rare false +1."""
-    damaged = grades > 0
-    u = rng.random(grades.shape)
-    step = np.where(
-        damaged, (u < error / 2) * -1 + ((u >= error / 2) & (u < error)), u < error / 30
-    )
-    return np.clip(grades + step, 0, process.CAPS)
-
-
-def _visit_times(cfg: SimulationConfig, rng: np.random.Generator) -> np.ndarray:
-    """Visit days from the first visit (strictly increasing), 1 to max_visits of them."""
-    weights = np.array([0.1, 0.2, 0.25, 0.2, 0.15, 0.1][: cfg.max_visits])
-    weights = np.pad(weights, (0, max(0, cfg.max_visits - len(weights))), constant_values=0.1)
-    n = int(rng.choice(np.arange(1, cfg.max_visits + 1), p=weights / weights.sum()))
-    if n == 1:
-        return np.array([0])
-    span = rng.uniform(min(0.5, cfg.max_history_years), cfg.max_history_years)
-    gaps = rng.dirichlet(np.full(n - 1, 2.0)) * span
-    days = np.rint(np.concatenate([[0.0], np.cumsum(gaps)]) * DAYS_PER_YEAR).astype(int)
-    return days + np.arange(n)  # keeps dates distinct when two gaps round to the same day
-
-
-def _biomarkers(p: process.Patient, u: float, svdh: int, cfg, rng) -> dict:
-    """CRP (mg/L), ESR (mm/h), SJC28, TJC28, DAS28-ESR and HAQ at one visit."""
-    z = rng.normal(size=5)
-    crp = float(np.clip(np.exp(1.5 + 0.9 * u + 0.45 * z[0]), 0.1, 250.0))
-    esr = float(
-        np.clip(
-            np.exp(3.0 + 0.45 * u + 0.15 * p.female + 0.008 * (p.age - 55) + 0.3 * z[1]), 1, 140
-        )
-    )
-    sjc = int(min(28, rng.poisson(np.exp(0.9 + 0.8 * u))))
-    tjc = int(min(28, rng.poisson(np.exp(1.2 + 0.6 * u + 0.4 * p.pain))))
-    global_health = float(np.clip(35 + 15 * u + 8 * p.pain + 12 * z[2], 0, 100))
-    das28 = 0.56 * np.sqrt(tjc) + 0.28 * np.sqrt(sjc) + 0.70 * np.log(esr) + 0.014 * global_health
-    haq = float(np.clip(0.6 + 0.25 * u + 0.25 * p.pain + 0.003 * svdh + 0.25 * z[3], 0, 3))
-    row = {
-        "crp": round(crp, 1),
-        "esr": float(round(esr)),
-        "das28": round(float(das28), 2),
-        "sjc28": float(sjc),
-        "tjc28": float(tjc),
-        "haq": round(haq * 8) / 8,
-    }
-    missing = rng.random(4) < np.array([1.0, 1.0, 0.5, 2.0]) * cfg.biomarker_missing_rate
-    for name, gone in zip(("crp", "esr", "sjc28", "haq"), missing):
-        if gone:
-            row[name] = np.nan
-    if missing[2]:
-        row["tjc28"] = np.nan
-    if missing[1] or missing[2]:
-        row["das28"] = np.nan
-    return row
-
-
 def simulate_patient(index: int, cfg: SimulationConfig, out_dir: Path | None) -> _Records:
     """Everything about patient number ``index``; writes its radiographs under ``out_dir``."""
     streams = np.random.SeedSequence([cfg.seed, index]).spawn(4)
     rng_p, rng_o, rng_img, rng_oracle = (np.random.default_rng(s) for s in streams)
     width = max(4, len(str(cfg.n_patients)))
     pid = f"P{index + 1:0{width}d}"
+    course = _disease_course(cfg, rng_p)
+    patient, u, tr, index_pos = course.patient, course.u, course.tr, course.index_pos
+    grades_index = course.snapshots[index_pos]
+    oracle = process.oracle_forecast(
+        patient, float(u[index_pos]), int(tr[index_pos]), grades_index, HORIZONS,
+        cfg.oracle_draws, rng_oracle,
+    )  # fmt: skip
+    rec = _Records()
+    rec.patients.append(_patient_row(pid, course))
+    has_images, scored, region_present = observation_plan(cfg, len(course.days), rng_o)
+    # Each visit observed, then filmed, then the follow-up: the order of rng_o's draws.
+    for v in range(len(course.days)):
+        _observe_visit(rec, pid, v, course, cfg, scored[v], rng_o)
+        _film_visit(rec, pid, v, course, cfg, region_present[v], rng_o, rng_img, out_dir)
+    _follow_up(rec, pid, course, cfg, rng_o)
+    rec.truth.append(_truth_row(pid, course, oracle, has_images))
+    return rec
+
+
+@dataclass
+class _Course:
+    """One patient's disease course (the process stream only). Grid positions are months."""
+
+    patient: process.Patient
+    erosion_first: int  # erosion score at the first visit
+    first_day: int  # first visit, days after _EPOCH
+    birth_day: int
+    days: np.ndarray  # visit days from the first visit
+    index_pos: int  # grid position of the index (last) visit
+    u: np.ndarray  # inflammation on the grid
+    tr: np.ndarray  # treatment code on the grid
+    snapshots: dict[int, np.ndarray]  # grid position -> true grades
+    visit_pos: np.ndarray  # grid position of each visit
+
+
+def _disease_course(cfg: SimulationConfig, rng_p: np.random.Generator) -> _Course:
     patient, grades = process.draw_patient(cfg, rng_p)
     erosion_first = int(grades[:_N].sum())
     first_day = int(rng_p.integers(0, 12 * 365))
     birth_day = first_day - int(round(patient.age * DAYS_PER_YEAR))
-    days = _visit_times(cfg, rng_p)
+    days = visit_times(cfg, rng_p)
     times = days / DAYS_PER_YEAR
     grid, index_pos = process.time_grid(times, cfg.followup_years)
     u0, treat0 = process.initial_state(patient, rng_p)
@@ -167,136 +153,139 @@ def simulate_patient(index: int, cfg: SimulationConfig, out_dir: Path | None) ->
             process.allocate(grades, int(n), patient.propensity, rng_p)
         snapshots[k + 1] = grades.copy()
     visit_pos = np.searchsorted(grid, times - 1e-9)
-    step = cfg.followup_interval
-    n_follow = int(round(cfg.followup_years / step))
-    follow_pos = [index_pos + int(round(step * (k + 1) * 12)) for k in range(n_follow)]
+    return _Course(patient, erosion_first, first_day, birth_day, days, index_pos, u, tr,
+                   snapshots, visit_pos)  # fmt: skip
 
-    grades_index = snapshots[index_pos]
-    oracle = process.oracle_forecast(
-        patient, float(u[index_pos]), int(tr[index_pos]), grades_index, HORIZONS,
-        cfg.oracle_draws, rng_oracle,
-    )  # fmt: skip
 
-    rec = _Records()
-    sex = "F" if patient.female else "M"
-    birth_date = _date(birth_day)
-    rec.patients.append(
+def _patient_row(pid: str, course: _Course) -> dict:
+    patient = course.patient
+    return {
+        "patient_id": pid,
+        "birth_date": _date(course.birth_day),
+        "sex": "F" if patient.female else "M",
+        "rf": patient.rf,
+        "acpa": patient.acpa,
+        "smoker": patient.smoker,
+        "site": f"site{patient.site + 1}",
+    }
+
+
+def _observe_visit(rec: _Records, pid: str, v: int, course: _Course, cfg: SimulationConfig,
+                   scored: bool, rng_o: np.random.Generator) -> None:
+    """Visit ``v``'s row (reader scores when ``scored``, biomarkers) and its truth."""
+    patient, u, tr, visit_pos = course.patient, course.u, course.tr, course.visit_pos
+    date = _date(course.first_day + int(course.days[v]))
+    g_true = course.snapshots[int(visit_pos[v])]
+    total, erosion, jsn = _totals(g_true)
+    row = {"patient_id": pid, "visit_date": date}
+    if scored:
+        g_read = reader_grades(g_true, cfg.reader_error, rng_o)
+        row["svdh_total"], row["svdh_erosion"], row["svdh_jsn"] = map(float, _totals(g_read))
+        if cfg.joint_scores:
+            for j, joint in enumerate(JOINTS):
+                rec.joint_scores.append(
+                    {
+                        "patient_id": pid,
+                        "visit_date": date,
+                        "joint": joint.name,
+                        "erosion": float(g_read[j]) if _IS_EROSION_SCORED[j] else np.nan,
+                        "jsn": float(g_read[_N + j]) if _IS_JSN_SCORED[j] else np.nan,
+                    }
+                )
+    else:
+        row["svdh_total"] = row["svdh_erosion"] = row["svdh_jsn"] = np.nan
+    row.update(biomarkers(patient, float(u[visit_pos[v]]), total, cfg, rng_o))
+    row["treatment"] = process.TREATMENTS[int(tr[visit_pos[v]])]
+    rec.visits.append(row)
+    rec.truth_visits.append(
         {
             "patient_id": pid,
-            "birth_date": birth_date,
-            "sex": sex,
-            "rf": patient.rf,
-            "acpa": patient.acpa,
-            "smoker": patient.smoker,
-            "site": f"site{patient.site + 1}",
+            "visit_date": date,
+            "svdh_total_true": total,
+            "svdh_erosion_true": erosion,
+            "svdh_jsn_true": jsn,
+            "inflammation_true": round(float(u[visit_pos[v]]), 4),
+            "rate_true": round(
+                float(process.damage_rate(patient, u[visit_pos[v]], tr[visit_pos[v]])), 4
+            ),
         }
     )
-    # --- observation: which visits are scored / imaged
-    has_images = bool(rng_o.random() >= cfg.no_image_fraction)
-    n_visits = len(days)
-    scored = (rng_o.random(n_visits) < cfg.scored_fraction) & has_images
-    region_present = np.ones((n_visits, len(REGIONS)), dtype=bool)
-    if not has_images:
-        region_present[:] = False
-    for v in range(n_visits):
-        if not has_images or scored[v]:
-            continue
-        if v < n_visits - 1 and rng_o.random() < cfg.visit_no_image_rate:
-            region_present[v] = False
-            continue
-        region_present[v] = rng_o.random(len(REGIONS)) >= cfg.region_missing_rate
-        if v == n_visits - 1 and not region_present[v].any():
-            region_present[v, 0] = True  # the index visit always has a radiograph
+    rec.joint_truth.append((pid, date, "history", g_true))
+
+
+def _film_visit(rec: _Records, pid: str, v: int, course: _Course, cfg: SimulationConfig,
+                region_present: np.ndarray, rng_o: np.random.Generator,
+                rng_img: np.random.Generator, out_dir: Path | None) -> None:
+    """Visit ``v``'s films: rows of images.csv, the files, the joints' positions on them."""
+    patient = course.patient
     site_profile, dicom_style, png_format = _SITES[patient.site % len(_SITES)]
     film_style = FILM_STYLES[cfg.style]
-    index_day = first_day + int(days[-1])
-    for v in range(n_visits):
-        day = first_day + int(days[v])
-        date = _date(day)
-        g_true = snapshots[int(visit_pos[v])]
-        total, erosion, jsn = _totals(g_true)
-        row = {"patient_id": pid, "visit_date": date}
-        if scored[v]:
-            g_read = _read(g_true, cfg.reader_error, rng_o)
-            row["svdh_total"], row["svdh_erosion"], row["svdh_jsn"] = map(float, _totals(g_read))
-            if cfg.joint_scores:
-                for j, joint in enumerate(JOINTS):
-                    rec.joint_scores.append(
-                        {
-                            "patient_id": pid,
-                            "visit_date": date,
-                            "joint": joint.name,
-                            "erosion": float(g_read[j]) if _IS_EROSION_SCORED[j] else np.nan,
-                            "jsn": float(g_read[_N + j]) if _IS_JSN_SCORED[j] else np.nan,
-                        }
-                    )
-        else:
-            row["svdh_total"] = row["svdh_erosion"] = row["svdh_jsn"] = np.nan
-        row.update(_biomarkers(patient, float(u[visit_pos[v]]), total, cfg, rng_o))
-        row["treatment"] = process.TREATMENTS[int(tr[visit_pos[v]])]
-        rec.visits.append(row)
-        rec.truth_visits.append(
-            {
-                "patient_id": pid,
-                "visit_date": date,
-                "svdh_total_true": total,
-                "svdh_erosion_true": erosion,
-                "svdh_jsn_true": jsn,
-                "inflammation_true": round(float(u[visit_pos[v]]), 4),
-                "rate_true": round(
-                    float(process.damage_rate(patient, u[visit_pos[v]], tr[visit_pos[v]])), 4
-                ),
-            }
+    date = _date(course.first_day + int(course.days[v]))
+    g_true = course.snapshots[int(course.visit_pos[v])]
+    for r, region in enumerate(REGIONS):
+        if not region_present[r]:
+            continue
+        fmt = _format(rng_o.random(), cfg.dicom_fraction, png_format)
+        path = f"images/{pid}/{date}_{region}{EXTENSIONS[fmt]}"
+        rec.images.append({"patient_id": pid, "visit_date": date, "region": region, "path": path})
+        if not cfg.render_images:
+            continue
+        img, locations = _render(
+            region, g_true, cfg.image_size, rng_img, patient, site_profile, film_style
         )
-        rec.joint_truth.append((pid, date, "history", g_true))
-        for r, region in enumerate(REGIONS):
-            if not region_present[v, r]:
-                continue
-            fmt = _format(rng_o.random(), cfg.dicom_fraction, png_format)
-            path = f"images/{pid}/{date}_{region}{EXTENSIONS[fmt]}"
-            rec.images.append(
-                {"patient_id": pid, "visit_date": date, "region": region, "path": path}
+        if out_dir is not None:
+            kind = region.split("_")[0]
+            # a larger film around the same anatomy: coarser pixels
+            pixel_mm = _PHYSICAL_HEIGHT_MM[kind] / (film_style.field * cfg.image_size)
+            if fmt == "dicom":
+                data = encode_dicom(
+                    img, dicom_style, patient_id=pid, birth_date=_date(course.birth_day),
+                    sex="F" if patient.female else "M", study_date=date, region=region,
+                    pixel_mm=pixel_mm, uid_seed=f"{cfg.seed}",
+                )  # fmt: skip
+            else:
+                data = encode_pil(img, fmt)
+            write_image(out_dir / path, data)
+        for site, (x, y) in locations.items():
+            rec.joint_locations.append(
+                {"path": path, "joint": f"{region}_{site}", "x": round(x, 4), "y": round(y, 4)}
             )
-            if not cfg.render_images:
-                continue
-            img, locations = _render(
-                region, g_true, cfg.image_size, rng_img, patient, site_profile, film_style
-            )
-            if out_dir is not None:
-                kind = region.split("_")[0]
-                # a larger film around the same anatomy: coarser pixels
-                pixel_mm = _PHYSICAL_HEIGHT_MM[kind] / (film_style.field * cfg.image_size)
-                if fmt == "dicom":
-                    data = encode_dicom(
-                        img, dicom_style, patient_id=pid, birth_date=birth_date, sex=sex,
-                        study_date=date, region=region, pixel_mm=pixel_mm, uid_seed=f"{cfg.seed}",
-                    )  # fmt: skip
-                else:
-                    data = encode_pil(img, fmt)
-                write_image(out_dir / path, data)
-            for site, (x, y) in locations.items():
-                rec.joint_locations.append(
-                    {"path": path, "joint": f"{region}_{site}", "x": round(x, 4), "y": round(y, 4)}
-                )
-    # --- follow-up after the index (truth only)
-    total_index = _totals(grades_index)[0]
+
+
+def _index_day(course: _Course) -> int:
+    return course.first_day + int(course.days[-1])
+
+
+def _follow_up(rec: _Records, pid: str, course: _Course, cfg: SimulationConfig,
+               rng_o: np.random.Generator) -> None:
+    """Scores after the index visit, on the follow-up grid (truth only)."""
+    step = cfg.followup_interval
+    n_follow = int(round(cfg.followup_years / step))
+    follow_pos = [course.index_pos + int(round(step * (k + 1) * 12)) for k in range(n_follow)]
     for k, pos in enumerate(follow_pos):
         years = round(step * (k + 1), 6)
-        date = _date(index_day + int(round(years * DAYS_PER_YEAR)))
-        g_true = snapshots[pos]
+        date = _date(_index_day(course) + int(round(years * DAYS_PER_YEAR)))
+        g_true = course.snapshots[pos]
         rec.followup.append(
             {
                 "patient_id": pid,
                 "visit_date": date,
                 "years_from_index": years,
-                "svdh_total": float(_totals(_read(g_true, cfg.reader_error, rng_o))[0]),
+                "svdh_total": float(_totals(reader_grades(g_true, cfg.reader_error, rng_o))[0]),
                 "svdh_total_true": _totals(g_true)[0],
             }
         )
         rec.joint_truth.append((pid, date, "followup", g_true))
+
+
+def _truth_row(pid: str, course: _Course, oracle, has_images: bool) -> dict:
+    """The patient's row of truth.csv: true and oracle changes over HORIZONS, hidden state."""
+    patient, u, tr, index_pos = course.patient, course.u, course.tr, course.index_pos
+    snapshots = course.snapshots
+    total_index = _totals(snapshots[index_pos])[0]
     truth = {
         "patient_id": pid,
-        "index_date": _date(index_day),
+        "index_date": _date(_index_day(course)),
         "rate_true": round(float(process.damage_rate(patient, u[index_pos], tr[index_pos])), 4),
         "svdh_true_index": total_index,
     }
@@ -318,14 +307,13 @@ def simulate_patient(index: int, cfg: SimulationConfig, out_dir: Path | None) ->
             "inflammation_index": round(float(u[index_pos]), 4),
             "treatment_index": process.TREATMENTS[int(tr[index_pos])],
             "disease_years_first_visit": round(patient.disease_years, 3),
-            "svdh_erosion_first_visit": erosion_first,
+            "svdh_erosion_first_visit": course.erosion_first,
             "pain": round(patient.pain, 4),
-            "n_visits": n_visits,
+            "n_visits": len(course.days),
             "has_images": int(has_images),
         }
     )
-    rec.truth.append(truth)
-    return rec
+    return truth
 
 
 def _format(r: float, dicom_fraction: float, png_format: str) -> str:

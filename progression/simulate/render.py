@@ -314,14 +314,26 @@ def render_region(
     profile = profile or ImagingProfile()
     style = style or FilmStyle()
     g = GEOMETRY[kind]
+    frame = _jittered_frame(kind, mirror, size, rng, anatomy_scale, style)
+    spaces = _spaces_px(g, frame, jsn)
+    soft = _soft_tissue(g, frame)
+    bone = _bones(kind, g, frame, spaces, soft)
+    _erode(bone, kind, g, erosion, frame, spaces)
+    img = _expose(soft, bone, mirror, size, rng, profile, style, frame)
+    return img, _joint_locations(g, frame, spaces)
+
+
+def _jittered_frame(kind: str, mirror: bool, size: int, rng: np.random.Generator,
+                    anatomy_scale: float, style: FilmStyle) -> _Frame:
+    """The film's frame with this image's rotation, scale and shift drawn from ``rng``."""
     theta = float(np.clip(rng.normal(0.0, style.rotation_sd), -style.rotation_max, style.rotation_max))
     scale = anatomy_scale * float(rng.uniform(0.95, 1.03)) * style.field
     shift = np.clip(rng.normal(0.0, style.shift_sd, 2), -style.shift_max, style.shift_max)
-    frame = _Frame(kind, mirror, size, scale, theta, shift, style.film_aspect)
-    spaces = _spaces_px(g, frame, jsn)
+    return _Frame(kind, mirror, size, scale, theta, shift, style.film_aspect)
 
-    soft = _soft_tissue(g, frame)
 
+def _bones(kind: str, g: Geometry, frame: _Frame, spaces, soft: np.ndarray) -> np.ndarray:
+    """Bone thickness per pixel (the array shape and dtype of ``soft``), joint spaces cut out."""
     bone_max = np.zeros_like(soft)
     bone_sum = np.zeros_like(soft)
     r_ref = frame.length(_R_REF)
@@ -360,7 +372,12 @@ def render_region(
         np.maximum(bone_max[sl], val, out=bone_max[sl])
         bone_sum[sl] += val
 
-    bone = bone_max + 0.35 * (bone_sum - bone_max)  # overlapping bones add up, partly
+    return bone_max + 0.35 * (bone_sum - bone_max)  # overlapping bones add up, partly
+
+
+def _erode(bone: np.ndarray, kind: str, g: Geometry, erosion: dict[str, int], frame: _Frame,
+           spaces) -> None:
+    """Bite each site's erosions (SvdH grades) out of ``bone``, in place."""
     for site, anchors in g.erosion_anchors.items():
         grade = int(erosion.get(site, 0))
         for k, (anchor, severity) in enumerate(zip(anchors, _split(kind, grade, len(anchors)))):
@@ -375,6 +392,12 @@ def render_region(
                 disc = _unit_clip(radius + 0.5 - dist)
                 bone[sl] *= 1 - disc
 
+
+def _expose(soft: np.ndarray, bone: np.ndarray, mirror: bool, size: int,
+            rng: np.random.Generator, profile: ImagingProfile, style: FilmStyle,
+            frame: _Frame) -> np.ndarray:
+    """The film from tissue and bone: detector response, the site's exposure, collimation,
+    side marker, heel effect, blur and noise; float32 in [0, 1]."""
     px = size / 256.0
     texture = gaussian_filter(rng.standard_normal(bone.shape, dtype=np.float32), 0.8 * px)
     bone_density = (1 - np.exp(-1.3 * bone)) * (1 + 0.12 * texture)
@@ -394,8 +417,11 @@ def render_region(
         noise = gaussian_filter(noise, style.grain_px * px)
         noise /= noise.std()
     img = img + noise * (profile.noise * style.noise_scale) * (0.5 + img)
-    img = _unit_clip(img.astype(np.float32))
+    return _unit_clip(img.astype(np.float32))
 
+
+def _joint_locations(g: Geometry, frame: _Frame, spaces) -> dict[str, tuple[float, float]]:
+    """(x, y) of each SvdH site as fractions of the image width/height."""
     locations = {}
     for site, (what, name) in g.locations.items():
         if what == "space":
@@ -404,4 +430,4 @@ def render_region(
         else:
             p = frame.point(g.erosion_anchors[name][0].point)
         locations[site] = (float(p[0] / frame.w), float(p[1] / frame.h))
-    return img, locations
+    return locations
