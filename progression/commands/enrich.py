@@ -72,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from progression.commands import refuse_output_in_cohort
+    from progression.data.outcomes import NoObservedOutcomes
     from progression.enrich.analysis import run_enrichment
     from progression.enrich.outcomes import load_outcomes
     from progression.enrich.plan import TrialDesign
@@ -109,7 +110,10 @@ def run(args: argparse.Namespace) -> int:
         matrix = predict_matrix(args.matrix_train, args.matrix_from, design.horizon,
                                 index_dates=predictions[["patient_id", "index_date"]])
         matrix_source = f"clinical matrix fitted on {args.matrix_train}"
-    outcomes = load_outcomes(args.outcomes, design.horizon) if args.outcomes else None
+    try:
+        outcomes = load_outcomes(args.outcomes, design.horizon) if args.outcomes else None
+    except NoObservedOutcomes as exc:  # the message stays neutral; the options are ours
+        raise ProgressionError(f"{exc}, or pass an outcomes table (CSV) as --outcomes") from None
 
     result = run_enrichment(
         predictions, rule, design, matrix=matrix, outcomes=outcomes, n_sim=args.n_sim,

@@ -67,6 +67,7 @@ def defaults() -> argparse.Namespace:
 
 def run(args: argparse.Namespace) -> int:
     from progression.commands import refuse_output_in_cohort
+    from progression.data.outcomes import NoObservedOutcomes
     from progression.evaluate import OutcomeRule, evaluate
     from progression.evaluate.inputs import read_predictions
 
@@ -77,21 +78,25 @@ def run(args: argparse.Namespace) -> int:
     source = read_predictions(args.predictions) if args.predictions else args.checkpoint
     rule = OutcomeRule(horizons=tuple(args.horizons), event=args.event, sdc_units=args.sdc,
                        tolerance_years=args.tolerance, observed_followup=args.observed_followup)
-    results = evaluate(
-        source,
-        args.data,
-        outcomes=args.outcomes,
-        baselines=[b.strip() for b in args.baselines.split(",") if b.strip()],
-        out_dir=args.out,
-        train_cohort=args.train_data,
-        rule=rule,
-        n_boot=args.bootstrap,
-        seed=args.seed,
-        model_name=args.model_name,
-        tracking_uri=args.tracking_uri,
-        experiment=args.experiment,
-        progress=not args.no_progress,
-    )
+    try:
+        results = evaluate(
+            source,
+            args.data,
+            outcomes=args.outcomes,
+            baselines=[b.strip() for b in args.baselines.split(",") if b.strip()],
+            out_dir=args.out,
+            train_cohort=args.train_data,
+            rule=rule,
+            n_boot=args.bootstrap,
+            seed=args.seed,
+            model_name=args.model_name,
+            tracking_uri=args.tracking_uri,
+            experiment=args.experiment,
+            progress=not args.no_progress,
+        )
+    except NoObservedOutcomes as exc:  # the message stays neutral; the options are ours
+        raise ProgressionError(f"{exc}, widen --tolerance (now {args.tolerance:g} y), or pass "
+                               "--outcomes FILE") from None
     _print_summary(results)
     return 0
 

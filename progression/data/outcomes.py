@@ -38,6 +38,15 @@ from progression.scoring import DEFAULT_SDC, exceeds_sdc, is_rapid
 log = logging.getLogger(__name__)
 
 
+class NoObservedOutcomes(ProgressionError):
+    """No patient of a cohort has a scored visit a horizon after a scored, imaged visit.
+
+    The message says what is missing and stays neutral about options: the fix depends on the
+    command that asked (``evaluate``: ``--tolerance``, ``--outcomes``; ``enrich``:
+    ``--outcomes``; ``train``: none, calibration is skipped), so the caller adds it.
+    """
+
+
 @dataclass(frozen=True)
 class OutcomeRule:
     """How observed changes and progression events are defined (years, SvdH units)."""
@@ -197,10 +206,10 @@ def landmark_outcomes(cohort: Cohort, rule: OutcomeRule = OutcomeRule()) -> pd.D
                                         "change": change[after]}))
     if not rows:
         horizon_text = " or ".join(f"{h:g}" for h in rule.horizons)
-        raise ProgressionError(
+        raise NoObservedOutcomes(
             f"cohort '{cohort.root}': no patient has a scored visit {horizon_text} y "
             f"(+-{tol:g} y) after a scored, imaged visit, so no outcome can be observed; "
-            "give scores at later visits, widen --tolerance, or pass --outcomes FILE"
+            "give scores at later visits"
         )
     base = pd.DataFrame(rows)
     base = base.merge(_survival(pd.concat(later_rows, ignore_index=True), rule),
