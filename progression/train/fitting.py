@@ -179,7 +179,7 @@ def prepare_data(cfg: Config, cohort: Cohort, resumed: TrainedModel | None, prog
 def build_model(cfg: Config, dm: ProgressionDataModule, encoder: StartEncoder | None) -> Forecaster:
     """A fresh network scaled to the training targets, its encoder from ``encoder`` if given,
     else with damage heads biased to the training cohort's mean damage."""
-    model = build_forecaster(cfg.model, dm.layout)
+    model = build_forecaster(cfg.model, dm.layout, dm.cohort.system.rapid_rate)
     stats = dm.target_stats()
     model.sequence.rate_scale.fill_(float(stats["rate_scale"]))
     if model.encoder is not None and encoder is not None:
@@ -234,6 +234,7 @@ def checkpoint_meta(cfg: Config, cohort: Cohort, dm: ProgressionDataModule, run_
         joint_supervised=cohort.joint_scores is not None and not cohort.joint_scores.empty,
         split=dm.split,
         cohort_fingerprint=cohort.fingerprint,
+        scoring=cohort.scoring,
         mlflow={"run_id": run_id, "tracking_uri": uri, "experiment": cfg.tracking.experiment},
     )
     if encoder is not None:
