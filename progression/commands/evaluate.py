@@ -46,8 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated baselines, '' for none (default: %(default)s)")
     parser.add_argument("--event", choices=("rapid", "sdc"), default="rapid",
                         help="progression event: rapid (>= 5 units/yr) or sdc (change > --sdc)")
-    parser.add_argument("--sdc", type=float, default=5.0,
-                        help="smallest detectable change in SvdH units (default: %(default)s)")
+    parser.add_argument("--sdc", type=float, default=None,
+                        help="smallest detectable change in the cohort's score units (default: "
+                        "5 SvdH units; 1.79 for a Larsen cohort, docs/scoring.md)")
     parser.add_argument("--tolerance", type=float, default=0.25,
                         help="landmark: years a later visit may be off index + horizon")
     parser.add_argument("--observed-followup", action="store_true",
@@ -105,6 +106,8 @@ def _print_summary(results: dict) -> None:
     metrics = results["metrics"]
     print(f"evaluated {results['cohort']['n_patients']} patients; report: "
           f"{results['out_dir']}/report.html")
+    print(f"changes in {results['cohort']['unit']}; rapid: >= "
+          f"{results['cohort']['rapid_rate']:.3g} {results['cohort']['unit']}/yr")
     for label in next(iter(metrics.values()))["horizons"]:
         print(f"\n{label}: {'method':<16} {'MAE':>7} {'AUROC':>7} {'coverage':>9}")
         for method, values in metrics.items():
