@@ -334,8 +334,7 @@ def evaluate(
         baseline forecast. When ``cohort`` is the checkpoint's own training cohort (same
         fingerprint), only its recorded test split is evaluated.
     rule
-        Horizons (years) and the progression-event definition (default: 1 and 2 years, rapid
-        progression >= 5 SvdH units/yr).
+        Horizons (years) and events (default: 1, 2 years; rapid at the cohort's system's rate).
     n_boot, seed, progress
         Patient-bootstrap resamples for the 95% CIs, their seed; show tqdm progress bars.
     model_name
