@@ -22,7 +22,7 @@ from progression.cohort import Cohort, ImageCache, read_cohort
 from progression.columns import PREDICTION_COLUMNS
 from progression.data.arrays import CohortArrays, build_arrays
 from progression.data.datasets import GroupedBatchSampler, SequenceDataset, collate_sequences
-from progression.errors import ConfigError
+from progression.errors import CheckpointError, ConfigError
 from progression.models.forecaster import Forecaster
 from progression.trained import TrainedModel, load_trained
 
@@ -69,8 +69,9 @@ def predict_cohort(
     ``cache_dir``: decoded-image cache (default: the training config's, else the default).
     ``calibrate``: apply the checkpoint's conformal interval correction, when it has one
     (:mod:`progression.calibration`; False gives the raw quantile-head interval).
-    Returns one row per patient x horizon (:data:`PREDICTION_COLUMNS`); SvdH units, and
-    ``risk_score`` in SvdH units/year.
+    Returns one row per patient x horizon (:data:`PREDICTION_COLUMNS`) in the units of the
+    checkpoint's scoring system (SvdH, or Larsen for a model trained on a Larsen cohort; the
+    frame's ``attrs["scoring"]`` names it), ``risk_score`` in those units/year.
     """
     horizons = tuple(float(h) for h in horizons)
     if not horizons or any(not np.isfinite(h) or h <= 0 for h in horizons):
@@ -80,6 +81,7 @@ def predict_cohort(
     trained = load_trained(checkpoint, tracking_uri)
     cfg, model, spec = trained.config, trained.model, trained.covariates
     cohort = data if isinstance(data, Cohort) else read_cohort(data)
+    _check_same_system(trained, cohort)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
     if device.type == "cuda" and model.encoder is not None:
@@ -103,7 +105,21 @@ def predict_cohort(
                                    device, 4 * batch_size, bf16, progress)
     frame = forecast_arrays(model, arrays, feats, horizons, batch_size, device, skipped)
     calibration = trained.calibration if calibrate else None
-    return calibration.apply(frame) if calibration is not None else frame
+    frame = calibration.apply(frame) if calibration is not None else frame
+    frame.attrs["scoring"] = trained.meta.scoring
+    return frame
+
+
+def _check_same_system(trained: TrainedModel, cohort: Cohort) -> None:
+    """A model reads observed totals as input: they must be in the units it was trained on."""
+    model, given = trained.meta.system, cohort.system
+    if model.name != given.name and cohort.visits["svdh_total"].notna().any():
+        raise CheckpointError(
+            f"{trained.path.name} was trained on {model.label} scores ({model.unit}) but the "
+            f"cohort's scores are {given.label} ({given.total_column}); forecast a cohort scored "
+            f"in {model.label} (cohort.yaml 'scoring: {model.name}', docs/scoring.md) or one "
+            "without scores"
+        )
 
 
 @torch.inference_mode()

@@ -19,15 +19,24 @@ from progression.cohort.checks import CheckContext, CohortFrames, run_checks
 from progression.cohort.format import IMAGES, JOINT_SCORES, KEY_COLUMNS, PATIENTS, VISITS
 from progression.cohort.problems import ValidationReport
 from progression.errors import CohortError
+from progression.scoring import DEFAULT_SYSTEM, ScoringSystem, scoring_system
 
 
 @dataclass
 class Cohort(CohortFrames):
     """The validated tables of one cohort (:class:`CohortFrames`: patients, visits, images,
     joint_scores, schema, fingerprint) and ``root``, the directory they came from (resolved;
-    None for DataFrames given without one)."""
+    None for DataFrames given without one). ``scoring``: the scoring system its scores are in
+    (:mod:`progression.scoring.systems`); visits' ``svdh_total`` holds the visit total in
+    that system's units whatever the system."""
 
     root: Path | None = None
+    scoring: str = DEFAULT_SYSTEM
+
+    @property
+    def system(self) -> ScoringSystem:
+        """The :class:`~progression.scoring.ScoringSystem` of :attr:`scoring`."""
+        return scoring_system(self.scoring)
 
     @property
     def patient_ids(self) -> list[str]:
@@ -67,6 +76,7 @@ class Cohort(CohortFrames):
         digest.update("\n".join(sorted(wanted)).encode())
         return Cohort(
             root=self.root,
+            scoring=self.scoring,
             patients=keep(self.patients),
             visits=keep(self.visits),
             images=keep(self.images),
@@ -83,6 +93,7 @@ class Cohort(CohortFrames):
         images: pd.DataFrame | None = None,
         joint_scores: pd.DataFrame | None = None,
         root: str | Path | None = None,
+        scoring: str = DEFAULT_SYSTEM,
     ) -> Cohort:
         """A cohort from DataFrames with the columns of the format-v1 CSV files.
 
@@ -91,7 +102,8 @@ class Cohort(CohortFrames):
         row position (0-based, as ``df.iloc``). With ``root``, image paths are relative
         to it and may not leave it; without, paths may be absolute or relative to the
         working directory. ``images=None`` means no radiographs (covariates only).
-        Dates may be datetime64 or YYYY-MM-DD text.
+        Dates may be datetime64 or YYYY-MM-DD text. ``scoring``: the system of the scores
+        (``larsen``: visits give ``larsen_total``).
         """
         if images is None:
             images = pd.DataFrame(columns=list(KEY_COLUMNS[IMAGES]))
@@ -102,7 +114,9 @@ class Cohort(CohortFrames):
             for kind, frame in frames.items()
         }
         base = Path(root).resolve() if root is not None else None
-        parts = run_checks(CheckContext(report, base, confined=root is not None), tables)
+        system = scoring_system(scoring)
+        parts = run_checks(CheckContext(report, base, confined=root is not None, scoring=system),
+                           tables)
         report.raise_on_errors()
         assert parts is not None  # no errors -> built
-        return cls(root=base, **vars(parts))
+        return cls(root=base, scoring=system.name, **vars(parts))

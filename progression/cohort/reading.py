@@ -19,6 +19,7 @@ from progression.cohort.checks import CheckContext, run_checks
 from progression.cohort.container import Cohort
 from progression.cohort.format import JOINT_SCORES, KEY_COLUMNS, OPTIONS_FILE, REQUIRED_FILES
 from progression.cohort.problems import ValidationReport
+from progression.scoring import DEFAULT_SYSTEM, SYSTEMS, scoring_system
 
 logger = logging.getLogger(__name__)
 
@@ -30,9 +31,13 @@ class CohortOptions:
     ``allow_external_images``: image paths may pass through symbolic links that leave the
     cohort directory (e.g. ``images/`` linking to an image store). Off by default, so a
     cohort's files never reach outside it unless its author says so.
+
+    ``scoring``: the scoring system of the cohort's scores, ``svdh`` (default) or ``larsen``
+    (:mod:`progression.scoring.systems`; docs/scoring.md).
     """
 
     allow_external_images: bool = False
+    scoring: str = DEFAULT_SYSTEM
 
 
 def read_options(root: Path, report: ValidationReport) -> CohortOptions:
@@ -40,7 +45,8 @@ def read_options(root: Path, report: ValidationReport) -> CohortOptions:
     path = root / OPTIONS_FILE
     if not path.is_file():
         return CohortOptions()
-    fix = "write 'allow_external_images: true' (or false), or remove the file"
+    fix = ("write options such as 'allow_external_images: true' or 'scoring: larsen', "
+           "or remove the file")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
@@ -57,10 +63,16 @@ def read_options(root: Path, report: ValidationReport) -> CohortOptions:
                 "error", OPTIONS_FILE, None, str(key), f"unknown option '{key}'",
                 f"use one of {', '.join(known)} (docs/cohort_format.md)",
             )
+        elif key == "scoring":
+            if str(value).strip().lower() not in SYSTEMS:
+                report.add("error", OPTIONS_FILE, None, key, f"unknown scoring system '{value}'",
+                           f"write 'scoring: ' and one of {', '.join(SYSTEMS)}")
         elif not isinstance(value, bool):
             report.add("error", OPTIONS_FILE, None, str(key), f"{key} must be true or false", fix)
+    scoring = str(data.get("scoring", DEFAULT_SYSTEM)).strip().lower()
     return CohortOptions(
-        **{k: v for k, v in data.items() if k in known and isinstance(v, bool)}
+        **{k: v for k, v in data.items() if k in known and isinstance(v, bool)},
+        scoring=scoring if scoring in SYSTEMS else DEFAULT_SYSTEM,
     )
 
 
@@ -125,7 +137,9 @@ def check_tables(root: str | Path) -> tuple[ValidationReport, Cohort | None, lis
     ctx = CheckContext(
         report, root.resolve(), confined=True,
         allow_external_images=options.allow_external_images,
+        scoring=scoring_system(options.scoring),
     )
     parts = run_checks(ctx, tables)
-    cohort = None if parts is None else Cohort(root=ctx.root, **vars(parts))
+    cohort = None if parts is None else Cohort(root=ctx.root, scoring=options.scoring,
+                                               **vars(parts))
     return report, cohort, ctx.image_files

@@ -84,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from progression.commands import refuse_output_in_cohort
+    from progression.data.outcomes import NoObservedOutcomes
     from progression.enrich.analysis import run_enrichment
     from progression.enrich.outcomes import load_outcomes
     from progression.enrich.plan import TrialDesign
@@ -121,23 +122,11 @@ def run(args: argparse.Namespace) -> int:
         matrix = predict_matrix(args.matrix_train, args.matrix_from, design.horizon,
                                 index_dates=predictions[["patient_id", "index_date"]])
         matrix_source = f"clinical matrix fitted on {args.matrix_train}"
-    outcomes = load_outcomes(args.outcomes, design.horizon) if args.outcomes else None
-    reference = None
-    if bool(args.reference_predictions) != bool(args.reference_outcomes):
-        raise ProgressionError(
-            "--reference-predictions and --reference-outcomes go together: the forecasts of "
-            "the reference patients and their outcomes"
-        )
-    if args.reference_predictions:
-        from progression.enrich.analysis import reference_changes
-        from progression.enrich.selection import at_horizon, select
-
-        screened = at_horizon(predictions, design.horizon, args.predictions)
-        fraction = len(select(screened, rule, args.predictions)) / len(screened)
-        reference = reference_changes(
-            read_predictions(args.reference_predictions),
-            load_outcomes(args.reference_outcomes, design.horizon), rule, design.horizon,
-            fraction, args.reference_predictions)
+    try:
+        outcomes = load_outcomes(args.outcomes, design.horizon) if args.outcomes else None
+    except NoObservedOutcomes as exc:  # the message stays neutral; the options are ours
+        raise ProgressionError(f"{exc}, or pass an outcomes table (CSV) as --outcomes") from None
+    reference = _reference(args, predictions, rule, design)
 
     result = run_enrichment(
         predictions, rule, design, matrix=matrix, outcomes=outcomes, n_sim=args.n_sim,
@@ -158,3 +147,26 @@ def run(args: argparse.Namespace) -> int:
                  none["enrolled_per_arm"]["total"])
     print(f"wrote {out / 'report.html'}, {out / 'enrichment.json'}, {out / 'selected.csv'}")
     return 0
+
+
+def _reference(args: argparse.Namespace, predictions, rule, design):
+    """The reference patients' forecasts and outcomes (--reference-predictions/-outcomes),
+    read at the fraction the rule enrols from the screened forecasts; None when not given."""
+    from progression.enrich.analysis import reference_changes
+    from progression.enrich.outcomes import load_outcomes
+    from progression.enrich.selection import at_horizon, read_predictions, select
+    from progression.errors import ProgressionError
+
+    if bool(args.reference_predictions) != bool(args.reference_outcomes):
+        raise ProgressionError(
+            "--reference-predictions and --reference-outcomes go together: the forecasts of "
+            "the reference patients and their outcomes"
+        )
+    if not args.reference_predictions:
+        return None
+    screened = at_horizon(predictions, design.horizon, args.predictions)
+    fraction = len(select(screened, rule, args.predictions)) / len(screened)
+    return reference_changes(
+        read_predictions(args.reference_predictions),
+        load_outcomes(args.reference_outcomes, design.horizon), rule, design.horizon,
+        fraction, args.reference_predictions)

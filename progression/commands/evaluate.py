@@ -47,8 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated baselines, '' for none (default: %(default)s)")
     parser.add_argument("--event", choices=("rapid", "sdc"), default="rapid",
                         help="progression event: rapid (>= 5 units/yr) or sdc (change > --sdc)")
-    parser.add_argument("--sdc", type=float, default=5.0,
-                        help="smallest detectable change in SvdH units (default: %(default)s)")
+    parser.add_argument("--sdc", type=float, default=None,
+                        help="smallest detectable change in the cohort's score units (default: "
+                        "5 SvdH units; 1.79 for a Larsen cohort, docs/scoring.md)")
     parser.add_argument("--tolerance", type=float, default=LANDMARK_TOLERANCE_YEARS,
                         help="landmark: years a later visit may be off index + horizon "
                         "(default: %(default)s)")
@@ -69,6 +70,7 @@ def defaults() -> argparse.Namespace:
 
 def run(args: argparse.Namespace) -> int:
     from progression.commands import refuse_output_in_cohort
+    from progression.data.outcomes import NoObservedOutcomes
     from progression.evaluate import OutcomeRule, evaluate
     from progression.evaluate.inputs import read_predictions
 
@@ -79,21 +81,25 @@ def run(args: argparse.Namespace) -> int:
     source = read_predictions(args.predictions) if args.predictions else args.checkpoint
     rule = OutcomeRule(horizons=tuple(args.horizons), event=args.event, sdc_units=args.sdc,
                        tolerance_years=args.tolerance, observed_followup=args.observed_followup)
-    results = evaluate(
-        source,
-        args.data,
-        outcomes=args.outcomes,
-        baselines=[b.strip() for b in args.baselines.split(",") if b.strip()],
-        out_dir=args.out,
-        train_cohort=args.train_data,
-        rule=rule,
-        n_boot=args.bootstrap,
-        seed=args.seed,
-        model_name=args.model_name,
-        tracking_uri=args.tracking_uri,
-        experiment=args.experiment,
-        progress=not args.no_progress,
-    )
+    try:
+        results = evaluate(
+            source,
+            args.data,
+            outcomes=args.outcomes,
+            baselines=[b.strip() for b in args.baselines.split(",") if b.strip()],
+            out_dir=args.out,
+            train_cohort=args.train_data,
+            rule=rule,
+            n_boot=args.bootstrap,
+            seed=args.seed,
+            model_name=args.model_name,
+            tracking_uri=args.tracking_uri,
+            experiment=args.experiment,
+            progress=not args.no_progress,
+        )
+    except NoObservedOutcomes as exc:  # the message stays neutral; the options are ours
+        raise ProgressionError(f"{exc}, widen --tolerance (now {args.tolerance:g} y), or pass "
+                               "--outcomes FILE") from None
     _print_summary(results)
     return 0
 
@@ -102,6 +108,8 @@ def _print_summary(results: dict) -> None:
     metrics = results["metrics"]
     print(f"evaluated {results['cohort']['n_patients']} patients; report: "
           f"{results['out_dir']}/report.html")
+    print(f"changes in {results['cohort']['unit']}; rapid: >= "
+          f"{results['cohort']['rapid_rate']:.3g} {results['cohort']['unit']}/yr")
     for label in next(iter(metrics.values()))["horizons"]:
         print(f"\n{label}: {'method':<16} {'MAE':>7} {'AUROC':>7} {'coverage':>9}")
         for method, values in metrics.items():

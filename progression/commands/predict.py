@@ -1,4 +1,7 @@
-"""Forecast SvdH change for every patient of a cohort and write the predictions table.
+"""Forecast radiographic change for every patient of a cohort and write the predictions table.
+
+Changes are in the units of the checkpoint's scoring system (SvdH, or Larsen for a model
+trained on a Larsen-scored cohort; docs/scoring.md); the columns keep their names.
 
 Examples:
   progression predict --checkpoint runs/<run_id>/checkpoints/best.ckpt --data cohort/ --out predictions.csv
@@ -33,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from progression.errors import ConfigError
     from progression.io import atomic_write_csv
     from progression.predict import predict_cohort
+    from progression.scoring import scoring_system
 
     refuse_output_in_cohort(args.out, args.data, "--out")
     try:
@@ -44,6 +48,8 @@ def run(args: argparse.Namespace) -> int:
                                  cache_dir=args.cache_dir, tracking_uri=args.tracking_uri)
     atomic_write_csv(args.out, predictions)
     n_notes = int((predictions["note"] != "").sum() // max(1, len(horizons)))
+    unit = scoring_system(predictions.attrs.get("scoring")).unit
     print(f"{predictions['patient_id'].nunique()} patients x {len(horizons)} horizons -> {args.out}"
           + (f" ({n_notes} with a note, e.g. covariates only)" if n_notes else ""))
+    print(f"changes (delta_svdh_*) and svdh_index_pred in {unit}")
     return 0

@@ -46,6 +46,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(older CR room: wider field, log response, grainy noise, looser positioning, "
         "collimation borders, L/R markers) (default: %(default)s)",
     )  # fmt: skip
+    parser.add_argument(
+        "--scoring", choices=("svdh", "larsen"), default="svdh",
+        help="scoring system of the cohort's totals: svdh, or larsen (Larsen 1995, 0-160; "
+        "simulation convention SvdH x 160/448, docs/scoring.md) (default: %(default)s)",
+    )  # fmt: skip
     parser.add_argument("--no-images", action="store_true", help="tables and truth only (fast)")
     parser.add_argument(
         "--workers", type=int, default=0,
@@ -62,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
 
     import pandas as pd
 
+    from progression.scoring import scoring_system
     from progression.simulate import SimulationConfig, simulate_cohort
 
     cfg = SimulationConfig(
@@ -73,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
         dicom_fraction=args.dicom_fraction,
         style=args.style,
         render_images=not args.no_images,
+        scoring=args.scoring,
     )
     workers = args.workers if args.workers > 0 else (os.cpu_count() or 1)
     started = time.perf_counter()
@@ -89,8 +96,10 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"truth:  {out / 'truth'} (truth.csv, truth_visits.csv, followup.csv, joint_locations.csv)"
     )
+    system = scoring_system(cfg.scoring)
     print(
-        f"true 1-year change: mean {truth['delta_true_1y'].mean():.2f} SvdH units, "
-        f"rapid progressors (>= 5/yr) {100 * truth['rapid_true_1y'].mean():.1f}%"
+        f"true 1-year change: mean {truth['delta_true_1y'].mean():.2f} {system.unit}, "
+        f"rapid progressors (>= {system.rapid_rate:.3g}/yr) "
+        f"{100 * truth['rapid_true_1y'].mean():.1f}%"
     )
     return 0

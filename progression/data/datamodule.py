@@ -15,6 +15,7 @@ afterwards: no epoch decodes anything.
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 import numpy as np
 import pytorch_lightning as pl
@@ -191,7 +192,8 @@ class ProgressionDataModule(pl.LightningDataModule):
             else:
                 dataset = SequenceDataset(self.arrays, self.patients[split], d.min_pair_years,
                                           d.max_pair_years)
-                lengths, batch_size, collate = dataset.lengths(), d.batch_size, collate_sequences
+                lengths, batch_size = dataset.lengths(), d.batch_size
+                collate = partial(collate_sequences, rapid_rate=self.cohort.system.rapid_rate)
             sampler = GroupedBatchSampler(lengths, batch_size, shuffle=split == "train",
                                           seed=self.cfg.train.seed, rank=rank, world_size=world)
             workers = d.num_workers if stage == IMAGE_STAGE else 0  # sequences are array slices

@@ -25,7 +25,7 @@ from torch.utils.data import Dataset, Sampler
 from progression.cohort import ImageCache
 from progression.data.arrays import CohortArrays
 from progression.data.horizons import HorizonWindow
-from progression.scoring import is_rapid
+from progression.scoring import RAPID_RATE, is_rapid
 
 
 class VisitImageDataset(Dataset):
@@ -155,12 +155,14 @@ _VISIT_KEYS = ("years", "gap", "obs", "image_index", "prev_index", "prev_gap", "
 _PAD = {"image_index": -1, "prev_index": -1, "first_index": -1, "obs": np.nan}
 
 
-def collate_sequences(items: Sequence[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
+def collate_sequences(items: Sequence[dict[str, np.ndarray]],
+                      rapid_rate: float = RAPID_RATE) -> dict[str, torch.Tensor]:
     """Pad visits to the longest patient of the batch; pairs become flat index tensors.
 
     ``obs_log``/``obs_mask``: observed scores as model input (log1p units) and where they
     exist. ``pair_b, pair_i, pair_j``: batch row, index visit, follow-up visit of each
-    change target; ``pair_h`` years, ``pair_delta`` SvdH units, ``pair_rapid`` 0/1.
+    change target; ``pair_h`` years, ``pair_delta`` in the cohort's score units, ``pair_rapid``
+    0/1 (change >= ``rapid_rate`` units/year: the cohort's scoring system's threshold).
     """
     b = len(items)
     t = max(int(it["length"]) for it in items)
@@ -189,7 +191,7 @@ def collate_sequences(items: Sequence[dict[str, np.ndarray]]) -> dict[str, torch
     delta = np.concatenate([it["pair_delta"] for it in items]).astype(np.float32)
     out["pair_h"] = torch.from_numpy(h)
     out["pair_delta"] = torch.from_numpy(delta)
-    rapid = is_rapid(delta, h) if len(h) else np.zeros(0, dtype=bool)
+    rapid = is_rapid(delta, h, rapid_rate) if len(h) else np.zeros(0, dtype=bool)
     out["pair_rapid"] = torch.from_numpy(np.asarray(rapid, dtype=np.float32))
     return out
 

@@ -9,8 +9,10 @@ the index to the first follow-up visit showing progression, ``event`` = 1, or to
 follow-up visit, ``event`` = 0; both empty without follow-up).
 
 Progression events (:class:`OutcomeRule`): ``rapid`` = the change since the index reaches
-5 SvdH units per elapsed year (``progression.scoring.is_rapid``); ``sdc`` = the change exceeds
-the smallest detectable change (``progression.scoring.exceeds_sdc``, default 5 units).
+the rapid rate per elapsed year (5 SvdH units/yr; a Larsen cohort's is its system's,
+``progression.scoring.systems``); ``sdc`` = the change exceeds the smallest detectable change
+(``progression.scoring.exceeds_sdc``, default 5 SvdH units). Changes are in the cohort's
+score units (``Cohort.scoring``), whatever the ``svdh`` in the column names.
 
 Two sources:
 
@@ -24,7 +26,7 @@ Two sources:
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -33,20 +35,40 @@ from progression.cohort import Cohort
 from progression.columns import OUTCOME_COLUMNS
 from progression.data.horizons import LANDMARK_TOLERANCE_YEARS, years_between
 from progression.errors import ProgressionError
-from progression.scoring import DEFAULT_SDC, exceeds_sdc, is_rapid
+from progression.scoring import DEFAULT_SDC, RAPID_RATE, ScoringSystem, exceeds_sdc, is_rapid
 
 log = logging.getLogger(__name__)
 
 
+class NoObservedOutcomes(ProgressionError):
+    """No patient of a cohort has a scored visit a horizon after a scored, imaged visit.
+
+    The message says what is missing and stays neutral about options: the fix depends on the
+    command that asked (``evaluate``: ``--tolerance``, ``--outcomes``; ``enrich``:
+    ``--outcomes``; ``train``: none, calibration is skipped), so the caller adds it.
+    """
+
+
 @dataclass(frozen=True)
 class OutcomeRule:
-    """How observed changes and progression events are defined (years, SvdH units)."""
+    """How observed changes and progression events are defined (years, score units).
+
+    ``rapid_rate`` and ``sdc_units`` are in the cohort's score units (``sdc_units`` None:
+    the scoring system's default SDC, 5 SvdH units); :meth:`for_system` gives a Larsen cohort
+    its own (``evaluate`` does so for the cohort it scores).
+    """
 
     horizons: tuple[float, ...] = (1.0, 2.0)
-    event: str = "rapid"  # "rapid": >= 5 units/yr since the index; "sdc": change > sdc_units
-    sdc_units: float = DEFAULT_SDC
+    event: str = "rapid"  # "rapid": >= rapid_rate units/yr since the index; "sdc": > sdc_units
+    sdc_units: float | None = None
     tolerance_years: float = LANDMARK_TOLERANCE_YEARS  # a later visit counts for index + h within this
     observed_followup: bool = False  # simulated cohorts: events from reader-noisy scores
+    rapid_rate: float = RAPID_RATE  # units/year (5 SvdH units/yr)
+
+    def for_system(self, system: ScoringSystem) -> OutcomeRule:
+        """The same rule in ``system``'s units: its rapid rate, and its SDC unless one is set."""
+        return replace(self, rapid_rate=system.rapid_rate,
+                       sdc_units=system.sdc if self.sdc_units is None else self.sdc_units)
 
     def __post_init__(self) -> None:
         if self.event not in ("rapid", "sdc"):
@@ -70,7 +92,8 @@ def first_event(years: np.ndarray, change: np.ndarray, rule: OutcomeRule) -> tup
         return float("nan"), float("nan")
     order = np.argsort(years)
     years, change = years[order], change[order]
-    hit = is_rapid(change, years) if rule.event == "rapid" else exceeds_sdc(change, rule.sdc_units)
+    sdc = DEFAULT_SDC if rule.sdc_units is None else rule.sdc_units
+    hit = is_rapid(change, years, rule.rapid_rate) if rule.event == "rapid" else exceeds_sdc(change, sdc)
     hit = np.atleast_1d(hit)
     if hit.any():
         return float(years[np.argmax(hit)]), 1.0
@@ -197,10 +220,10 @@ def landmark_outcomes(cohort: Cohort, rule: OutcomeRule = OutcomeRule()) -> pd.D
                                         "change": change[after]}))
     if not rows:
         horizon_text = " or ".join(f"{h:g}" for h in rule.horizons)
-        raise ProgressionError(
+        raise NoObservedOutcomes(
             f"cohort '{cohort.root}': no patient has a scored visit {horizon_text} y "
             f"(+-{tol:g} y) after a scored, imaged visit, so no outcome can be observed; "
-            "give scores at later visits, widen --tolerance, or pass --outcomes FILE"
+            "give scores at later visits"
         )
     base = pd.DataFrame(rows)
     base = base.merge(_survival(pd.concat(later_rows, ignore_index=True), rule),

@@ -170,6 +170,7 @@ class Baseline:
             raise ProgressionError(f"interval_level must be in (0, 1), got {interval_level}")
         self.interval_level = interval_level
         self.residuals_: np.ndarray | None = None
+        self.rapid_rate_ = RAPID_RATE  # units/yr of the training cohort's scoring system
 
     # Subclasses implement these two.
     def _fit_rates(self, pairs: pd.DataFrame) -> np.ndarray:
@@ -181,20 +182,22 @@ class Baseline:
         raise NotImplementedError
 
     def _p_rapid(self, features: pd.DataFrame, rates: np.ndarray) -> np.ndarray:
-        """P(rate >= 5 units/yr) from the residual distribution around each forecast rate."""
+        """P(rate >= the rapid rate) from the residual distribution around each forecast rate."""
         assert self.residuals_ is not None
-        return (rates[:, None] + self.residuals_[None, :] >= RAPID_RATE).mean(axis=1)
+        return (rates[:, None] + self.residuals_[None, :] >= self.rapid_rate_).mean(axis=1)
 
     def fit(self, train: Any) -> Self:
         """Fit on a training cohort (directory or Cohort); returns self."""
         tables = load_cohort(train)
         self.categorical_ = categorical_covariates(tables)
+        self.rapid_rate_ = tables.system.rapid_rate
         pairs = training_pairs(tables)
         if len(pairs) < 2:
             raise ProgressionError(
                 f"{self.name}: the training cohort '{tables.root}' has {len(pairs)} pair(s) of "
                 f"scored visits {BASELINE_PAIR_WINDOW.min_years:g}-{BASELINE_PAIR_WINDOW.max_years:g} years apart; at least 2 "
-                "are needed (give svdh_total at more visits or another --train-data)"
+                f"are needed (give {tables.system.total_column} at more visits or another "
+                "--train-data)"
             )
         fitted = self._fit_rates(pairs)
         self.residuals_ = pairs["rate"].to_numpy(float) - fitted
@@ -370,7 +373,7 @@ class ClinicalMatrix(Baseline):
         rates = pairs["rate"].to_numpy(float)
         self.rate_model_ = IsotonicRegression(out_of_bounds="clip").fit(points, rates)
         self.rapid_model_ = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(
-            points, (rates >= RAPID_RATE).astype(float)
+            points, (rates >= self.rapid_rate_).astype(float)
         )
         return self.rate_model_.predict(points)
 

@@ -79,14 +79,16 @@ def _index_scores(cohort: Cohort, outcomes: pd.DataFrame) -> pd.DataFrame:
     ]
 
 
-def _scored_rows(predictions: pd.DataFrame, outcomes: pd.DataFrame, h: float) -> pd.DataFrame:
+def _scored_rows(predictions: pd.DataFrame, outcomes: pd.DataFrame, h: float,
+                 rapid_rate: float) -> pd.DataFrame:
     """Predictions joined with outcomes for horizon ``h``, with the 0/1 rapid outcome."""
     pred = predictions[np.isclose(predictions["horizon_years"], h)]
     obs = outcomes[np.isclose(outcomes["horizon_years"], h)][["patient_id", "delta_svdh_obs"]]
     rows = obs.merge(pred.drop(columns=["index_date", "horizon_years"]), on="patient_id",
                      how="left")
     delta = rows["delta_svdh_obs"].to_numpy(float)
-    rows["rapid_obs"] = np.where(np.isfinite(delta), is_rapid(np.nan_to_num(delta), h), np.nan)
+    rows["rapid_obs"] = np.where(np.isfinite(delta), is_rapid(np.nan_to_num(delta), h, rapid_rate),
+                                 np.nan)
     return rows
 
 
@@ -116,6 +118,7 @@ def _compute_all(
     n_boot: int,
     seed: int,
     progress: bool,
+    rapid_rate: float,
 ) -> tuple[pd.DataFrame, dict[tuple[str, float], pd.DataFrame]]:
     """Every metric of every method (tidy frame) and the joined rows used for the figures."""
     patients = np.array(sorted(outcomes["patient_id"].unique()))
@@ -130,7 +133,7 @@ def _compute_all(
     joined: dict[tuple[str, float], pd.DataFrame] = {}
     for method, predictions in tqdm(methods.items(), desc="metrics", disable=not progress):
         for h in horizons:
-            frame = _scored_rows(predictions, outcomes, h)
+            frame = _scored_rows(predictions, outcomes, h, rapid_rate)
             joined[(method, h)] = frame
             rows += _metric_rows(method, h, run(DELTA_METRICS, frame))
         if method == model_name:  # baselines copy the given score: nothing to measure
@@ -144,9 +147,13 @@ def _compute_all(
 
 
 # --------------------------------------------------------------------------- description
-def describe_cohort(cohort: Cohort, outcomes: pd.DataFrame,
-                    horizons: Sequence[float]) -> dict[str, Any]:
-    """Who was evaluated: counts, history, covariates at the index, outcomes (TRIPOD item 13)."""
+def describe_cohort(cohort: Cohort, outcomes: pd.DataFrame, horizons: Sequence[float],
+                    rapid_rate: float | None = None) -> dict[str, Any]:
+    """Who was evaluated: counts, history, covariates at the index, outcomes (TRIPOD item 13).
+
+    Changes are in the cohort's score units (``scoring``); ``rapid_rate`` defaults to its
+    system's."""
+    rapid_rate = cohort.system.rapid_rate if rapid_rate is None else rapid_rate
     ids = outcomes["patient_id"].unique()
     visits = cohort.visits[cohort.visits["patient_id"].isin(ids)]
     index = outcomes.drop_duplicates("patient_id").set_index("patient_id")["index_date"]
@@ -176,11 +183,16 @@ def describe_cohort(cohort: Cohort, outcomes: pd.DataFrame,
             "n_observed": int(delta.size),
             "mean_change": float(delta.mean()) if delta.size else None,
             "sd_change": float(delta.std()) if delta.size > 1 else None,
-            "fraction_rapid": float(np.mean(is_rapid(delta.to_numpy(), h))) if delta.size else None,
+            "fraction_rapid": float(np.mean(is_rapid(delta.to_numpy(), h, rapid_rate)))
+                              if delta.size else None,
         }
     events = outcomes.drop_duplicates("patient_id").dropna(subset=["event"])
     return {
         "root": str(cohort.root) if cohort.root else None,
+        "scoring": cohort.scoring,
+        "scoring_label": cohort.system.label,
+        "unit": cohort.system.unit,
+        "rapid_rate": rapid_rate,
         "simulated": cohort.truth_dir is not None,
         "n_patients": int(len(ids)),
         "n_visits_before_index": int(len(before)),
@@ -324,8 +336,7 @@ def evaluate(
         baseline forecast. When ``cohort`` is the checkpoint's own training cohort (same
         fingerprint), only its recorded test split is evaluated.
     rule
-        Horizons (years) and the progression-event definition (default: 1 and 2 years, rapid
-        progression >= 5 SvdH units/yr).
+        Horizons (years) and events (default: 1, 2 years; rapid at the cohort's system's rate).
     n_boot, seed, progress
         Patient-bootstrap resamples for the 95% CIs, their seed; show tqdm progress bars.
     model_name
@@ -341,6 +352,7 @@ def evaluate(
         raise ProgressionError(f"--bootstrap must be >= 1 resample, got {n_boot}")
     out_dir = Path(out_dir)
     tables, train = evaluation_cohorts(source, cohort, train_cohort, tracking_uri)
+    rule = rule.for_system(tables.system)  # rapid rate and SDC in the cohort's units
     outcomes = matched_outcomes(outcomes, tables, rule)
     index_dates = as_index_dates(outcomes, tables)
     methods = {} if source is None else {model_name: model_forecasts(
@@ -349,12 +361,12 @@ def evaluate(
                                   horizons, seed, progress)
     model_key = model_name if source is not None else None
     table, joined = _compute_all(methods, outcomes, _index_scores(tables, outcomes), horizons,
-                                 model_key, n_boot, seed, progress)
+                                 model_key, n_boot, seed, progress, rule.rapid_rate)
     survival = _survival_analysis(methods, model_key, outcomes, tables, index_dates)
     files = _write_figures_and_tables(out_dir, methods, joined, outcomes, horizons, survival)
     settings = _settings(rule, horizons, n_boot, seed, train)
     results = _results(settings, model_key, methods, skipped, tables, outcomes, horizons, table,
-                       survival, files)
+                       survival, files, rule.rapid_rate)
     _write_report(out_dir, results, table, model_key, horizons)
     results["out_dir"] = str(out_dir)
     if tracking_uri:
@@ -435,7 +447,7 @@ def _settings(rule: OutcomeRule, horizons: tuple[float, ...], n_boot: int, seed:
 def _results(settings: dict[str, Any], model_key: str | None, methods: dict[str, pd.DataFrame],
              skipped: dict[str, str], tables: Cohort, outcomes: pd.DataFrame,
              horizons: tuple[float, ...], table: pd.DataFrame, survival: _Survival,
-             files: dict[str, str]) -> dict[str, Any]:
+             files: dict[str, str], rapid_rate: float) -> dict[str, Any]:
     """The content of ``metrics.json``."""
     degraded = {m: int((p["note"].fillna("") != "").sum() // max(len(horizons), 1))
                 for m, p in methods.items()}
@@ -445,7 +457,7 @@ def _results(settings: dict[str, Any], model_key: str | None, methods: dict[str,
         "methods": list(methods),
         "skipped": skipped,
         "degraded_forecasts": degraded,
-        "cohort": describe_cohort(tables, outcomes, horizons),
+        "cohort": describe_cohort(tables, outcomes, horizons, rapid_rate),
         "metrics": _nested_metrics(table),
         "survival": {"method": survival.method,
                      "kaplan_meier": survival.km.as_dict() if survival.km else None,

@@ -223,4 +223,5 @@ def explain_patient(
         uses_images=model.encoder is not None,
         model_name=trained.name,
         generated_on=date.today().isoformat(),
+        scoring=meta.scoring,
     )

@@ -29,7 +29,12 @@ from progression.explain.gradcam import overlay, save_png
 from progression.explain.joints import joint_change, reader_total
 from progression.io import atomic_write_bytes, atomic_write_text
 from progression.plotting import new_figure, png_bytes
-from progression.scoring import DEFAULT_SDC, RAPID_RATE, SVDH_MAX_TOTAL
+from progression.scoring import (
+    DEFAULT_SYSTEM,
+    SVDH,
+    ScoringSystem,
+    scoring_system,
+)
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 MIN_EFFECT = 0.05  # SvdH units: smaller covariate effects are counted, joint changes not named
@@ -99,6 +104,11 @@ class PatientReport:
     model_name: str = ""
     generated_on: str = ""
     joints: pd.DataFrame | None = None
+    scoring: str = DEFAULT_SYSTEM  # the model's scoring system: the units of every score
+
+    @property
+    def system(self) -> ScoringSystem:
+        return scoring_system(self.scoring)
 
 
 def _fmt(value: float, signed: bool = False) -> str:
@@ -123,7 +133,7 @@ def summary_sentences(report: PatientReport) -> list[str]:
     for row in report.forecasts.sort_values("horizon_years").itertuples(index=False):
         text = (
             f"Predicted change over {_years(row.horizon_years)}: "
-            f"{_fmt(row.delta_svdh_pred, signed=True)} SvdH units "
+            f"{_fmt(row.delta_svdh_pred, signed=True)} {report.system.unit} "
             f"({level} interval {_fmt(row.delta_svdh_lo)} to {_fmt(row.delta_svdh_hi)})"
         )
         if pd.notna(row.p_rapid):
@@ -161,7 +171,8 @@ def _scores_figure(report: PatientReport, path: Path) -> None:
             capsize=5, label=f"Forecast ({report.interval_level:.0%} interval)",
         )
         ax.axvline(start, color="#bbbbbb", lw=1, label="Last visit: forecast made here")
-    ax.set_ylabel(f"SvdH total (units, 0-{SVDH_MAX_TOTAL})")
+    system = report.system
+    ax.set_ylabel(f"{system.unit.split()[0]} total (units, 0-{system.max_total:g})")
     ax.set_xlabel("Date")
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", fontsize=8, frameon=False)
@@ -290,9 +301,11 @@ def render_report(report: PatientReport, out_dir: str | Path) -> Path:
         level=f"{report.interval_level:.0%}",
         calibrated=report.interval_calibrated,
         horizon=f"{report.explained_horizon:g}-year",
-        rapid_rate=f"{RAPID_RATE:g}",
-        svdh_max=SVDH_MAX_TOTAL,
-        sdc=f"{DEFAULT_SDC:g}",
+        rapid_rate=f"{report.system.rapid_rate:.3g}",
+        svdh_max=f"{report.system.max_total:g}",
+        sdc=f"{report.system.sdc:.3g}",
+        unit=report.system.unit,
+        is_svdh=report.system.name == SVDH.name,
         notes=_notes(report, forecasts),
         timeline=timeline,
         uses_images=report.uses_images,
@@ -354,11 +367,12 @@ def _notes(report: PatientReport, forecasts: pd.DataFrame) -> list[str]:
     """The forecasts' notes, and a caution when the model reads the films unlike the reader."""
     notes = sorted({n for n in forecasts.get("note", pd.Series(dtype=str)).fillna("") if n})
     scored = [v for v in report.visits if v.observed_svdh is not None and v.estimated_svdh is not None]
-    off = sum(abs(v.estimated_svdh - v.observed_svdh) > DEFAULT_SDC for v in scored)
+    sdc = report.system.sdc
+    off = sum(abs(v.estimated_svdh - v.observed_svdh) > sdc for v in scored)
     if off:
         notes.append(
             f"the model's reading of the radiographs differs from the reader's score by more than "
-            f"{DEFAULT_SDC:g} SvdH units at {off} of {len(scored)} scored visit"
+            f"{sdc:.3g} {report.system.unit} at {off} of {len(scored)} scored visit"
             f"{'s' if len(scored) > 1 else ''}: treat this forecast with caution")
     return notes
 

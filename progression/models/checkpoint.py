@@ -21,6 +21,7 @@ from progression.data.covariates import CovariateSpec
 from progression.data.layout import InputLayout
 from progression.errors import CheckpointError, ConfigError
 from progression.models.forecaster import Forecaster, build_forecaster
+from progression.scoring import DEFAULT_SYSTEM, ScoringSystem, scoring_system
 
 CHECKPOINT_FORMAT = 1
 META_KEY = "progression"  # the checkpoint entry holding CheckpointMeta.to_dict()
@@ -40,6 +41,8 @@ class CheckpointMeta:
     tracking URI and experiment. Optional: ``encoder_from`` (the checkpoint the encoder
     started from), ``image_reading`` (validation correlation of the finished encoder's
     region readings), ``calibration`` (the conformal correction, :mod:`progression.calibration`).
+    ``scoring``: the scoring system of the training cohort, the units of every forecast
+    (checkpoints from before it was recorded are SvdH).
     Keys this version does not know are kept in ``extra`` and written back unchanged.
     """
 
@@ -54,6 +57,7 @@ class CheckpointMeta:
     encoder_from: dict[str, Any] | None = None
     image_reading: dict[str, Any] | None = None
     calibration: dict[str, Any] | None = None
+    scoring: str = DEFAULT_SYSTEM
     format: int = CHECKPOINT_FORMAT
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -88,6 +92,11 @@ class CheckpointMeta:
 
     def input_layout(self) -> InputLayout:
         return InputLayout(**self.layout)
+
+    @property
+    def system(self) -> ScoringSystem:
+        """The scoring system of the forecasts (:mod:`progression.scoring.systems`)."""
+        return scoring_system(self.scoring)
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -131,7 +140,7 @@ def stored_config(meta: CheckpointMeta, path: str | Path = "checkpoint") -> Conf
 def build_trained_model(cfg: Config, meta: CheckpointMeta, state_dict: dict[str, torch.Tensor],
                         path: str | Path = "checkpoint") -> Forecaster:
     """The trained :class:`Forecaster` (eval mode) from a checkpoint's config and weights."""
-    model = build_forecaster(cfg.model, meta.input_layout())
+    model = build_forecaster(cfg.model, meta.input_layout(), meta.system.rapid_rate)
     state = {k[len("model."):]: v for k, v in state_dict.items() if k.startswith("model.")}
     try:
         model.load_state_dict(state)

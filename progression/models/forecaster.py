@@ -12,6 +12,7 @@ from progression.config import ModelConfig
 from progression.data.layout import InputLayout
 from progression.models.encoder import ImageEncoder
 from progression.models.sequence import SequenceModel
+from progression.scoring import RAPID_RATE
 
 if TYPE_CHECKING:
     from progression.cohort import ImageCache
@@ -70,8 +71,10 @@ class Forecaster(nn.Module):
         return feats
 
 
-def build_forecaster(cfg: ModelConfig, layout: InputLayout) -> Forecaster:
-    """A freshly initialised :class:`Forecaster` for ``cfg`` and the cohort's ``layout``."""
+def build_forecaster(cfg: ModelConfig, layout: InputLayout,
+                     rapid_rate: float = RAPID_RATE) -> Forecaster:
+    """A freshly initialised :class:`Forecaster` for ``cfg`` and the cohort's ``layout``;
+    ``rapid_rate``: rapid progression in the cohort's score units/year (its scoring system)."""
     encoder = (
         ImageEncoder(cfg.backbone, cfg.embed_dim, cfg.backbone_kwargs) if cfg.use_images else None
     )
@@ -86,5 +89,6 @@ def build_forecaster(cfg: ModelConfig, layout: InputLayout) -> Forecaster:
         dropout=cfg.dropout,
         cat_embed_dim=cfg.cat_embed_dim,
         interval_level=cfg.interval_level,
+        rapid_rate=rapid_rate,
     )
     return Forecaster(encoder, sequence)

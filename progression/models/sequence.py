@@ -10,7 +10,7 @@ everything known up to that date. Heads read that state:
   unimaged visits);
 - change over a continuous horizon ``h`` (years): ``scale * (softplus(a) h + softplus(b) h^2)``,
   non-negative and increasing in ``h`` by construction;
-- ``P(change >= RAPID_RATE * h)`` (a logit rising with the forecast rate, plus a learned
+- ``P(change >= rapid_rate * h)`` (the cohort's scoring system's threshold, 5 SvdH units/yr) (a logit rising with the forecast rate, plus a learned
   correction) and a central interval (quantile heads, pinball loss) around the point forecast.
 
 Time enters as continuous inputs (years since the first visit, years since the previous
@@ -35,12 +35,12 @@ TIME_SCALE_YEARS = 5.0  # keeps years-since-first-visit near unit scale
 HISTORY_FEATURES = 5
 
 
-def observed_history(obs_log: torch.Tensor, obs_mask: torch.Tensor, years: torch.Tensor
-                     ) -> torch.Tensor:
+def observed_history(obs_log: torch.Tensor, obs_mask: torch.Tensor, years: torch.Tensor,
+                     rapid_rate: float = RAPID_RATE) -> torch.Tensor:
     """Per visit, from the observed totals up to and including it: ``[B, T, 5]``.
 
     Last observed total (log1p units) and whether one exists, the years since it, and the
-    least-squares slope of the observed totals over time (SvdH units/year / RAPID_RATE, 0
+    least-squares slope of the observed totals over time (units/year / ``rapid_rate``, 0
     unless :func:`~progression.data.horizons.slope_defined`) with its
     mask: the patient's own past rate, which reader-scored cohorts give directly.
     """
@@ -59,7 +59,7 @@ def observed_history(obs_log: torch.Tensor, obs_mask: torch.Tensor, years: torch
     denom = n * stt - st * st
     spread = slope_defined(n, denom)
     slope = torch.where(spread, (n * sty - st * sy) / denom.clamp(min=1e-6), torch.zeros_like(denom))
-    slope = (slope / RAPID_RATE).clamp(-5.0, 5.0)
+    slope = (slope / rapid_rate).clamp(-5.0, 5.0)
     return torch.stack([last_log, seen, since, slope, spread.float()], dim=-1)
 
 
@@ -90,8 +90,11 @@ class SequenceModel(nn.Module):
         dropout: float = 0.1,
         cat_embed_dim: int = 4,
         interval_level: float = 0.9,
+        rapid_rate: float = RAPID_RATE,
     ) -> None:
         super().__init__()
+        # Rapid progression in the cohort's units/year (its scoring system); not a weight.
+        self.rapid_rate = float(rapid_rate)
         if kind not in ("gru", "transformer"):
             raise ValueError(f"seq_model must be 'gru' or 'transformer', got {kind!r}")
         self.layout = layout
@@ -167,7 +170,7 @@ class SequenceModel(nn.Module):
             other_log, ok = scores(batch[f"{key}_index"])
             gap = batch[f"{key}_gap"].clamp(min=MIN_RATE_GAP_YEARS).unsqueeze(-1)
             ok = ok & present
-            rate = (cur_units - torch.expm1(other_log)) / gap / RAPID_RATE * ok.unsqueeze(-1)
+            rate = (cur_units - torch.expm1(other_log)) / gap / self.rapid_rate * ok.unsqueeze(-1)
             parts += [rate, ok.unsqueeze(-1).float()]
         block = torch.cat(parts, dim=-1).reshape(b, t, r * REGION_FEATURES)
         ero, jsn = cur_units[..., 0].sum(-1), cur_units[..., 1].sum(-1)
@@ -190,7 +193,8 @@ class SequenceModel(nn.Module):
         block, imaged_log, frac, pooled = self._region_block(feats, batch)
         b, t = batch["visit_mask"].shape
         obs_mask = batch["obs_mask"].float()
-        history = observed_history(batch["obs_log"], batch["obs_mask"], batch["years"])
+        history = observed_history(batch["obs_log"], batch["obs_mask"], batch["years"],
+                                   self.rapid_rate)
         parts = [
             block, imaged_log, frac, pooled,
             (batch["years"] / TIME_SCALE_YEARS).unsqueeze(-1),
@@ -243,7 +247,7 @@ class SequenceModel(nn.Module):
         width = self.rate_scale * F.softplus(extra[:, 1:]) * h.sqrt()
         point = delta.detach()  # the interval and P(rapid) must not drag the point forecast
         rate = point.squeeze(-1) / horizon.float().clamp(min=1e-3)
-        rapid_logit = F.softplus(self.rapid_slope) * (rate - RAPID_RATE) / self.rate_scale
+        rapid_logit = F.softplus(self.rapid_slope) * (rate - self.rapid_rate) / self.rate_scale
         return {
             "delta": delta.squeeze(-1),
             "lo": (point - width[:, :1]).squeeze(-1),

@@ -1,5 +1,7 @@
 """Scoring systems for radiographic damage in RA: SvdH, Larsen, and progression thresholds.
 
+Which system a cohort uses, with its maximum and rapid threshold: :mod:`.systems`.
+
 See docs/scoring.md for the joint vocabulary and the rules for missing joints.
 """
 
@@ -28,10 +30,31 @@ from progression.scoring.svdh import (
     joint_by_name,
     joints_in_region,
 )
-from progression.scoring.thresholds import DEFAULT_SDC, RAPID_RATE, exceeds_sdc, is_rapid
+from progression.scoring.systems import (
+    DEFAULT_SYSTEM,
+    LARSEN,
+    SVDH,
+    SYSTEMS,
+    ScoringSystem,
+    scoring_system,
+)
+from progression.scoring.thresholds import (
+    DEFAULT_SDC,
+    LARSEN_PER_SVDH,
+    RAPID_RATE,
+    exceeds_sdc,
+    is_rapid,
+)
 
 __all__ = [
     "DEFAULT_SDC",
+    "DEFAULT_SYSTEM",
+    "LARSEN",
+    "LARSEN_PER_SVDH",
+    "SVDH",
+    "SYSTEMS",
+    "ScoringSystem",
+    "scoring_system",
     "EROSION_MAX",
     "JOINTS",
     "JOINT_NAMES",

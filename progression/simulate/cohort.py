@@ -27,8 +27,9 @@ from progression.columns import DAYS_PER_YEAR
 from progression.errors import ConfigError
 from progression.io import atomic_write_csv, atomic_write_text
 from progression.scoring import JOINT_NAMES as _JOINT_NAMES
-from progression.scoring import JOINTS, REGIONS, is_rapid
+from progression.scoring import JOINTS, LARSEN, REGIONS, is_rapid
 from progression.simulate.config import SimulationConfig
+from progression.simulate.larsen import convert_to_larsen
 from progression.simulate.observations import (
     biomarkers,
     observation_plan,
@@ -420,6 +421,8 @@ def simulate_cohort(
         for name in _Records.__dataclass_fields__
     }
     _write(out, tables, cfg)
+    if cfg.scoring == LARSEN.name:
+        convert_to_larsen(out)
     record = {"settings": settings, "film_style": dataclasses.asdict(FILM_STYLES[cfg.style])}
     atomic_write_text(out / RECORD, json.dumps(record, indent=2) + "\n")
     (out / UNFINISHED).unlink()

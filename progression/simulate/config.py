@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from progression.errors import ConfigError
+from progression.scoring import SYSTEMS
 from progression.simulate.render import FILM_STYLES
 
 
@@ -36,6 +37,7 @@ class SimulationConfig:
     rate_sd: float = 1.0  # SD of the log-normal patient random effect on the damage rate
     reader_error: float = 0.1  # chance a reader is off by one grade on a damaged joint
     oracle_draws: int = 256  # Monte Carlo paths per patient for the oracle
+    scoring: str = "svdh"  # "larsen": totals in Larsen units (simulate/larsen.py convention)
 
     def check(self) -> None:
         """Raise ConfigError naming the first invalid setting."""
@@ -62,6 +64,7 @@ class SimulationConfig:
         ):
             value = getattr(self, name)
             rules.append((name, 0.0 <= value <= 1.0, "a fraction between 0 and 1"))
+        rules.append(("scoring", self.scoring in SYSTEMS, "one of " + ", ".join(SYSTEMS)))
         rules.append(("style", self.style in FILM_STYLES,
                       "one of " + ", ".join(FILM_STYLES) + " (--style)"))
         for name, ok, what in rules:

@@ -26,7 +26,7 @@ from progression.calibration import (
 from progression.cohort import Cohort
 from progression.config import Config, dump_config
 from progression.data.horizons import LANDMARK_TOLERANCE_YEARS
-from progression.data.outcomes import OutcomeRule, landmark_outcomes
+from progression.data.outcomes import NoObservedOutcomes, OutcomeRule, landmark_outcomes
 from progression.io import atomic_open, atomic_write_csv
 from progression.models.checkpoint import META_KEY, checkpoint_meta, read_checkpoint
 from progression.predict import predict_cohort
@@ -84,7 +84,10 @@ def calibrate_checkpoint(
     level = float(level if level is not None else meta.config["model"]["interval_level"])
     held_out = cohort.subset(patient_ids)
     rule = OutcomeRule(horizons=tuple(float(h) for h in horizons), tolerance_years=tolerance_years)
-    outcomes = landmark_outcomes(held_out, rule).dropna(subset=[OBSERVED_COLUMN])
+    try:
+        outcomes = landmark_outcomes(held_out, rule).dropna(subset=[OBSERVED_COLUMN])
+    except NoObservedOutcomes:  # a pilot cohort: training still ends with its checkpoint
+        outcomes = pd.DataFrame(columns=[OBSERVED_COLUMN])
     calibration = None
     if not outcomes.empty:
         index = outcomes.drop_duplicates("patient_id")[["patient_id", "index_date"]]

@@ -32,6 +32,7 @@ from pytorch_lightning.loggers import MLFlowLogger
 from pytorch_lightning.utilities import rank_zero_only
 
 from progression import tracking
+from progression.calibration import min_symmetric_patients
 from progression.cohort import Cohort, read_cohort
 from progression.config import Config, flatten, to_dict
 from progression.data.datamodule import ProgressionDataModule
@@ -103,6 +104,8 @@ def fit(
 
     cohort = read_cohort(cfg.data.path)
     dm = prepare_data(cfg, cohort, resumed, progress, is_main)
+    if is_main:
+        _warn_if_pilot(dm.split, cfg)
     model = build_model(cfg, dm, encoder)
     run_id = open_run(cfg, uri, cohort, dm, resumed, parent_run_id, extra_tags, is_main)
     out_dir = Path(cfg.train.output_dir).resolve() / (run_id or "run")
@@ -176,7 +179,7 @@ def prepare_data(cfg: Config, cohort: Cohort, resumed: TrainedModel | None, prog
 def build_model(cfg: Config, dm: ProgressionDataModule, encoder: StartEncoder | None) -> Forecaster:
     """A fresh network scaled to the training targets, its encoder from ``encoder`` if given,
     else with damage heads biased to the training cohort's mean damage."""
-    model = build_forecaster(cfg.model, dm.layout)
+    model = build_forecaster(cfg.model, dm.layout, dm.cohort.system.rapid_rate)
     stats = dm.target_stats()
     model.sequence.rate_scale.fill_(float(stats["rate_scale"]))
     if model.encoder is not None and encoder is not None:
@@ -231,6 +234,7 @@ def checkpoint_meta(cfg: Config, cohort: Cohort, dm: ProgressionDataModule, run_
         joint_supervised=cohort.joint_scores is not None and not cohort.joint_scores.empty,
         split=dm.split,
         cohort_fingerprint=cohort.fingerprint,
+        scoring=cohort.scoring,
         mlflow={"run_id": run_id, "tracking_uri": uri, "experiment": cfg.tracking.experiment},
     )
     if encoder is not None:
@@ -316,3 +320,20 @@ def _warn_if_films_unread(reading: dict[str, Any] | None, cfg: Config) -> None:
         "can need 30-60 image epochs before it starts to read (train.image_epochs): use "
         "--config cpu256 on a CPU or --config gpu on a GPU (docs/model.md).",
         reading["val_corr_region"], reading["image_epochs"], cfg.data.image_size)
+
+
+def _warn_if_pilot(split: dict[str, list[str]], cfg: Config) -> None:
+    """Say so when the validation split is too small to choose the best epoch reliably or to
+    calibrate the interval: a pilot cohort still trains and its checkpoint is still written."""
+    n_val = len(split["val"])
+    needed = min_symmetric_patients(cfg.model.interval_level)
+    if n_val >= needed:
+        return
+    n_all = sum(len(ids) for ids in split.values())
+    logger.warning(
+        "too few validation patients: %d of %d (data.val_fraction=%g); the best epoch is "
+        "chosen on them and the %g%% interval needs at least %d held-out patients with a "
+        "scored follow-up visit to be calibrated, so it will likely stay uncalibrated. The "
+        "checkpoint is still written; for a model to rely on, add patients (or raise "
+        "data.val_fraction).",
+        n_val, n_all, cfg.data.val_fraction, 100 * cfg.model.interval_level, needed)

@@ -22,6 +22,7 @@ import pandas as pd
 
 from progression.calibration import ConformalCalibration, Correction
 from progression.io import atomic_write_text
+from progression.scoring import DEFAULT_SYSTEM, scoring_system
 
 TEMPLATE = "model_card.md.j2"
 
@@ -85,6 +86,7 @@ class ModelCardInputs:
     created: str = ""
     simulated_data: bool = False
     limitations: Sequence[str] = ()
+    scoring: str = DEFAULT_SYSTEM  # the scoring system of the training cohort: the card's units
 
 
 def _number(value: Any) -> str:
@@ -203,6 +205,7 @@ def render_model_card(card: ModelCardInputs) -> str:
         calibration=calibration,
         limitations=limitations,
         config=flatten(dict(card.config)),
+        system=scoring_system(card.scoring),
     )
 
 
@@ -286,6 +289,7 @@ def checkpoint_card(
         config=cfg,
         simulated_data=bool(data_path) and (Path(data_path) / "truth").is_dir(),
         limitations=limitations,
+        scoring=meta.scoring,
     )
 
 

@@ -16,7 +16,11 @@ from progression.cohort.checks.build import CohortFrames, Parsed, build_parts
 from progression.cohort.checks.context import CheckContext, VisitKeys
 from progression.cohort.checks.covariates import check_static_or_per_visit, split_covariates
 from progression.cohort.checks.images import check_images
-from progression.cohort.checks.joint_scores import check_joint_scores, check_joints_match_totals
+from progression.cohort.checks.joint_scores import (
+    check_joint_scores,
+    check_joints_match_totals,
+    check_larsen_joint_scores,
+)
 from progression.cohort.checks.patients import (
     check_patients,
     check_patients_have_images,
@@ -25,6 +29,7 @@ from progression.cohort.checks.patients import (
 from progression.cohort.checks.visits import check_score_decreases, check_visits
 from progression.cohort.format import IMAGES, JOINT_SCORES, PATIENTS, VISITS
 from progression.columns import SCORE_COLUMNS
+from progression.scoring import LARSEN, SVDH
 
 __all__ = ["CheckContext", "CohortFrames", "run_checks"]
 
@@ -34,7 +39,10 @@ def run_checks(ctx: CheckContext, tables: dict[str, Table | None]) -> CohortFram
     patients = ctx.required_columns(tables.get(PATIENTS))
     visits = ctx.required_columns(tables.get(VISITS))
     images = ctx.required_columns(tables.get(IMAGES))
-    joints = ctx.required_columns(tables.get(JOINT_SCORES))
+    svdh = ctx.scoring.name == SVDH.name
+    # Larsen grades are checked, not kept: the per-joint model head reads SvdH grades only.
+    larsen_joints = None if svdh else tables.get(JOINT_SCORES)
+    joints = ctx.required_columns(tables.get(JOINT_SCORES)) if svdh else None
 
     parsed = Parsed()
     patient_rows: dict[str, int] = {}
@@ -47,6 +55,8 @@ def run_checks(ctx: CheckContext, tables: dict[str, Table | None]) -> CohortFram
         parsed.image_dates, parsed.abs_paths = check_images(ctx, images, visit_keys)
     if joints is not None:
         parsed.joint_dates = check_joint_scores(ctx, joints, visit_keys)
+    if larsen_joints is not None:
+        check_larsen_joint_scores(ctx, larsen_joints, visits, visit_keys)
 
     if patients is not None and visits is not None:
         check_patients_have_visits(ctx, patients, patient_rows, visits)
@@ -63,7 +73,7 @@ def run_checks(ctx: CheckContext, tables: dict[str, Table | None]) -> CohortFram
         parsed.static = split_covariates(ctx, patients, exclude=("patient_id", "birth_date"))
     if visits is not None:
         parsed.per_visit = split_covariates(
-            ctx, visits, exclude=("patient_id", "visit_date", *SCORE_COLUMNS)
+            ctx, visits, exclude=("patient_id", "visit_date", *SCORE_COLUMNS, LARSEN.total_column)
         )
         check_static_or_per_visit(ctx, visits, parsed.static)
         if joints is not None and not ctx.has_errors(joints):
@@ -72,4 +82,5 @@ def run_checks(ctx: CheckContext, tables: dict[str, Table | None]) -> CohortFram
 
     if not ctx.report.ok or patients is None or visits is None or images is None:
         return None
-    return build_parts(patients, visits, images, joints, parsed, ctx.image_stats)
+    return build_parts(patients, visits, images, joints, parsed, ctx.image_stats,
+                       ctx.scoring.total_column)

@@ -61,10 +61,15 @@ def build_parts(
     joints: Table | None,
     parsed: Parsed,
     image_stats: dict[str, tuple[int, int]],
+    total_column: str = "svdh_total",
 ) -> CohortFrames:
-    """The cohort's DataFrames (sorted by patient and date), schema and fingerprint."""
+    """The cohort's DataFrames (sorted by patient and date), schema and fingerprint.
+
+    ``total_column``: the visit total's column in visits.csv (``larsen_total`` in a Larsen
+    cohort); its values become the visits' ``svdh_total``, the score the model forecasts.
+    """
     patients_df = _patients_frame(patients, parsed)
-    visits_df = _visits_frame(visits, parsed)
+    visits_df = _visits_frame(visits, parsed, total_column)
     images_df = _images_frame(images, parsed)
     joints_df = None if joints is None else _joints_frame(joints, parsed)
     schema = CohortSchema(
@@ -103,15 +108,17 @@ def _patients_frame(patients: Table, parsed: Parsed) -> pd.DataFrame:
     return pd.DataFrame(pat).sort_values("patient_id", kind="stable").reset_index(drop=True)
 
 
-def _visits_frame(visits: Table, parsed: Parsed) -> pd.DataFrame:
+def _visits_frame(visits: Table, parsed: Parsed, total_column: str) -> pd.DataFrame:
     vis: dict[str, object] = {
         "patient_id": visits.frame["patient_id"].astype(str).tolist(),
         "visit_date": pd.to_datetime(parsed.visit_dates),
     }
+    given = {"svdh_total": total_column}  # a Larsen total is the score forecast
     for column in SCORE_COLUMNS:
+        source = given.get(column, column)
         vis[column] = (
-            np.asarray([parse_number(c)[0] for c in visits.frame[column]], dtype=np.float64)
-            if visits.has(column)
+            np.asarray([parse_number(c)[0] for c in visits.frame[source]], dtype=np.float64)
+            if visits.has(source)
             else np.full(len(visits.frame), np.nan)
         )
     # A visit scored by component only still has a total (erosion + JSN).

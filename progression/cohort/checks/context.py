@@ -13,6 +13,7 @@ from pathlib import Path
 from progression.cohort.cells import Table, parse_number
 from progression.cohort.format import DATE_FIX, DATE_PATTERN, EARLIEST_YEAR, KEY_COLUMNS
 from progression.cohort.problems import ValidationReport
+from progression.scoring import SVDH, ScoringSystem
 
 VisitKeys = dict[tuple[str, date], int]  # (patient_id, visit_date) -> row of visits.csv
 
@@ -22,7 +23,8 @@ class CheckContext:
 
     ``confined``: image paths must stay inside ``root`` (a cohort directory, or DataFrames
     given with a root); ``allow_external_images``: a symbolic link inside the cohort may point
-    at a file outside it (the cohort's explicit opt-in, docs/cohort_format.md).
+    at a file outside it (the cohort's explicit opt-in, docs/cohort_format.md);
+    ``scoring``: the system the cohort's scores are in (``cohort.yaml`` ``scoring``).
     """
 
     def __init__(
@@ -31,11 +33,13 @@ class CheckContext:
         root: Path | None,
         confined: bool,
         allow_external_images: bool = False,
+        scoring: ScoringSystem = SVDH,
     ):
         self.report = report
         self.root = root
         self.confined = confined
         self.allow_external_images = allow_external_images
+        self.scoring = scoring
         self.today = date.today()
         self._dates: dict[str, tuple[date | None, str | None]] = {}
         # (images.csv line, absolute path) of image files that passed the path checks

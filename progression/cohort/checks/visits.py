@@ -1,4 +1,9 @@
-"""visits.csv: one row per patient and date, SvdH scores in range and consistent over time."""
+"""visits.csv: one row per patient and date, scores in range and consistent over time.
+
+Scores are SvdH (``svdh_total``, ``svdh_erosion``, ``svdh_jsn``) or, in a cohort whose
+``cohort.yaml`` says ``scoring: larsen``, the Larsen total ``larsen_total``; each is checked
+against its own system's range, and a column of the other system is an error.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ from progression.cohort.cells import Table, parse_number
 from progression.cohort.checks.context import CheckContext, VisitKeys
 from progression.cohort.format import SCORE_MAX, TOTAL_TOLERANCE
 from progression.columns import SCORE_COLUMNS
-from progression.scoring import DEFAULT_SDC
+from progression.scoring import LARSEN, SVDH
 
 
 def check_visits(
@@ -34,7 +39,11 @@ def check_visits(
                 f"visit {day.isoformat()} is before the patient's birth_date {birth.isoformat()}",
                 "correct the visit_date here or the birth_date in patients.csv",
             )
-    _check_scores(ctx, table)
+    if ctx.scoring.name == SVDH.name:
+        _check_scores(ctx, table)
+    else:
+        _check_system_total(ctx, table)
+    _refuse_other_system(ctx, table)
     _warn_misnamed_scores(ctx, table)
     return keys, dates
 
@@ -65,6 +74,35 @@ def _check_scores(ctx: CheckContext, table: Table) -> None:
                 )
 
 
+def _check_system_total(ctx: CheckContext, table: Table) -> None:
+    """The visit total of a system with one total column (Larsen) in 0..its maximum."""
+    system = ctx.scoring
+    column = system.total_column
+    if not table.has(column):
+        return
+    for i, v in enumerate(ctx.number_column(table, column)):
+        if not math.isnan(v) and not 0 <= v <= system.max_total:
+            ctx.error(table, i, column, f"{v:g} is outside the {system.label} range "
+                      f"0-{system.max_total:g}", f"correct the score ({column} is "
+                      f"0-{system.max_total:g} {system.unit})")
+
+
+def _refuse_other_system(ctx: CheckContext, table: Table) -> None:
+    """A score column of the system the cohort does not declare: one system per cohort."""
+    if ctx.scoring.name == SVDH.name:
+        if table.has(LARSEN.total_column):
+            ctx.error(table, None, LARSEN.total_column, "Larsen scores in a cohort scored in SvdH",
+                      "declare 'scoring: larsen' in cohort.yaml (docs/scoring.md), or remove "
+                      "the column")
+        return
+    for column in SCORE_COLUMNS:
+        if table.has(column):
+            ctx.error(table, None, column, f"SvdH scores in a cohort that declares scoring: "
+                      f"{ctx.scoring.name} (cohort.yaml)",
+                      f"give the {ctx.scoring.label} total as {ctx.scoring.total_column}, or "
+                      "remove 'scoring' from cohort.yaml for an SvdH cohort")
+
+
 def _warn_misnamed_scores(ctx: CheckContext, table: Table) -> None:
     for column in table.frame.columns:
         if column.startswith("svdh_") and column not in SCORE_COLUMNS:
@@ -82,11 +120,13 @@ def _warn_misnamed_scores(ctx: CheckContext, table: Table) -> None:
 
 def check_score_decreases(ctx: CheckContext, visits: Table, dates: list[date | None]) -> None:
     """Damage does not heal: a fall larger than the SDC is likely a reading or entry error."""
-    if not visits.has("svdh_total"):
+    system = ctx.scoring
+    column = system.total_column
+    if not visits.has(column):
         return
     by_patient: dict[str, list[tuple[date, float, int]]] = defaultdict(list)
     for i, (pid, day, text) in enumerate(
-        zip(visits.frame["patient_id"], dates, visits.frame["svdh_total"])
+        zip(visits.frame["patient_id"], dates, visits.frame[column])
     ):
         score = parse_number(text)[0]
         if day is not None and not math.isnan(score):
@@ -94,13 +134,13 @@ def check_score_decreases(ctx: CheckContext, visits: Table, dates: list[date | N
     for pid, series in by_patient.items():
         series.sort()
         for (d0, s0, _), (d1, s1, i) in zip(series, series[1:]):
-            if s0 - s1 > DEFAULT_SDC:
+            if s0 - s1 > system.sdc:
                 ctx.warn(
                     visits,
                     i,
-                    "svdh_total",
-                    f"svdh_total of patient {pid} falls from {s0:g} ({d0.isoformat()}) to {s1:g} "
+                    column,
+                    f"{column} of patient {pid} falls from {s0:g} ({d0.isoformat()}) to {s1:g} "
                     f"({d1.isoformat()}), more than the smallest detectable change "
-                    f"({DEFAULT_SDC:g})",
-                    "check both readings; SvdH damage does not usually heal",
+                    f"({system.sdc:.3g} {system.unit})",
+                    "check both readings; radiographic damage does not usually heal",
                 )
