@@ -284,7 +284,7 @@ def test_damage_tertiles_are_equal_sized_even_with_many_zero_scores():
 @pytest.fixture(scope="module")
 def covariate_model(tmp_path_factory):
     """A covariates-only model (tiny config, no images: seconds) on a simulated cohort of 600
-    patients split 20/40/40 into train / validation (= calibration) / test, with its raw and
+    patients split 20/40/40 into train / validation (half of it calibration) / test, with its raw and
     calibrated forecasts for every patient and the simulator's true changes."""
     import torch
 
@@ -341,7 +341,7 @@ def test_conformal_intervals_cover_90_percent_of_held_out_simulated_patients(cov
     split = covariate_model["meta"]["split"]
     truth = covariate_model["truth"][["patient_id", "horizon_years", "delta_svdh_obs"]]
     table = covariate_model["raw"].merge(truth, on=["patient_id", "horizon_years"])
-    calibration_split = table[table["patient_id"].isin(split["val"])]
+    calibration_split = table[table["patient_id"].isin(split["val"] + split["calibration"])]
     test_split = table[table["patient_id"].isin(split["test"])]
     assert calibration_split["patient_id"].nunique() >= 200 and test_split["patient_id"].nunique() >= 200
 
