@@ -20,7 +20,10 @@ from progression.models.checkpoint import META_KEY
 from progression.predict import NOTE_SCORED_ONLY, NOTE_UNCALIBRATED, predict_cohort
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-N_PATIENTS = 1000  # 400 held-out test and 200 calibration patients: coverage +-0.02 (1 SE)
+# 120 train / 300 validation / 300 calibration / 480 test patients; every history visit scored
+# and up to 10 visits, so that about 290 (1 year) and 190 (2 years) test patients have a
+# landmark pair: coverage +-0.02 (1 SE) on each side of the check
+N_PATIENTS = 1200
 
 
 def readme_checkpoint_name() -> str:
@@ -33,8 +36,8 @@ def readme_checkpoint_name() -> str:
 
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory):
-    """A covariates-only tiny model (seconds) on a simulated cohort of 1,000 patients split
-    20/40/40 into train / validation (half selects the checkpoint, half calibrates) / test,
+    """A covariates-only tiny model (seconds) on a simulated cohort of 1,200 patients split
+    10/50/40 into train / validation (half selects the checkpoint, half calibrates) / test,
     and the test patients' landmark outcomes."""
     from progression.cohort import read_cohort
     from progression.config import load_config
@@ -42,15 +45,16 @@ def fitted(tmp_path_factory):
     from progression.train import fit
 
     work = tmp_path_factory.mktemp("regimes")
-    root = simulate_cohort(work / "cohort", SimulationConfig(n_patients=N_PATIENTS, seed=5,
-                                                             render_images=False), progress=False)
+    root = simulate_cohort(work / "cohort", SimulationConfig(
+        n_patients=N_PATIENTS, seed=5, render_images=False, scored_fraction=1.0, max_visits=10,
+    ), progress=False)
     # render_images=False lists films it did not write; a covariates-only cohort has none
     images = pd.read_csv(root / "images.csv")
     images.iloc[0:0].to_csv(root / "images.csv", index=False)
     cfg = load_config("tiny", [
         f"data.path={root}", f"train.output_dir={work / 'runs'}",
         f"tracking.tracking_uri=sqlite:///{work / 'mlruns.db'}", "tracking.log_model=false",
-        "train.progress=false", "model.use_images=false", "data.val_fraction=0.4",
+        "train.progress=false", "model.use_images=false", "data.val_fraction=0.5",
         "data.test_fraction=0.4", "train.image_epochs=0", "train.max_epochs=3",
     ])
     result = fit(cfg)
@@ -77,17 +81,17 @@ def _coverage(fitted, histories) -> pd.Series:
 def test_calibration_patients_neither_train_nor_select_the_checkpoint(fitted):
     split = fitted["meta"]["split"]
     calibration = set(split["calibration"])
-    assert len(calibration) == 200 and len(split["val"]) == 200
+    assert len(calibration) == 300 and len(split["val"]) == 300
     assert not calibration & (set(split["train"]) | set(split["val"]) | set(split["test"]))
     n = {regime: sum(fitted["meta"][key]["n_calibration"].values())
          for regime, key in (("scored", "calibration"), ("unscored", "calibration_unscored"))}
-    assert n["scored"] == n["unscored"] >= 200  # the same patients, two regimes
+    assert n["scored"] == n["unscored"] >= 250  # the same patients, two regimes
 
 
 @pytest.mark.slow
 def test_readme_checkpoint_covers_90_percent_of_held_out_scored_histories(fitted):
     coverage = _coverage(fitted, fitted["test"])
-    assert len(fitted["outcomes"]) >= 300
+    assert len(fitted["outcomes"]) >= 400
     for h in (1.0, 2.0):
         assert abs(coverage[h] - 0.9) <= 0.05, coverage.to_dict()
 
