@@ -153,9 +153,9 @@ def interval_correction(
         raise CalibrationError(
             f"only {n} calibration patient(s); a {level:.0%} conformal interval needs at least "
             f"{need} (one correction for both sides; {min_calibration_patients(level)} for "
-            "separate lower and upper corrections). fit calibrates on its calibration patients "
-            "(data.calibration_share of the data.val_fraction patients): raise either or "
-            "lower the interval level."
+            "separate lower and upper corrections). fit calibrates on its calibration patients, "
+            "data.calibration_share of the validation split (data.val_fraction): raise either "
+            "or lower the interval level."
         )
     q = conformal_quantile(np.maximum(e_lo, e_hi), level)
     return Correction(q, q)

@@ -323,12 +323,18 @@ def covariate_model(tmp_path_factory):
 
 @pytest.mark.slow
 def test_fit_stores_the_conformal_correction_and_predict_applies_it(covariate_model):
-    cal = ConformalCalibration.from_dict(covariate_model["meta"]["calibration"])
+    meta = covariate_model["meta"]
+    cal = ConformalCalibration.from_dict(meta["calibration"])
+    unscored = ConformalCalibration.from_dict(meta["calibration_unscored"])
     assert cal.level == 0.9 and sum(cal.n_calibration.values()) >= 20
     raw, calibrated = covariate_model["raw"], covariate_model["calibrated"]
-    for h in (1.0, 2.0):
-        q, _ = cal.correction_for(h)
-        rows = raw["horizon_years"] == h
+    visits = covariate_model["cohort"].visits
+    scored = raw["patient_id"].isin(visits.dropna(subset=["svdh_total"])["patient_id"])
+    assert scored.any() and not scored.all()  # both regimes of history are forecast
+    for h, regime, correction in ((h, s, c) for h in (1.0, 2.0)
+                                  for s, c in ((True, cal), (False, unscored))):
+        q, _ = correction.correction_for(h)
+        rows = (raw["horizon_years"] == h) & (scored == regime)
         np.testing.assert_allclose(calibrated.loc[rows, "delta_svdh_hi"], raw.loc[rows, "delta_svdh_hi"] + q.hi, atol=1e-6)
         np.testing.assert_allclose(calibrated.loc[rows, "delta_svdh_lo"], raw.loc[rows, "delta_svdh_lo"] - q.lo, atol=1e-6)
     pd.testing.assert_series_equal(calibrated["delta_svdh_pred"], raw["delta_svdh_pred"])

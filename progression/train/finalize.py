@@ -27,6 +27,7 @@ from progression.cohort import Cohort
 from progression.config import Config, dump_config
 from progression.data.horizons import LANDMARK_TOLERANCE_YEARS
 from progression.data.outcomes import OutcomeRule, landmark_outcomes
+from progression.errors import ProgressionError
 from progression.io import atomic_open, atomic_write_csv
 from progression.models.checkpoint import META_KEY, checkpoint_meta, read_checkpoint
 from progression.predict import predict_cohort
@@ -92,8 +93,11 @@ def calibrate_checkpoint(
     rule = OutcomeRule(horizons=tuple(float(h) for h in horizons), tolerance_years=tolerance_years)
     outcomes = pd.DataFrame()
     if patient_ids:
-        outcomes = landmark_outcomes(cohort.subset(patient_ids), rule).dropna(
-            subset=[OBSERVED_COLUMN])
+        try:
+            outcomes = landmark_outcomes(cohort.subset(patient_ids), rule).dropna(
+                subset=[OBSERVED_COLUMN])
+        except ProgressionError:  # no landmark pair at all: warned below, not an error of fit
+            outcomes = pd.DataFrame()
     if outcomes.empty:
         reason = ("no calibration patients (data.val_fraction x data.calibration_share of the "
                   "cohort rounds to none)" if not patient_ids else
