@@ -153,8 +153,9 @@ def interval_correction(
         raise CalibrationError(
             f"only {n} calibration patient(s); a {level:.0%} conformal interval needs at least "
             f"{need} (one correction for both sides; {min_calibration_patients(level)} for "
-            "separate lower and upper corrections). fit calibrates on the validation split: "
-            "make it larger (data.val_fraction) or lower the interval level."
+            "separate lower and upper corrections). fit calibrates on its calibration patients, "
+            "data.calibration_share of the validation split (data.val_fraction): raise either "
+            "or lower the interval level."
         )
     q = conformal_quantile(np.maximum(e_lo, e_hi), level)
     return Correction(q, q)
@@ -250,14 +251,21 @@ class ConformalCalibration:
         out["delta_svdh_lo"] = np.where(crossed, mid, lo)
         out["delta_svdh_hi"] = np.where(crossed, mid, hi)
         extrapolated = np.array([p[1] for p in pairs], dtype=bool)
-        if extrapolated.any():
-            text = "interval calibrated by extrapolation from other horizons"
-            notes = out["note"].fillna("").astype(str) if "note" in out else pd.Series("", out.index)
-            out["note"] = [
-                (f"{n}; {text}" if n else text) if ex else n
-                for n, ex in zip(notes, extrapolated)
-            ]
-        return out
+        return with_note(out, extrapolated,
+                         "interval calibrated by extrapolation from other horizons")
+
+
+def with_note(frame: pd.DataFrame, rows: np.ndarray, text: str) -> pd.DataFrame:
+    """``frame`` with ``text`` appended (``"; "``-separated) to the ``note`` of ``rows`` (a
+    boolean mask); the frame itself when no row is flagged."""
+    rows = np.asarray(rows, dtype=bool)
+    if not rows.any():
+        return frame
+    out = frame.copy()
+    notes = out["note"].fillna("").astype(str) if "note" in out else pd.Series("", out.index)
+    out["note"] = [(f"{n}; {text}" if n else text) if flag else n
+                   for n, flag in zip(notes, rows)]
+    return out
 
 
 def _require_columns(frame: pd.DataFrame, columns: Iterable[str], what: str) -> None:

@@ -65,6 +65,9 @@ class DataConfig:
     cache_dir: str = ""  # decoded-image cache; "" = $PROGRESSION_CACHE_DIR or ~/.cache/progression
     val_fraction: float = 0.15  # of patients
     test_fraction: float = 0.15  # of patients
+    # of the validation patients: calibrate the interval and take no part in choosing the
+    # checkpoint (progression.data.split); 0 = none, the interval stays uncalibrated
+    calibration_share: float = 0.5
     split_seed: int = 0
     batch_size: int = 32  # patients per batch (sequence stage)
     visit_batch_size: int = 16  # visits per batch (image stage; up to 4 films each)

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from progression.calibration import with_note
 from progression.cohort import Cohort, ImageCache, read_cohort
 from progression.columns import PREDICTION_COLUMNS
 from progression.data.arrays import CohortArrays, build_arrays
@@ -30,6 +31,11 @@ logger = logging.getLogger(__name__)
 
 NOTE_NO_IMAGE = "no usable image: covariates only"
 NOTE_NO_VISIT = "no visit before the index date: covariates only"
+NOTE_UNCALIBRATED = "interval not calibrated (the checkpoint holds no conformal calibration)"
+NOTE_SCORED_ONLY = ("interval calibrated on scored histories only; this history has no "
+                    "scored visit")
+
+
 def _index_dates(index_dates: Any) -> dict[str, pd.Timestamp] | None:
     """Mapping / Series ``patient_id -> date`` or a frame with ``patient_id, index_date``."""
     if index_dates is None:
@@ -67,8 +73,11 @@ def predict_cohort(
     visit on or before it with a film (default: each patient's last such visit).
     ``batch_size``: patients per sequence batch (films are encoded 4x that many at a time).
     ``cache_dir``: decoded-image cache (default: the training config's, else the default).
-    ``calibrate``: apply the checkpoint's conformal interval correction, when it has one
-    (:mod:`progression.calibration`; False gives the raw quantile-head interval).
+    ``calibrate``: apply the checkpoint's conformal interval correction
+    (:mod:`progression.calibration`; False gives the raw quantile-head interval): the one
+    fitted on scored histories where the patient's history up to the index date has a scored
+    visit, the one fitted with scores hidden where it has none. A checkpoint without any
+    calibration gives the raw interval, a logged warning and a ``note`` on every row.
     Returns one row per patient x horizon (:data:`PREDICTION_COLUMNS`) in the units of the
     checkpoint's scoring system (SvdH, or Larsen for a model trained on a Larsen cohort; the
     frame's ``attrs["scoring"]`` names it), ``risk_score`` in those units/year.
@@ -104,10 +113,33 @@ def predict_cohort(
         feats = model.encode_films(cache, slots, arrays.image_region, np.arange(len(slots)),
                                    device, 4 * batch_size, bf16, progress)
     frame = forecast_arrays(model, arrays, feats, horizons, batch_size, device, skipped)
-    calibration = trained.calibration if calibrate else None
-    frame = calibration.apply(frame) if calibration is not None else frame
+    frame = calibrate_forecasts(frame, trained, arrays) if calibrate else frame
     frame.attrs["scoring"] = trained.meta.scoring
     return frame
+
+
+def calibrate_forecasts(frame: pd.DataFrame, trained: TrainedModel, arrays: CohortArrays) -> pd.DataFrame:
+    """``frame`` with each row's interval corrected for the regime of its patient's history
+    (scored visit up to the index date or not); noted and warned where nothing is stored."""
+    scored_cal, unscored_cal = trained.calibration, trained.calibration_unscored
+    if scored_cal is None:
+        logger.warning(
+            "%s holds no interval calibration: delta_svdh_lo/hi are the raw quantile-head "
+            "interval, often too narrow (every row's note says so); predict with the best.ckpt "
+            "of a finished `progression train`, which calibrates it on its calibration "
+            "patients (data.val_fraction, data.calibration_share)", trained.path.name)
+        return with_note(frame, np.ones(len(frame), dtype=bool), NOTE_UNCALIBRATED)
+    # arrays hold each history cut at its index date: a scored visit in it is one predict sees
+    owner = np.repeat(np.arange(arrays.n_patients), np.diff(arrays.patient_start))
+    scored_visits = np.bincount(owner, weights=~np.isnan(arrays.obs[:, 0]),
+                                minlength=arrays.n_patients)
+    scored = frame["patient_id"].map(dict(zip(arrays.patient_ids.astype(str), scored_visits > 0)))
+    scored = scored.fillna(False).to_numpy(dtype=bool)
+    if unscored_cal is None:  # calibrated before the unscored regime existed: as before
+        return with_note(scored_cal.apply(frame), ~scored, NOTE_SCORED_ONLY)
+    parts = [cal.apply(frame[rows]) for cal, rows in ((scored_cal, scored),
+                                                      (unscored_cal, ~scored)) if rows.any()]
+    return pd.concat(parts).loc[frame.index] if parts else frame
 
 
 def _check_same_system(trained: TrainedModel, cohort: Cohort) -> None:

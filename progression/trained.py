@@ -92,10 +92,20 @@ class TrainedModel:
 
     @property
     def calibration(self) -> ConformalCalibration | None:
-        """The conformal interval correction fitted after training, when there is one."""
+        """The conformal interval correction fitted after training on histories with their
+        reader scores, when there is one."""
         from progression.calibration import ConformalCalibration
 
         stored = self.meta.calibration
+        return ConformalCalibration.from_dict(stored) if stored else None
+
+    @property
+    def calibration_unscored(self) -> ConformalCalibration | None:
+        """The correction fitted with the calibration patients' scores hidden (films and
+        covariates only); None for checkpoints calibrated before it existed."""
+        from progression.calibration import ConformalCalibration
+
+        stored = self.meta.calibration_unscored
         return ConformalCalibration.from_dict(stored) if stored else None
 
     @property

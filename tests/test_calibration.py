@@ -284,7 +284,7 @@ def test_damage_tertiles_are_equal_sized_even_with_many_zero_scores():
 @pytest.fixture(scope="module")
 def covariate_model(tmp_path_factory):
     """A covariates-only model (tiny config, no images: seconds) on a simulated cohort of 600
-    patients split 20/40/40 into train / validation (= calibration) / test, with its raw and
+    patients split 20/40/40 into train / validation (half of it calibration) / test, with its raw and
     calibrated forecasts for every patient and the simulator's true changes."""
     import torch
 
@@ -323,12 +323,18 @@ def covariate_model(tmp_path_factory):
 
 @pytest.mark.slow
 def test_fit_stores_the_conformal_correction_and_predict_applies_it(covariate_model):
-    cal = ConformalCalibration.from_dict(covariate_model["meta"]["calibration"])
+    meta = covariate_model["meta"]
+    cal = ConformalCalibration.from_dict(meta["calibration"])
+    unscored = ConformalCalibration.from_dict(meta["calibration_unscored"])
     assert cal.level == 0.9 and sum(cal.n_calibration.values()) >= 20
     raw, calibrated = covariate_model["raw"], covariate_model["calibrated"]
-    for h in (1.0, 2.0):
-        q, _ = cal.correction_for(h)
-        rows = raw["horizon_years"] == h
+    visits = covariate_model["cohort"].visits
+    scored = raw["patient_id"].isin(visits.dropna(subset=["svdh_total"])["patient_id"])
+    assert scored.any() and not scored.all()  # both regimes of history are forecast
+    for h, regime, correction in ((h, s, c) for h in (1.0, 2.0)
+                                  for s, c in ((True, cal), (False, unscored))):
+        q, _ = correction.correction_for(h)
+        rows = (raw["horizon_years"] == h) & (scored == regime)
         np.testing.assert_allclose(calibrated.loc[rows, "delta_svdh_hi"], raw.loc[rows, "delta_svdh_hi"] + q.hi, atol=1e-6)
         np.testing.assert_allclose(calibrated.loc[rows, "delta_svdh_lo"], raw.loc[rows, "delta_svdh_lo"] - q.lo, atol=1e-6)
     pd.testing.assert_series_equal(calibrated["delta_svdh_pred"], raw["delta_svdh_pred"])
@@ -341,7 +347,7 @@ def test_conformal_intervals_cover_90_percent_of_held_out_simulated_patients(cov
     split = covariate_model["meta"]["split"]
     truth = covariate_model["truth"][["patient_id", "horizon_years", "delta_svdh_obs"]]
     table = covariate_model["raw"].merge(truth, on=["patient_id", "horizon_years"])
-    calibration_split = table[table["patient_id"].isin(split["val"])]
+    calibration_split = table[table["patient_id"].isin(split["val"] + split["calibration"])]
     test_split = table[table["patient_id"].isin(split["test"])]
     assert calibration_split["patient_id"].nunique() >= 200 and test_split["patient_id"].nunique() >= 200
 

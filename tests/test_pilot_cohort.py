@@ -1,7 +1,7 @@
 """Pilot-size cohorts: training too few patients to calibrate or validate still ends normally.
 
-A 16-patient cohort leaves 3 validation patients, none with a scored visit 1-2 years after a
-scored, imaged one: the fit warns (too few validation patients, interval not calibrated),
+A 16-patient cohort leaves 3 held-out patients (1 to choose the epoch on, 2 to calibrate on,
+``data.calibration_share``), none with a scored visit 1-2 years after a scored, imaged one: the fit warns (too few validation patients, interval not calibrated),
 exits 0 and writes the checkpoint it prints. Messages name options of the command that
 printed them: ``evaluate`` suggests its ``--tolerance`` and ``--outcomes``, ``train`` never
 does.
@@ -45,7 +45,7 @@ def test_training_a_16_patient_cohort_exits_0_with_warnings_and_writes_the_check
     assert checkpoint.is_file()
     assert load_trained(checkpoint).meta.calibration is None  # usable, not calibrated
     warnings = " ".join(r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING)
-    assert "too few validation patients: 3 of 16" in warnings
+    assert "too few validation patients: 1 of 16" in warnings
     assert "interval not calibrated" in warnings
     assert "--tolerance" not in warnings + captured.err
     assert "--outcomes" not in warnings + captured.err

@@ -9,7 +9,7 @@ evaluation, explanations) reads this one container.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -18,6 +18,7 @@ from progression.cohort.cells import table_from_frame
 from progression.cohort.checks import CheckContext, CohortFrames, run_checks
 from progression.cohort.format import IMAGES, JOINT_SCORES, KEY_COLUMNS, PATIENTS, VISITS
 from progression.cohort.problems import ValidationReport
+from progression.columns import SCORE_COLUMNS
 from progression.errors import CohortError
 from progression.scoring import DEFAULT_SYSTEM, ScoringSystem, scoring_system
 
@@ -84,6 +85,21 @@ class Cohort(CohortFrames):
             schema=self.schema,
             fingerprint=digest.hexdigest()[:16],
         )
+
+    def without_scores(self) -> Cohort:
+        """The same cohort with every reader score hidden (SvdH columns of the visits emptied,
+        no joint scores): what a cohort of films and covariates alone looks like to a model.
+
+        Calibration uses it to fit the interval correction for histories without a scored
+        visit (:func:`progression.train.finalize.calibrate_checkpoint`).
+        """
+        visits = self.visits.copy()
+        for column in SCORE_COLUMNS:
+            if column in visits.columns:
+                visits[column] = float("nan")
+        return replace(self, visits=visits, joint_scores=None,
+                       fingerprint=hashlib.sha256(f"{self.fingerprint} unscored".encode())
+                       .hexdigest()[:16])
 
     @classmethod
     def from_frames(

@@ -96,7 +96,7 @@ class ProgressionDataModule(pl.LightningDataModule):
             return
         d = self.cfg.data
         self.split = split_patients(self.cohort.patient_ids, d.val_fraction, d.test_fraction,
-                                    d.split_seed)
+                                    d.split_seed, d.calibration_share)
         if self.spec is None:
             self.spec = fit_covariates(self.cohort.subset(self.split["train"]))
         arrays = build_arrays(self.cohort, self.spec, self.use_images)

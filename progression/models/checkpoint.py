@@ -40,7 +40,10 @@ class CheckpointMeta:
     reader scores to learn from; ``split``: patient ids per split; ``mlflow``: run id,
     tracking URI and experiment. Optional: ``encoder_from`` (the checkpoint the encoder
     started from), ``image_reading`` (validation correlation of the finished encoder's
-    region readings), ``calibration`` (the conformal correction, :mod:`progression.calibration`).
+    region readings), ``calibration`` (the conformal correction, :mod:`progression.calibration`,
+    fitted on histories with their reader scores; checkpoints before it had only this one),
+    ``calibration_unscored`` (the same fitted with the scores hidden: films and covariates
+    only; ``predict`` uses it for histories without a scored visit).
     ``scoring``: the scoring system of the training cohort, the units of every forecast
     (checkpoints from before it was recorded are SvdH).
     Keys this version does not know are kept in ``extra`` and written back unchanged.
@@ -57,11 +60,12 @@ class CheckpointMeta:
     encoder_from: dict[str, Any] | None = None
     image_reading: dict[str, Any] | None = None
     calibration: dict[str, Any] | None = None
+    calibration_unscored: dict[str, Any] | None = None
     scoring: str = DEFAULT_SYSTEM
     format: int = CHECKPOINT_FORMAT
     extra: dict[str, Any] = field(default_factory=dict)
 
-    _OPTIONAL = ("encoder_from", "image_reading", "calibration")
+    _OPTIONAL = ("encoder_from", "image_reading", "calibration", "calibration_unscored")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CheckpointMeta:

@@ -93,7 +93,8 @@ def model_info(predictor: Predictor) -> dict:
             "static_covariates": predictor.static_covariates,
             "visit_covariates": predictor.visit_covariates,
         },
-        "calibration": {"calibrated": bool(calibration), **calibration},
+        "calibration": {"calibrated": bool(calibration), **calibration,
+                        "unscored_histories": meta.calibration_unscored},
         "model_card": "/v1/model/card" if model_card_path(predictor) else None,
     }
 

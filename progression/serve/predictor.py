@@ -5,7 +5,8 @@ This is the service's only dependency on the prediction code: the model is loade
 :func:`~progression.predict.predict_cohort` for a one-patient cohort: :meth:`Cohort.from_frames`
 (the format-v1 checks), ``build_arrays`` cut at the index visit, each film encoded once
 (:meth:`~progression.models.forecaster.Forecaster.encode_films`), the sequence model
-(:func:`~progression.predict.forecast_arrays`) and the stored conformal correction. Films are
+(:func:`~progression.predict.forecast_arrays`) and the stored conformal correction of the
+history's regime (:func:`~progression.predict.calibrate_forecasts`). Films are
 decoded in a thread pool straight to the uint8 pixels the image cache would hold
 (:func:`~progression.cohort.workers.decode_u8`), so no request writes to the shared cache.
 """
@@ -26,7 +27,7 @@ import torch
 from progression.cohort import Cohort
 from progression.data.arrays import AGE_COLUMN, build_arrays
 from progression.errors import ImageError
-from progression.predict import forecast_arrays
+from progression.predict import calibrate_forecasts, forecast_arrays
 from progression.trained import load_trained
 
 
@@ -83,7 +84,7 @@ class Predictor:
         self.cfg = trained.config
         self.model = trained.model
         self.spec = trained.covariates
-        self.calibration = trained.calibration
+        self.trained = trained
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.model.to(self.device)
         with open(self.path, "rb") as f:
@@ -137,9 +138,7 @@ class Predictor:
                                                 arrays.image_region, slots, self.device,
                                                 _FILMS_PER_BATCH)
             frame = forecast_arrays(self.model, arrays, feats, horizons, 1, self.device)
-        if self.calibration is not None:
-            frame = self.calibration.apply(frame)
-        return frame
+        return calibrate_forecasts(frame, self.trained, arrays)
 
     def _decode(self, paths: list[str], fields: dict[str, str]) -> list[np.ndarray]:
         from progression.cohort.workers import decode_u8

@@ -1,8 +1,8 @@
 """After a fit: calibrate the interval, write the model card, log artifacts and the model.
 
 Runs on rank 0 once training has ended, on the final checkpoint (best by ``train.monitor``,
-else last): conformal interval correction on the validation patients
-(:func:`calibrate_checkpoint`, :mod:`progression.calibration`), ``MODEL_CARD.md`` next to the
+else last): conformal interval correction on the calibration patients, stored in it and in
+``last.ckpt`` (:func:`calibrate_checkpoint`, :mod:`progression.calibration`), ``MODEL_CARD.md`` next to the
 run's checkpoints, then config, split, card, checkpoint and the MLflow pyfunc model logged to
 the run.
 """
@@ -39,12 +39,14 @@ logger = logging.getLogger(__name__)
 def finalize(cfg: Config, final: Path, cohort: Cohort, split: dict[str, list[str]],
              out_dir: Path, client: Any, run_id: str, uri: str,
              metrics: dict[str, float]) -> str | None:
-    """Calibrate ``final`` on the validation split, write and log the model card, config,
+    """Calibrate ``final`` (and ``last.ckpt``) on the calibration split, write and log the model card, config,
     split and checkpoint to MLflow run ``run_id``; returns the logged pyfunc model's URI
     (None with ``tracking.log_model: false``)."""
-    if split["val"]:  # conformal interval correction on patients never trained on
-        calibrate_checkpoint(final, cohort, split["val"], level=cfg.model.interval_level,
-                             cache_dir=cfg.data.cache_dir)
+    # conformal interval correction on patients neither trained on nor chosen on, in every
+    # checkpoint a user may predict with: the final one and last.ckpt beside it
+    for checkpoint in dict.fromkeys(c for c in (final, final.with_name("last.ckpt")) if c.is_file()):
+        calibrate_checkpoint(checkpoint, cohort, split.get("calibration", []),
+                             level=cfg.model.interval_level, cache_dir=cfg.data.cache_dir)
     card = write_checkpoint_card(final, out_dir / "MODEL_CARD.md", metrics=metrics)
     client.log_artifact(run_id, str(card))
     config_path = out_dir / "config.yaml"
@@ -67,54 +69,69 @@ def calibrate_checkpoint(
     tolerance_years: float = LANDMARK_TOLERANCE_YEARS,
     cache_dir: str | Path | None = None,
 ) -> ConformalCalibration | None:
-    """Fit CQR on held-out patients and store it in the checkpoint file (atomically).
+    """Fit CQR on held-out patients, once per history regime, and store both in the checkpoint
+    file (atomically); returns the scored-history correction.
 
-    ``patient_ids`` must be patients the model did not train on (``fit`` passes its validation
-    split). Their observed changes are landmark outcomes from their own scored visits
-    (:func:`progression.data.outcomes.landmark_outcomes`: a scored, imaged index visit and
-    a scored visit ``h`` +- ``tolerance_years`` later); forecasts are made from the history up
-    to that index. Tried in order: separate lower and upper corrections per horizon (19
-    patients per horizon at 90%), the same with horizons pooled per year, then one symmetric
-    correction per horizon (9 patients), then pooled; with too few patients nothing is stored
-    (a warning says so) and the interval stays uncalibrated. ``level`` defaults to the model's interval level.
+    ``patient_ids`` must be patients the model neither trained on nor was chosen on (``fit``
+    passes its calibration split). Their observed changes are landmark outcomes from their own
+    scored visits (:func:`progression.data.outcomes.landmark_outcomes`: a scored, imaged index
+    visit and a scored visit ``h`` +- ``tolerance_years`` later); forecasts are made from the
+    history up to that index twice: as it is (``meta.calibration``, applied by ``predict`` to
+    histories with a scored visit) and with every score hidden, films and covariates only
+    (``meta.calibration_unscored``, for histories without one). A model leans on observed
+    scores, so the two regimes miss by different amounts and one correction would over-cover
+    one and under-cover the other. Each is tried in order: separate lower and upper
+    corrections per horizon (19 patients per horizon at 90%), the same with horizons pooled per
+    year, then one symmetric correction per horizon (9 patients), then pooled; with too few
+    patients nothing is stored (a warning says so) and the interval stays uncalibrated.
+    ``level`` defaults to the model's interval level.
     """
-
     ckpt = read_checkpoint(checkpoint)
     meta = checkpoint_meta(ckpt)
     level = float(level if level is not None else meta.config["model"]["interval_level"])
-    held_out = cohort.subset(patient_ids)
     rule = OutcomeRule(horizons=tuple(float(h) for h in horizons), tolerance_years=tolerance_years)
-    try:
-        outcomes = landmark_outcomes(held_out, rule).dropna(subset=[OBSERVED_COLUMN])
-    except NoObservedOutcomes:  # a pilot cohort: training still ends with its checkpoint
-        outcomes = pd.DataFrame(columns=[OBSERVED_COLUMN])
-    calibration = None
-    if not outcomes.empty:
-        index = outcomes.drop_duplicates("patient_id")[["patient_id", "index_date"]]
-        predictions = predict_cohort(
-            checkpoint, held_out.subset(index["patient_id"]), horizons=rule.horizons,
-            index_dates=index, progress=False, cache_dir=cache_dir, calibrate=False,
-        )
-        table = predictions.merge(
-            outcomes[["patient_id", "horizon_years", OBSERVED_COLUMN]],
-            on=["patient_id", "horizon_years"],
-        )
+    outcomes = pd.DataFrame()
+    if patient_ids:
         try:
-            calibration = fit_preferred(table, level)
-        except CalibrationError as exc:
-            reason = str(exc)
-    else:
-        reason = "no held-out patient has a scored visit about 1-2 years after a scored, imaged one"
-    if calibration is None:
+            outcomes = landmark_outcomes(cohort.subset(patient_ids), rule).dropna(
+                subset=[OBSERVED_COLUMN])
+        except NoObservedOutcomes:  # a pilot cohort: warned below, training still ends
+            outcomes = pd.DataFrame()
+    if outcomes.empty:
+        reason = ("no calibration patients (data.val_fraction x data.calibration_share of the "
+                  "cohort rounds to none)" if not patient_ids else
+                  f"none of the {len(patient_ids)} calibration patients has a scored visit about "
+                  "1-2 years after a scored, imaged one")
         logger.warning("%s: interval not calibrated (%s)", Path(checkpoint).name, reason)
         return None
-    meta.calibration = calibration.to_dict()
+    index = outcomes.drop_duplicates("patient_id")[["patient_id", "index_date"]]
+    held_out = cohort.subset(index["patient_id"])
+    observed = outcomes[["patient_id", "horizon_years", OBSERVED_COLUMN]]
+    fitted = {}
+    for regime, histories in (("scored", held_out), ("unscored", held_out.without_scores())):
+        predictions = predict_cohort(checkpoint, histories, horizons=rule.horizons,
+                                     index_dates=index, progress=False, cache_dir=cache_dir,
+                                     calibrate=False)
+        try:
+            fitted[regime] = fit_preferred(
+                predictions.merge(observed, on=["patient_id", "horizon_years"]), level)
+        except CalibrationError as exc:
+            logger.warning("%s: interval not calibrated for %s histories (%s)",
+                           Path(checkpoint).name, regime, exc)
+    if "scored" not in fitted:
+        return None
+    meta.calibration = fitted["scored"].to_dict()
+    meta.calibration_unscored = fitted["unscored"].to_dict() if "unscored" in fitted else None
     ckpt[META_KEY] = meta.to_dict()
     with atomic_open(checkpoint, "wb") as handle:
         torch.save(ckpt, handle)
-    corrections = {h: calibration.correction_for(h)[0] for h in sorted(calibration.n_calibration)}
-    logger.info("%s: conformal calibration on %s patient-horizons%s, interval widened by %s",
-                Path(checkpoint).name, sum(calibration.n_calibration.values()),
-                " (horizons pooled per year)" if calibration.scale_by_horizon else "",
-                "; ".join(f"{h:g} y: {q.lo:.2f} below, {q.hi:.2f} above" for h, q in corrections.items()))
-    return calibration
+    for regime, calibration in fitted.items():
+        corrections = {h: calibration.correction_for(h)[0]
+                       for h in sorted(calibration.n_calibration)}
+        logger.info("%s: conformal calibration (%s histories) on %s patient-horizons%s, "
+                    "interval widened by %s", Path(checkpoint).name, regime,
+                    sum(calibration.n_calibration.values()),
+                    " (horizons pooled per year)" if calibration.scale_by_horizon else "",
+                    "; ".join(f"{h:g} y: {q.lo:.2f} below, {q.hi:.2f} above"
+                              for h, q in corrections.items()))
+    return fitted["scored"]

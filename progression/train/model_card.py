@@ -258,7 +258,8 @@ def checkpoint_card(
     data = {
         "cohort": f"`{data_path}`",
         "cohort fingerprint": f"`{meta.cohort_fingerprint or 'unknown'}`",
-        **{f"{name} patients": len(split[name]) for name in ("train", "val", "test") if name in split},
+        **{f"{name} patients": len(split[name]) for name in ("train", "val", "calibration", "test")
+           if name in split},
         "image size": f"{cfg['data']['image_size']} px",
         "backbone": cfg["model"]["backbone"],
     }
