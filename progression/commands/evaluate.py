@@ -3,7 +3,8 @@
 Give the model as --checkpoint (forecasts are made from the outcomes' index dates) or as a
 predictions table (--predictions, from any model). Outcomes come from --outcomes FILE, else
 from the cohort: the simulator's truth/ or, for real cohorts with later scored visits, a
-landmark split. Writes metrics.json, metrics.csv, report.html and figures to --out.
+landmark split. Writes metrics.json, metrics.csv, report.html, figures and the subgroup
+(and with --leave-one-site-out, per-site) tables to --out.
 See docs/evaluation.md.
 """
 
@@ -52,6 +53,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="landmark: years a later visit may be off index + horizon")
     parser.add_argument("--observed-followup", action="store_true",
                         help="simulated cohorts: progression events from reader-noisy scores")
+    parser.add_argument("--subgroups", default="",
+                        help="covariates (patients.csv / visits.csv columns), comma-separated, to "
+                        "report every metric by, besides sex, site, rf, acpa, treatment, "
+                        "baseline damage tertile and number of scored visits")
+    parser.add_argument("--leave-one-site-out", action="store_true",
+                        help="add a leave-one-site-out section: baselines refitted without each "
+                        "site and scored on it; a --checkpoint scored on the sites it never "
+                        "trained on (it is not retrained)")
+    parser.add_argument("--site-column", default="site",
+                        help="patients.csv column naming the site (default: %(default)s)")
     parser.add_argument("--model-name", default="model", help="name of the model in the report")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI to log metrics and report to")
     parser.add_argument("--experiment", default="progression", help="MLflow experiment")
@@ -91,6 +102,9 @@ def run(args: argparse.Namespace) -> int:
         tracking_uri=args.tracking_uri,
         experiment=args.experiment,
         progress=not args.no_progress,
+        subgroups=[c.strip() for c in args.subgroups.split(",") if c.strip()],
+        leave_one_site_out=args.leave_one_site_out,
+        site_column=args.site_column,
     )
     _print_summary(results)
     return 0

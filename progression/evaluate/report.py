@@ -46,6 +46,7 @@ from progression.evaluate.forecasts import (
     evaluation_cohorts,
     matched_outcomes,
     model_forecasts,
+    scored_rows,
 )
 from progression.evaluate.inputs import (
     as_index_dates,
@@ -58,6 +59,14 @@ from progression.evaluate.metrics import (
     Metric,
     bootstrap_counts,
     compute,
+)
+from progression.evaluate.subgroup_report import (
+    check_sites,
+    html_tables,
+    index_covariates,
+    site_section,
+    subgroup_columns,
+    subgroup_section,
 )
 from progression.evaluate.survival import cox_models, km_by_tertile, survival_frame
 from progression.io import atomic_write_bytes, atomic_write_csv, atomic_write_text, json_safe
@@ -77,17 +86,6 @@ def _index_scores(cohort: Cohort, outcomes: pd.DataFrame) -> pd.DataFrame:
     return index.merge(reads, on=["patient_id", "index_date"], how="left")[
         ["patient_id", "svdh_index_obs"]
     ]
-
-
-def _scored_rows(predictions: pd.DataFrame, outcomes: pd.DataFrame, h: float) -> pd.DataFrame:
-    """Predictions joined with outcomes for horizon ``h``, with the 0/1 rapid outcome."""
-    pred = predictions[np.isclose(predictions["horizon_years"], h)]
-    obs = outcomes[np.isclose(outcomes["horizon_years"], h)][["patient_id", "delta_svdh_obs"]]
-    rows = obs.merge(pred.drop(columns=["index_date", "horizon_years"]), on="patient_id",
-                     how="left")
-    delta = rows["delta_svdh_obs"].to_numpy(float)
-    rows["rapid_obs"] = np.where(np.isfinite(delta), is_rapid(np.nan_to_num(delta), h), np.nan)
-    return rows
 
 
 def _metric_rows(method: str, horizon: float | None, estimates: dict) -> list[dict[str, Any]]:
@@ -130,7 +128,7 @@ def _compute_all(
     joined: dict[tuple[str, float], pd.DataFrame] = {}
     for method, predictions in tqdm(methods.items(), desc="metrics", disable=not progress):
         for h in horizons:
-            frame = _scored_rows(predictions, outcomes, h)
+            frame = scored_rows(predictions, outcomes, h)
             joined[(method, h)] = frame
             rows += _metric_rows(method, h, run(DELTA_METRICS, frame))
         if method == model_name:  # baselines copy the given score: nothing to measure
@@ -298,6 +296,9 @@ def evaluate(
     experiment: str = "progression",
     run_name: str = "evaluate",
     progress: bool = True,
+    subgroups: Sequence[str] = (),
+    leave_one_site_out: bool = False,
+    site_column: str = "site",
 ) -> dict[str, Any]:
     """Score a model's forecasts and the baselines on one cohort; write the report.
 
@@ -332,6 +333,14 @@ def evaluate(
         Name of ``source`` in tables and figures; its metrics log as ``test/<metric>``.
     tracking_uri, experiment, run_name
         Log metrics and the report to MLflow when ``tracking_uri`` is given.
+    subgroups
+        Covariates to report the model's metrics by, besides the default subgroups (sex,
+        site, RF, ACPA, treatment at the index, baseline damage tertile, number of scored
+        visits: those the cohort has); :mod:`progression.evaluate.subgroup_report`.
+    leave_one_site_out, site_column
+        Add the leave-one-site-out section: every learned baseline refitted without each
+        site and scored on it; the model (a checkpoint, not retrained) on the sites it never
+        trained on. ``site_column``: the patients.csv column naming the site.
 
     Returns the content of ``metrics.json`` plus ``out_dir`` and, when logged, ``mlflow_run_id``.
     """
@@ -343,19 +352,35 @@ def evaluate(
     tables, train = evaluation_cohorts(source, cohort, train_cohort, tracking_uri)
     outcomes = matched_outcomes(outcomes, tables, rule)
     index_dates = as_index_dates(outcomes, tables)
+    covariates = index_covariates(tables, outcomes)
+    by = subgroup_columns(covariates, subgroups)  # checked before the slow work
+    if leave_one_site_out:
+        check_sites(tables, site_column)
     methods = {} if source is None else {model_name: model_forecasts(
         source, tables, outcomes, horizons, model_name, progress, tracking_uri)}
     skipped = baseline_forecasts(methods, baselines, tables, train, outcomes, index_dates,
                                   horizons, seed, progress)
     model_key = model_name if source is not None else None
-    table, joined = _compute_all(methods, outcomes, _index_scores(tables, outcomes), horizons,
+    index_scores = _index_scores(tables, outcomes)
+    table, joined = _compute_all(methods, outcomes, index_scores, horizons,
                                  model_key, n_boot, seed, progress)
+    sections = {"subgroups": subgroup_section(methods, model_key, outcomes, covariates,
+                                              index_scores, horizons, by, n_boot, seed)}
+    if leave_one_site_out:
+        sections["leave_one_site_out"] = site_section(
+            methods, model_key, source, tables, train, outcomes, index_dates, horizons, n_boot,
+            seed, site_column, tracking_uri)
     survival = _survival_analysis(methods, model_key, outcomes, tables, index_dates)
     files = _write_figures_and_tables(out_dir, methods, joined, outcomes, horizons, survival)
+    for name, (_, rows) in sections.items():
+        atomic_write_csv(out_dir / f"{name}.csv", rows)
+        files[name] = f"{name}.csv"
     settings = _settings(rule, horizons, n_boot, seed, train)
     results = _results(settings, model_key, methods, skipped, tables, outcomes, horizons, table,
                        survival, files)
-    _write_report(out_dir, results, table, model_key, horizons)
+    results.update(json_safe({name: section for name, (section, _) in sections.items()}))
+    _write_report(out_dir, results, table, model_key, horizons,
+                  {name: html_tables(rows, horizons) for name, (_, rows) in sections.items()})
     results["out_dir"] = str(out_dir)
     if tracking_uri:
         params = {**settings, "cohort": results["cohort"]["root"], "model": model_key}
@@ -456,7 +481,8 @@ def _results(settings: dict[str, Any], model_key: str | None, methods: dict[str,
 
 
 def _write_report(out_dir: Path, results: dict[str, Any], table: pd.DataFrame,
-                  model_key: str | None, horizons: tuple[float, ...]) -> None:
+                  model_key: str | None, horizons: tuple[float, ...],
+                  group_tables: dict[str, list[dict[str, Any]]]) -> None:
     """``metrics.csv``, ``metrics.json`` and ``report.html`` in ``out_dir``."""
     tidy = table.assign(name=[_mlflow_name(r, model_key) for r in table.itertuples(index=False)])
     atomic_write_csv(out_dir / "metrics.csv", tidy.drop(columns="mlflow_name"))
@@ -470,4 +496,5 @@ def _write_report(out_dir: Path, results: dict[str, Any], table: pd.DataFrame,
         "overall_metrics": [(m.name, metric_info[m.name]) for m in (*INDEX_METRICS,
                                                                      *SURVIVAL_METRICS)],
         "descriptions": METHOD_DESCRIPTIONS,
+        "group_tables": group_tables,
     }))
