@@ -6,7 +6,9 @@
 
 It writes atomically into ``out_dir``: ``metrics.json`` (every metric of every method with
 its bootstrap CI, the cohort description, the survival analysis, the settings),
-``metrics.csv`` (the same metrics, one row each), ``report.html`` (TRIPOD-style, readable
+``metrics.csv`` (the same metrics, one row each), ``subgroups.csv`` (every metric by
+subgroup; with ``leave_one_site_out``, ``leave_one_site_out.csv`` per left-out site),
+``report.html`` (TRIPOD-style, readable
 offline, figures referenced by relative path), the PNG figures, ``outcomes.csv`` (the
 outcomes used) and ``predictions/<method>.csv`` for the model and every baseline (a selector for
 ``progression enrich``). With a tracking URI the metrics (``test/mae_delta_1y``, ...; a
@@ -52,7 +54,17 @@ from progression.evaluate.inputs import (
     as_index_dates,
     horizon_label,
 )
-from progression.evaluate.metrics import (
+from progression.evaluate.subgroup_report import (
+    GroupPlan,
+    SiteInputs,
+    group_sections,
+    html_tables,
+    plan_groups,
+    write_section_tables,
+)
+from progression.evaluate.survival import cox_models, km_by_tertile, survival_frame
+from progression.io import atomic_write_bytes, atomic_write_csv, atomic_write_text, json_safe
+from progression.metrics import (
     DELTA_METRICS,
     INDEX_METRICS,
     SURVIVAL_METRICS,
@@ -60,16 +72,6 @@ from progression.evaluate.metrics import (
     bootstrap_counts,
     compute,
 )
-from progression.evaluate.subgroup_report import (
-    check_sites,
-    html_tables,
-    index_covariates,
-    site_section,
-    subgroup_columns,
-    subgroup_section,
-)
-from progression.evaluate.survival import cox_models, km_by_tertile, survival_frame
-from progression.io import atomic_write_bytes, atomic_write_csv, atomic_write_text, json_safe
 from progression.scoring import is_rapid
 
 log = logging.getLogger(__name__)
@@ -77,17 +79,6 @@ TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 
 # --------------------------------------------------------------------------- metrics
-def _index_scores(cohort: Cohort, outcomes: pd.DataFrame) -> pd.DataFrame:
-    """The given (read) SvdH total at each patient's index visit, for the scoring metrics."""
-    index = outcomes[["patient_id", "index_date"]].drop_duplicates("patient_id")
-    reads = cohort.visits[["patient_id", "visit_date", "svdh_total"]].rename(
-        columns={"visit_date": "index_date", "svdh_total": "svdh_index_obs"}
-    )
-    return index.merge(reads, on=["patient_id", "index_date"], how="left")[
-        ["patient_id", "svdh_index_obs"]
-    ]
-
-
 def _metric_rows(method: str, horizon: float | None, estimates: dict) -> list[dict[str, Any]]:
     rows = []
     for name, est in estimates.items():
@@ -108,14 +99,16 @@ def _metric_rows(method: str, horizon: float | None, estimates: dict) -> list[di
 def _compute_all(
     methods: dict[str, pd.DataFrame],
     outcomes: pd.DataFrame,
-    index_scores: pd.DataFrame,
+    groups: GroupPlan,
     horizons: Sequence[float],
     model_name: str | None,
     n_boot: int,
     seed: int,
     progress: bool,
-) -> tuple[pd.DataFrame, dict[tuple[str, float], pd.DataFrame]]:
-    """Every metric of every method (tidy frame) and the joined rows used for the figures."""
+) -> tuple[pd.DataFrame, dict[tuple[str, float], pd.DataFrame], dict[str, Any]]:
+    """Every metric of every method (tidy frame), the joined rows used for the figures, and
+    the subgroup (and site) sections."""
+    index_scores = groups.index_scores
     patients = np.array(sorted(outcomes["patient_id"].unique()))
     position = {pid: i for i, pid in enumerate(patients)}
     counts = bootstrap_counts(len(patients), n_boot, seed)
@@ -138,7 +131,8 @@ def _compute_all(
         frame = survival_frame(predictions, outcomes)
         if not frame.empty:
             rows += _metric_rows(method, None, run(SURVIVAL_METRICS, frame))
-    return pd.DataFrame(rows), joined
+    sections = group_sections(groups, methods, model_name, outcomes, horizons, n_boot, seed)
+    return pd.DataFrame(rows), joined, sections
 
 
 # --------------------------------------------------------------------------- description
@@ -296,9 +290,7 @@ def evaluate(
     experiment: str = "progression",
     run_name: str = "evaluate",
     progress: bool = True,
-    subgroups: Sequence[str] = (),
-    leave_one_site_out: bool = False,
-    site_column: str = "site",
+    subgroups: Sequence[str] = (), leave_one_site_out: bool = False, site_column: str = "site",
 ) -> dict[str, Any]:
     """Score a model's forecasts and the baselines on one cohort; write the report.
 
@@ -333,60 +325,44 @@ def evaluate(
         Name of ``source`` in tables and figures; its metrics log as ``test/<metric>``.
     tracking_uri, experiment, run_name
         Log metrics and the report to MLflow when ``tracking_uri`` is given.
-    subgroups
-        Covariates to report the model's metrics by, besides the default subgroups (sex,
-        site, RF, ACPA, treatment at the index, baseline damage tertile, number of scored
-        visits: those the cohort has); :mod:`progression.evaluate.subgroup_report`.
-    leave_one_site_out, site_column
-        Add the leave-one-site-out section: every learned baseline refitted without each
-        site and scored on it; the model (a checkpoint, not retrained) on the sites it never
-        trained on. ``site_column``: the patients.csv column naming the site.
+    subgroups, leave_one_site_out, site_column
+        Subgroups and sites: see :func:`progression.evaluate.subgroup_report.plan_groups`.
 
     Returns the content of ``metrics.json`` plus ``out_dir`` and, when logged, ``mlflow_run_id``.
     """
-    rule = rule or OutcomeRule()
-    horizons = tuple(float(h) for h in rule.horizons)
-    if n_boot < 1:
-        raise ProgressionError(f"--bootstrap must be >= 1 resample, got {n_boot}")
-    out_dir = Path(out_dir)
+    rule, horizons, out_dir = _checked(rule, n_boot, out_dir)
     tables, train = evaluation_cohorts(source, cohort, train_cohort, tracking_uri)
     outcomes = matched_outcomes(outcomes, tables, rule)
     index_dates = as_index_dates(outcomes, tables)
-    covariates = index_covariates(tables, outcomes)
-    by = subgroup_columns(covariates, subgroups)  # checked before the slow work
-    if leave_one_site_out:
-        check_sites(tables, site_column)
+    groups = plan_groups(tables, outcomes, subgroups, leave_one_site_out and SiteInputs(
+        source, tables, train, index_dates, site_column, tracking_uri))  # checked: fail early
     methods = {} if source is None else {model_name: model_forecasts(
         source, tables, outcomes, horizons, model_name, progress, tracking_uri)}
     skipped = baseline_forecasts(methods, baselines, tables, train, outcomes, index_dates,
                                   horizons, seed, progress)
     model_key = model_name if source is not None else None
-    index_scores = _index_scores(tables, outcomes)
-    table, joined = _compute_all(methods, outcomes, index_scores, horizons,
-                                 model_key, n_boot, seed, progress)
-    sections = {"subgroups": subgroup_section(methods, model_key, outcomes, covariates,
-                                              index_scores, horizons, by, n_boot, seed)}
-    if leave_one_site_out:
-        sections["leave_one_site_out"] = site_section(
-            methods, model_key, source, tables, train, outcomes, index_dates, horizons, n_boot,
-            seed, site_column, tracking_uri)
+    table, joined, sections = _compute_all(methods, outcomes, groups, horizons, model_key,
+                                           n_boot, seed, progress)
     survival = _survival_analysis(methods, model_key, outcomes, tables, index_dates)
     files = _write_figures_and_tables(out_dir, methods, joined, outcomes, horizons, survival)
-    for name, (_, rows) in sections.items():
-        atomic_write_csv(out_dir / f"{name}.csv", rows)
-        files[name] = f"{name}.csv"
     settings = _settings(rule, horizons, n_boot, seed, train)
     results = _results(settings, model_key, methods, skipped, tables, outcomes, horizons, table,
-                       survival, files)
-    results.update(json_safe({name: section for name, (section, _) in sections.items()}))
-    _write_report(out_dir, results, table, model_key, horizons,
-                  {name: html_tables(rows, horizons) for name, (_, rows) in sections.items()})
-    results["out_dir"] = str(out_dir)
+                       survival, files, sections)
+    results = _write_report(out_dir, results, table, model_key, horizons, sections)
     if tracking_uri:
         params = {**settings, "cohort": results["cohort"]["root"], "model": model_key}
         results["mlflow_run_id"] = log_to_mlflow(table, out_dir, model_key, tracking_uri,
                                                  experiment, run_name, params)
     return results
+
+
+def _checked(rule: OutcomeRule | None, n_boot: int, out_dir: str | Path
+             ) -> tuple[OutcomeRule, tuple[float, ...], Path]:
+    """The rule (default: 1 and 2 years, rapid progression), its horizons, the report path."""
+    if n_boot < 1:
+        raise ProgressionError(f"--bootstrap must be >= 1 resample, got {n_boot}")
+    rule = rule or OutcomeRule()
+    return rule, tuple(float(h) for h in rule.horizons), Path(out_dir)
 
 
 @dataclass
@@ -460,7 +436,8 @@ def _settings(rule: OutcomeRule, horizons: tuple[float, ...], n_boot: int, seed:
 def _results(settings: dict[str, Any], model_key: str | None, methods: dict[str, pd.DataFrame],
              skipped: dict[str, str], tables: Cohort, outcomes: pd.DataFrame,
              horizons: tuple[float, ...], table: pd.DataFrame, survival: _Survival,
-             files: dict[str, str]) -> dict[str, Any]:
+             files: dict[str, str], sections: dict[str, tuple[dict, pd.DataFrame]]
+             ) -> dict[str, Any]:
     """The content of ``metrics.json``."""
     degraded = {m: int((p["note"].fillna("") != "").sum() // max(len(horizons), 1))
                 for m, p in methods.items()}
@@ -476,14 +453,17 @@ def _results(settings: dict[str, Any], model_key: str | None, methods: dict[str,
                      "kaplan_meier": survival.km.as_dict() if survival.km else None,
                      "cox": survival.cox},
         "files": {**files, "metrics_json": "metrics.json", "metrics_csv": "metrics.csv",
-                  "report": "report.html"},
+                  "report": "report.html", **{name: f"{name}.csv" for name in sections}},
+        **{name: section for name, (section, _) in sections.items()},
     })
 
 
 def _write_report(out_dir: Path, results: dict[str, Any], table: pd.DataFrame,
                   model_key: str | None, horizons: tuple[float, ...],
-                  group_tables: dict[str, list[dict[str, Any]]]) -> None:
-    """``metrics.csv``, ``metrics.json`` and ``report.html`` in ``out_dir``."""
+                  sections: dict[str, tuple[dict, pd.DataFrame]]) -> dict[str, Any]:
+    """``metrics.csv``, ``metrics.json``, the section tables and ``report.html`` in
+    ``out_dir``; returns ``results`` with ``out_dir``."""
+    write_section_tables(out_dir, sections)
     tidy = table.assign(name=[_mlflow_name(r, model_key) for r in table.itertuples(index=False)])
     atomic_write_csv(out_dir / "metrics.csv", tidy.drop(columns="mlflow_name"))
     atomic_write_text(out_dir / "metrics.json", json.dumps(results, indent=2))
@@ -496,5 +476,7 @@ def _write_report(out_dir: Path, results: dict[str, Any], table: pd.DataFrame,
         "overall_metrics": [(m.name, metric_info[m.name]) for m in (*INDEX_METRICS,
                                                                      *SURVIVAL_METRICS)],
         "descriptions": METHOD_DESCRIPTIONS,
-        "group_tables": group_tables,
+        "group_tables": {name: html_tables(rows, horizons)
+                         for name, (_, rows) in sections.items()},
     }))
+    return {**results, "out_dir": str(out_dir)}

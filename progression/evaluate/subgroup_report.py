@@ -1,7 +1,7 @@
 """The subgroup and leave-one-site-out sections of the evaluation report.
 
 :func:`subgroup_section` reads every metric of the model (without one: of every method)
-within each subgroup of the evaluated patients (:mod:`progression.evaluate.subgroups` does
+within each subgroup of the evaluated patients (:mod:`progression.subgroups` does
 the maths and says when a subgroup is too small); :func:`site_section` scores each site with
 methods that never trained on it. What is retrained there, and what is not:
 
@@ -20,17 +20,22 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from progression.cohort import Cohort
+from progression.data.features import features_at
 from progression.errors import ProgressionError
-from progression.evaluate.baselines import features_at, make_baseline
+from progression.evaluate.baselines import make_baseline
 from progression.evaluate.forecasts import checkpoint_data, is_checkpoint, scored_rows
 from progression.evaluate.inputs import horizon_label
-from progression.evaluate.metrics import DELTA_METRICS, INDEX_METRICS, SURVIVAL_METRICS
-from progression.evaluate.subgroups import (
+from progression.evaluate.survival import survival_frame
+from progression.io import atomic_write_csv
+from progression.metrics import DELTA_METRICS, INDEX_METRICS, SURVIVAL_METRICS
+from progression.subgroups import (
     DEFAULT_SUBGROUPS,
     MIN_EVENTS,
     MIN_PATIENTS,
@@ -39,7 +44,6 @@ from progression.evaluate.subgroups import (
     subgroup_levels,
     subgroup_metrics,
 )
-from progression.evaluate.survival import survival_frame
 
 log = logging.getLogger(__name__)
 
@@ -255,6 +259,75 @@ def site_section(methods: dict[str, pd.DataFrame], model_key: str | None, source
         "rows": table.to_dict("records"),
     }
     return section, table
+
+
+@dataclass
+class SiteInputs:
+    """What the leave-one-site-out section needs beyond the subgroup section."""
+
+    source: Any  # the model: a checkpoint path, a predictions table, or None
+    tables: Cohort  # the evaluated cohort
+    train: Cohort | None  # the cohort the baselines are fitted on (None: the evaluated one)
+    index_dates: pd.Series
+    site_column: str = "site"
+    tracking_uri: str | None = None
+
+
+@dataclass
+class GroupPlan:
+    """The evaluated patients' subgroups, checked before any forecast is made."""
+
+    covariates: pd.DataFrame  # index_covariates()
+    index_scores: pd.DataFrame  # patient_id, svdh_index_obs (the read score at the index)
+    by: list[str]  # subgroup variables
+    sites: SiteInputs | None  # None: no leave-one-site-out section
+
+
+def index_scores(cohort: Cohort, outcomes: pd.DataFrame) -> pd.DataFrame:
+    """The given (read) SvdH total at each patient's index visit, for the scoring metrics."""
+    index = outcomes[["patient_id", "index_date"]].drop_duplicates("patient_id")
+    reads = cohort.visits[["patient_id", "visit_date", "svdh_total"]].rename(
+        columns={"visit_date": "index_date", "svdh_total": "svdh_index_obs"}
+    )
+    return index.merge(reads, on=["patient_id", "index_date"], how="left")[
+        ["patient_id", "svdh_index_obs"]
+    ]
+
+
+def plan_groups(tables: Cohort, outcomes: pd.DataFrame, extra: Sequence[str] = (),
+                sites: SiteInputs | None | bool = None) -> GroupPlan:
+    """Subgroups of the evaluation report: the defaults the cohort has plus ``extra``
+    (``--subgroups``), and with ``sites`` the leave-one-site-out section (module docstring
+    says what is retrained); raises a clear error for an unknown column or fewer than 2 sites."""
+    covariates = index_covariates(tables, outcomes)
+    by = subgroup_columns(covariates, extra)
+    if isinstance(sites, SiteInputs):
+        check_sites(tables, sites.site_column)
+    return GroupPlan(covariates, index_scores(tables, outcomes), by,
+                     sites if isinstance(sites, SiteInputs) else None)
+
+
+def group_sections(plan: GroupPlan, methods: dict[str, pd.DataFrame], model_key: str | None,
+                   outcomes: pd.DataFrame, horizons: Sequence[float], n_boot: int, seed: int
+                   ) -> dict[str, tuple[dict, pd.DataFrame]]:
+    """``{"subgroups": (section, table)}``, plus ``"leave_one_site_out"`` when planned."""
+    sections = {"subgroups": subgroup_section(methods, model_key, outcomes, plan.covariates,
+                                              plan.index_scores, horizons, plan.by, n_boot,
+                                              seed)}
+    if plan.sites is not None:
+        sites = plan.sites
+        sections["leave_one_site_out"] = site_section(
+            methods, model_key, sites.source, sites.tables, sites.train, outcomes,
+            sites.index_dates, horizons, n_boot, seed, sites.site_column, sites.tracking_uri)
+    return sections
+
+
+def write_section_tables(out_dir: Path, sections: dict[str, tuple[dict, pd.DataFrame]]
+                         ) -> dict[str, str]:
+    """``<section>.csv`` of every section in ``out_dir``; returns the files written."""
+    for name, (_, rows) in sections.items():
+        atomic_write_csv(out_dir / f"{name}.csv", rows)
+    return {name: f"{name}.csv" for name in sections}
 
 
 # --------------------------------------------------------------------------- readable tables

@@ -4,7 +4,7 @@ One card per trained model says what data it saw (cohort fingerprint and sizes),
 for and not for, how well it did (metrics with 95% confidence intervals, overall and by
 subgroup), how its intervals were calibrated, and its known limitations. Metric values are
 taken as evaluation produces them: a number, a mapping ``{"value", "ci_lo", "ci_hi", "n"}``
-or an :class:`~progression.evaluate.metrics.Estimate`, keyed by names like
+or an :class:`~progression.metrics.Estimate`, keyed by names like
 ``val/mae_delta_1y``; :func:`evaluation_metrics` reads ``metrics.json`` of evaluate.
 """
 

@@ -7,7 +7,7 @@ whole cohort. Two calls:
 * :func:`subgroup_metrics` takes the per-patient evaluation frame of one horizon (one row per
   patient: observed and predicted change, interval, ``rapid_obs`` / ``p_rapid``, index
   scores, time to event, plus the covariates at the index) and computes every metric of
-  :mod:`progression.evaluate.metrics` whose columns are present, within each level of each
+  :mod:`progression.metrics` whose columns are present, within each level of each
   subgroup variable, with the same patient-bootstrap 95% intervals and the counts behind them.
 * :func:`leave_one_site_out` trains on all sites but one and forecasts the left-out site, for
   every site, through a ``fit_predict(train, test)`` callable supplied by the caller (the
@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from progression.errors import ProgressionError
-from progression.evaluate.metrics import (
+from progression.metrics import (
     DELTA_METRICS,
     INDEX_METRICS,
     SURVIVAL_METRICS,
@@ -106,7 +106,7 @@ def subgroup_metrics(
     ----------
     frame
         One horizon's evaluation frame, one row per patient (``patient_id`` unique when
-        present), with the metric columns (see :mod:`progression.evaluate.metrics`) and the
+        present), with the metric columns (see :mod:`progression.metrics`) and the
         subgroup columns.
     by
         Subgroup columns; default: those of :data:`DEFAULT_SUBGROUPS` present in ``frame``.
