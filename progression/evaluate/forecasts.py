@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
@@ -28,7 +27,6 @@ from progression.evaluate.inputs import (
     read_outcomes,
     read_predictions,
 )
-from progression.scoring import is_rapid
 
 log = logging.getLogger(__name__)
 CROSS_FIT_FOLDS = 5
@@ -212,14 +210,3 @@ def baseline_forecasts(methods: dict[str, pd.DataFrame], baselines: Sequence[str
                                f"skipped ({'; '.join(skipped.values()) or 'none asked for'})")
     return skipped
 
-
-def scored_rows(predictions: pd.DataFrame, outcomes: pd.DataFrame, h: float) -> pd.DataFrame:
-    """Predictions joined with outcomes for horizon ``h`` (one row per patient with an
-    outcome row), with the 0/1 rapid outcome ``rapid_obs``."""
-    pred = predictions[np.isclose(predictions["horizon_years"], h)]
-    obs = outcomes[np.isclose(outcomes["horizon_years"], h)][["patient_id", "delta_svdh_obs"]]
-    rows = obs.merge(pred.drop(columns=["index_date", "horizon_years"]), on="patient_id",
-                     how="left")
-    delta = rows["delta_svdh_obs"].to_numpy(float)
-    rows["rapid_obs"] = np.where(np.isfinite(delta), is_rapid(np.nan_to_num(delta), h), np.nan)
-    return rows

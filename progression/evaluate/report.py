@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 import progression.evaluate.figures as figures
 from progression.cohort import Cohort
 from progression.columns import DAYS_PER_YEAR
-from progression.data.outcomes import OutcomeRule
+from progression.data.outcomes import OutcomeRule, scored_rows
 from progression.errors import ProgressionError, TrackingError
 from progression.evaluate.baselines import (
     DEFAULT_BASELINES,
@@ -48,7 +48,6 @@ from progression.evaluate.forecasts import (
     evaluation_cohorts,
     matched_outcomes,
     model_forecasts,
-    scored_rows,
 )
 from progression.evaluate.inputs import (
     as_index_dates,

@@ -28,9 +28,10 @@ import pandas as pd
 
 from progression.cohort import Cohort
 from progression.data.features import features_at
+from progression.data.outcomes import scored_rows
 from progression.errors import ProgressionError
 from progression.evaluate.baselines import make_baseline
-from progression.evaluate.forecasts import checkpoint_data, is_checkpoint, scored_rows
+from progression.evaluate.forecasts import checkpoint_data, is_checkpoint
 from progression.evaluate.inputs import horizon_label
 from progression.evaluate.survival import survival_frame
 from progression.io import atomic_write_csv

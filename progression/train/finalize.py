@@ -32,6 +32,7 @@ from progression.models.checkpoint import META_KEY, checkpoint_meta, read_checkp
 from progression.predict import predict_cohort
 from progression.pyfunc_model import log_pyfunc_model
 from progression.train.model_card import write_checkpoint_card
+from progression.train.validation import validation_subgroups
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +46,10 @@ def finalize(cfg: Config, final: Path, cohort: Cohort, split: dict[str, list[str
     if split["val"]:  # conformal interval correction on patients never trained on
         calibrate_checkpoint(final, cohort, split["val"], level=cfg.model.interval_level,
                              cache_dir=cfg.data.cache_dir)
-    card = write_checkpoint_card(final, out_dir / "MODEL_CARD.md", metrics=metrics)
+    subgroups = validation_subgroups(final, cohort, [*split["val"], *split.get("calibration", [])],
+                                     cache_dir=cfg.data.cache_dir)
+    card = write_checkpoint_card(final, out_dir / "MODEL_CARD.md", metrics=metrics,
+                                 subgroups=subgroups)
     client.log_artifact(run_id, str(card))
     config_path = out_dir / "config.yaml"
     dump_config(cfg, config_path)

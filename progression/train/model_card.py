@@ -242,9 +242,11 @@ def evaluation_metrics(results: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def checkpoint_card(
-    checkpoint: str | Path, metrics: Mapping[str, Any] | None = None
+    checkpoint: str | Path, metrics: Mapping[str, Any] | None = None,
+    subgroups: pd.DataFrame | None = None,
 ) -> ModelCardInputs:
-    """Card inputs from a checkpoint's stored metadata (config, split, fingerprint, calibration)."""
+    """Card inputs from a checkpoint's stored metadata (config, split, fingerprint, calibration);
+    ``subgroups``: the subgroup table (:func:`progression.train.validation.validation_subgroups`)."""
     from progression.trained import load_trained
 
     trained = load_trained(checkpoint)
@@ -282,6 +284,7 @@ def checkpoint_card(
         run_id=meta.run_id or "",
         data=data,
         metrics=dict(metrics or {}),
+        subgroups=subgroups,
         calibration=trained.calibration,
         config=cfg,
         simulated_data=bool(data_path) and (Path(data_path) / "truth").is_dir(),
@@ -294,11 +297,12 @@ def write_checkpoint_card(
     path: str | Path,
     metrics: Mapping[str, Any] | None = None,
     metrics_path: str | Path | None = None,
+    subgroups: pd.DataFrame | None = None,
 ) -> Path:
     """Write the model card of ``checkpoint`` to ``path``.
 
     ``metrics``: a results dict; ``metrics_path``: a JSON file holding one (evaluate's
-    ``metrics.json``). A missing or unreadable JSON file raises ProgressionError.
+    ``metrics.json``); ``subgroups``: the card's subgroup table. A missing or unreadable JSON file raises ProgressionError.
     """
     import json
 
@@ -313,5 +317,5 @@ def write_checkpoint_card(
                 f"metrics file '{metrics_path}' cannot be read as JSON ({exc}); give the "
                 "metrics.json written by `progression evaluate`"
             ) from None
-    card = checkpoint_card(checkpoint, evaluation_metrics(results))
+    card = checkpoint_card(checkpoint, evaluation_metrics(results), subgroups)
     return write_model_card(card, path)
