@@ -364,13 +364,14 @@ def html_tables(table: pd.DataFrame, horizons: Sequence[float],
                     "variable": VARIABLE_LABELS.get(variable, variable),
                     "level": level,
                     "n": int(by_metric[count_metric]["n"]) if count_metric in by_metric else 0,
-                    "n_rapid": int(first["n_rapid"]), "n_events": int(first["n_events"]),
+                    "count": int(first["n_rapid"] if h is not None else first["n_events"]),
                     "cells": [_cell(by_metric.get(c)) for c in columns],
                 })
             out.append({
                 "key": key,
                 "horizon": horizon_label(h) if h is not None else None,
                 "columns": [COLUMN_LABELS.get(c, c) for c in columns],
+                "count": "rapid" if h is not None else "events",
                 "rows": body,
             })
     return out
