@@ -125,6 +125,16 @@ def _print_summary(results: dict) -> None:
 
             print(f"    {method:<16} {cell('mae_delta'):>7} {cell('auroc_rapid'):>7} "
                   f"{cell('coverage_delta'):>9}")
+    groups = results["subgroups"]
+    small = sum(1 for row in groups["rows"] if row["note"])
+    print(f"\nsubgroups: {', '.join(v['name'] for v in groups['variables'])} "
+          f"({small} of {len(groups['rows'])} subgroup metrics too small to estimate); "
+          f"{results['out_dir']}/subgroups.csv")
+    if "leave_one_site_out" in results:
+        sites = results["leave_one_site_out"]
+        print(f"leave-one-site-out: {', '.join(sites['sites'])} scored by "
+              f"{', '.join(sites['methods']) or 'no method'}; "
+              f"{results['out_dir']}/leave_one_site_out.csv")
     if results.get("skipped"):
         print("\nskipped: " + "; ".join(f"{k} ({v})" for k, v in results["skipped"].items()))
     if results.get("mlflow_run_id"):
