@@ -219,7 +219,8 @@ def site_section(methods: dict[str, pd.DataFrame], model_key: str | None, source
     stacked: dict[str, pd.DataFrame] = {}
     retrained: dict[str, str] = {}
     skipped: dict[str, str] = {}
-    fitted_on = (f"{training.root}" if training is not tables else "the evaluation cohort")
+    fitted_on = (f"{Path(str(training.root)).name}" if training is not tables
+                 else "the evaluation cohort")  # a name, not a path: the report may be logged
     for name, predictions in methods.items():
         if name == model_key:
             rows, retrained[name] = _model_out_of_site(source, predictions, site_of, sites,
