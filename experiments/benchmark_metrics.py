@@ -2,7 +2,7 @@
 
 Builds a synthetic per-patient frame (observed and predicted change with ties, an interval,
 p_rapid, index scores, censored times to event), draws ``--bootstrap`` patient resamples and
-times ``progression.evaluate.metrics.compute`` over all metrics (``DELTA_METRICS``,
+times ``progression.metrics.compute`` over all metrics (``DELTA_METRICS``,
 ``INDEX_METRICS``, ``SURVIVAL_METRICS``), the work ``progression evaluate`` does per horizon.
 Also checks that the point estimates equal the library values (scikit-learn, lifelines) and
 prints one line to paste into docs/evaluation.md:
@@ -22,7 +22,7 @@ import pandas as pd
 from lifelines.utils import concordance_index
 from sklearn.metrics import roc_auc_score
 
-from progression.evaluate import metrics as m
+from progression import metrics as m
 
 
 def synthetic_frame(n: int, seed: int) -> pd.DataFrame:

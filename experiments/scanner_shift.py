@@ -80,7 +80,7 @@ def _unscored(cohort):
 
 
 def _metrics(pred: pd.DataFrame, truth: pd.DataFrame) -> dict[str, float]:
-    from progression.evaluate.metrics import auroc, bias, mae
+    from progression.metrics import auroc, bias, mae
 
     p = pred[pred["horizon_years"] == 1.0].set_index("patient_id")
     t = truth.set_index("patient_id").loc[p.index]
@@ -115,7 +115,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from progression.cohort import read_cohort
-    from progression.evaluate.metrics import auroc, mae
+    from progression.metrics import auroc, mae
     from progression.io import atomic_write_text
     from progression.predict import predict_cohort
 

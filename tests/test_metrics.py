@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from lifelines.utils import concordance_index
 from scipy import special
 
-from progression.evaluate import metrics as m
+from progression import metrics as m
 
 
 def test_mae_rmse_bias_match_hand_computed_values():

@@ -79,7 +79,7 @@ def test_card_without_results_or_calibration_says_so():
 
 
 def test_estimate_objects_from_evaluation_are_accepted():
-    from progression.evaluate.metrics import Estimate
+    from progression.metrics import Estimate
     from progression.train.model_card import render_model_card
 
     text = render_model_card(_card(metrics={"val/coverage_delta_2y": Estimate(0.88, 0.8, 0.95, 50)}))

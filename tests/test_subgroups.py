@@ -8,11 +8,11 @@ import pytest
 from lifelines.utils import concordance_index
 from sklearn.metrics import roc_auc_score
 
+from progression import metrics as m
 from progression.cohort import Cohort
 from progression.errors import ProgressionError
 from progression.evaluate import CohortMean
-from progression.evaluate import metrics as m
-from progression.evaluate.subgroups import (
+from progression.subgroups import (
     ALL_METRICS,
     MIN_EVENTS,
     MIN_PATIENTS,

@@ -3,7 +3,8 @@
 Give the model as --checkpoint (forecasts are made from the outcomes' index dates) or as a
 predictions table (--predictions, from any model). Outcomes come from --outcomes FILE, else
 from the cohort: the simulator's truth/ or, for real cohorts with later scored visits, a
-landmark split. Writes metrics.json, metrics.csv, report.html and figures to --out.
+landmark split. Writes metrics.json, metrics.csv, report.html, figures and the subgroup
+(and with --leave-one-site-out, per-site) tables to --out.
 See docs/evaluation.md.
 """
 
@@ -55,6 +56,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(default: %(default)s)")
     parser.add_argument("--observed-followup", action="store_true",
                         help="simulated cohorts: progression events from reader-noisy scores")
+    parser.add_argument("--subgroups", default="",
+                        help="covariates (patients.csv / visits.csv columns), comma-separated, to "
+                        "report every metric by, besides sex, site, rf, acpa, treatment, "
+                        "baseline damage tertile and number of scored visits")
+    parser.add_argument("--leave-one-site-out", action="store_true",
+                        help="add a leave-one-site-out section: baselines refitted without each "
+                        "site and scored on it; a --checkpoint scored on the sites it never "
+                        "trained on (it is not retrained)")
+    parser.add_argument("--site-column", default="site",
+                        help="patients.csv column naming the site (default: %(default)s)")
     parser.add_argument("--model-name", default="model", help="name of the model in the report")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI to log metrics and report to")
     parser.add_argument("--experiment", default="progression", help="MLflow experiment")
@@ -96,6 +107,9 @@ def run(args: argparse.Namespace) -> int:
             tracking_uri=args.tracking_uri,
             experiment=args.experiment,
             progress=not args.no_progress,
+            subgroups=[c.strip() for c in args.subgroups.split(",") if c.strip()],
+            leave_one_site_out=args.leave_one_site_out,
+            site_column=args.site_column,
         )
     except NoObservedOutcomes as exc:  # the message stays neutral; the options are ours
         raise ProgressionError(f"{exc}, widen --tolerance (now {args.tolerance:g} y), or pass "
@@ -121,6 +135,16 @@ def _print_summary(results: dict) -> None:
 
             print(f"    {method:<16} {cell('mae_delta'):>7} {cell('auroc_rapid'):>7} "
                   f"{cell('coverage_delta'):>9}")
+    groups = results["subgroups"]
+    small = sum(1 for row in groups["rows"] if row["note"])
+    print(f"\nsubgroups: {', '.join(v['name'] for v in groups['variables'])} "
+          f"({small} of {len(groups['rows'])} subgroup metrics too small to estimate); "
+          f"{results['out_dir']}/subgroups.csv")
+    if "leave_one_site_out" in results:
+        sites = results["leave_one_site_out"]
+        print(f"leave-one-site-out: {', '.join(sites['sites'])} scored by "
+              f"{', '.join(sites['methods']) or 'no method'}; "
+              f"{results['out_dir']}/leave_one_site_out.csv")
     if results.get("skipped"):
         print("\nskipped: " + "; ".join(f"{k} ({v})" for k, v in results["skipped"].items()))
     if results.get("mlflow_run_id"):

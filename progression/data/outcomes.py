@@ -240,3 +240,18 @@ def derive_outcomes(cohort: Cohort, rule: OutcomeRule = OutcomeRule()) -> pd.Dat
     if cohort.truth_dir is not None:
         return outcomes_from_truth(cohort, rule)
     return landmark_outcomes(cohort, rule)
+
+
+def scored_rows(predictions: pd.DataFrame, outcomes: pd.DataFrame, h: float,
+                rapid_rate: float = RAPID_RATE) -> pd.DataFrame:
+    """Predictions joined with outcomes for horizon ``h`` (one row per patient with an
+    outcome row), with the 0/1 rapid outcome ``rapid_obs`` (>= ``rapid_rate`` units/year, in
+    the cohort's score units)."""
+    pred = predictions[np.isclose(predictions["horizon_years"], h)]
+    obs = outcomes[np.isclose(outcomes["horizon_years"], h)][["patient_id", "delta_svdh_obs"]]
+    rows = obs.merge(pred.drop(columns=["index_date", "horizon_years"]), on="patient_id",
+                     how="left")
+    delta = rows["delta_svdh_obs"].to_numpy(float)
+    rows["rapid_obs"] = np.where(np.isfinite(delta), is_rapid(np.nan_to_num(delta), h, rapid_rate),
+                                 np.nan)
+    return rows

@@ -10,8 +10,8 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from progression.evaluate.metrics import calibration_table
 from progression.evaluate.survival import KaplanMeierResult
+from progression.metrics import calibration_table
 from progression.plotting import new_figure, png_bytes
 
 

@@ -209,3 +209,4 @@ def baseline_forecasts(methods: dict[str, pd.DataFrame], baselines: Sequence[str
         raise ProgressionError(f"nothing to evaluate: no predictions and every baseline was "
                                f"skipped ({'; '.join(skipped.values()) or 'none asked for'})")
     return skipped
+

@@ -6,7 +6,9 @@
 
 It writes atomically into ``out_dir``: ``metrics.json`` (every metric of every method with
 its bootstrap CI, the cohort description, the survival analysis, the settings),
-``metrics.csv`` (the same metrics, one row each), ``report.html`` (TRIPOD-style, readable
+``metrics.csv`` (the same metrics, one row each), ``subgroups.csv`` (every metric by
+subgroup; with ``leave_one_site_out``, ``leave_one_site_out.csv`` per left-out site),
+``report.html`` (TRIPOD-style, readable
 offline, figures referenced by relative path), the PNG figures, ``outcomes.csv`` (the
 outcomes used) and ``predictions/<method>.csv`` for the model and every baseline (a selector for
 ``progression enrich``). With a tracking URI the metrics (``test/mae_delta_1y``, ...; a
@@ -34,7 +36,7 @@ from tqdm.auto import tqdm
 import progression.evaluate.figures as figures
 from progression.cohort import Cohort
 from progression.columns import DAYS_PER_YEAR
-from progression.data.outcomes import OutcomeRule
+from progression.data.outcomes import OutcomeRule, scored_rows
 from progression.errors import ProgressionError, TrackingError
 from progression.evaluate.baselines import (
     DEFAULT_BASELINES,
@@ -51,7 +53,17 @@ from progression.evaluate.inputs import (
     as_index_dates,
     horizon_label,
 )
-from progression.evaluate.metrics import (
+from progression.evaluate.subgroup_report import (
+    GroupPlan,
+    SiteInputs,
+    group_sections,
+    html_tables,
+    plan_groups,
+    write_section_tables,
+)
+from progression.evaluate.survival import cox_models, km_by_tertile, survival_frame
+from progression.io import atomic_write_bytes, atomic_write_csv, atomic_write_text, json_safe
+from progression.metrics import (
     DELTA_METRICS,
     INDEX_METRICS,
     SURVIVAL_METRICS,
@@ -59,8 +71,6 @@ from progression.evaluate.metrics import (
     bootstrap_counts,
     compute,
 )
-from progression.evaluate.survival import cox_models, km_by_tertile, survival_frame
-from progression.io import atomic_write_bytes, atomic_write_csv, atomic_write_text, json_safe
 from progression.scoring import is_rapid
 
 log = logging.getLogger(__name__)
@@ -68,30 +78,6 @@ TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 
 # --------------------------------------------------------------------------- metrics
-def _index_scores(cohort: Cohort, outcomes: pd.DataFrame) -> pd.DataFrame:
-    """The given (read) SvdH total at each patient's index visit, for the scoring metrics."""
-    index = outcomes[["patient_id", "index_date"]].drop_duplicates("patient_id")
-    reads = cohort.visits[["patient_id", "visit_date", "svdh_total"]].rename(
-        columns={"visit_date": "index_date", "svdh_total": "svdh_index_obs"}
-    )
-    return index.merge(reads, on=["patient_id", "index_date"], how="left")[
-        ["patient_id", "svdh_index_obs"]
-    ]
-
-
-def _scored_rows(predictions: pd.DataFrame, outcomes: pd.DataFrame, h: float,
-                 rapid_rate: float) -> pd.DataFrame:
-    """Predictions joined with outcomes for horizon ``h``, with the 0/1 rapid outcome."""
-    pred = predictions[np.isclose(predictions["horizon_years"], h)]
-    obs = outcomes[np.isclose(outcomes["horizon_years"], h)][["patient_id", "delta_svdh_obs"]]
-    rows = obs.merge(pred.drop(columns=["index_date", "horizon_years"]), on="patient_id",
-                     how="left")
-    delta = rows["delta_svdh_obs"].to_numpy(float)
-    rows["rapid_obs"] = np.where(np.isfinite(delta), is_rapid(np.nan_to_num(delta), h, rapid_rate),
-                                 np.nan)
-    return rows
-
-
 def _metric_rows(method: str, horizon: float | None, estimates: dict) -> list[dict[str, Any]]:
     rows = []
     for name, est in estimates.items():
@@ -112,15 +98,16 @@ def _metric_rows(method: str, horizon: float | None, estimates: dict) -> list[di
 def _compute_all(
     methods: dict[str, pd.DataFrame],
     outcomes: pd.DataFrame,
-    index_scores: pd.DataFrame,
+    groups: GroupPlan,
     horizons: Sequence[float],
     model_name: str | None,
     n_boot: int,
     seed: int,
     progress: bool,
-    rapid_rate: float,
-) -> tuple[pd.DataFrame, dict[tuple[str, float], pd.DataFrame]]:
-    """Every metric of every method (tidy frame) and the joined rows used for the figures."""
+) -> tuple[pd.DataFrame, dict[tuple[str, float], pd.DataFrame], dict[str, Any]]:
+    """Every metric of every method (tidy frame), the joined rows used for the figures, and
+    the subgroup (and site) sections."""
+    index_scores = groups.index_scores
     patients = np.array(sorted(outcomes["patient_id"].unique()))
     position = {pid: i for i, pid in enumerate(patients)}
     counts = bootstrap_counts(len(patients), n_boot, seed)
@@ -133,7 +120,7 @@ def _compute_all(
     joined: dict[tuple[str, float], pd.DataFrame] = {}
     for method, predictions in tqdm(methods.items(), desc="metrics", disable=not progress):
         for h in horizons:
-            frame = _scored_rows(predictions, outcomes, h, rapid_rate)
+            frame = scored_rows(predictions, outcomes, h, groups.rapid_rate)
             joined[(method, h)] = frame
             rows += _metric_rows(method, h, run(DELTA_METRICS, frame))
         if method == model_name:  # baselines copy the given score: nothing to measure
@@ -143,7 +130,8 @@ def _compute_all(
         frame = survival_frame(predictions, outcomes)
         if not frame.empty:
             rows += _metric_rows(method, None, run(SURVIVAL_METRICS, frame))
-    return pd.DataFrame(rows), joined
+    sections = group_sections(groups, methods, model_name, outcomes, horizons, n_boot, seed)
+    return pd.DataFrame(rows), joined, sections
 
 
 # --------------------------------------------------------------------------- description
@@ -310,6 +298,7 @@ def evaluate(
     experiment: str = "progression",
     run_name: str = "evaluate",
     progress: bool = True,
+    subgroups: Sequence[str] = (), leave_one_site_out: bool = False, site_column: str = "site",
 ) -> dict[str, Any]:
     """Score a model's forecasts and the baselines on one cohort; write the report.
 
@@ -343,37 +332,45 @@ def evaluate(
         Name of ``source`` in tables and figures; its metrics log as ``test/<metric>``.
     tracking_uri, experiment, run_name
         Log metrics and the report to MLflow when ``tracking_uri`` is given.
+    subgroups, leave_one_site_out, site_column
+        Subgroups and sites: see :func:`progression.evaluate.subgroup_report.plan_groups`.
 
     Returns the content of ``metrics.json`` plus ``out_dir`` and, when logged, ``mlflow_run_id``.
     """
-    rule = rule or OutcomeRule()
-    horizons = tuple(float(h) for h in rule.horizons)
-    if n_boot < 1:
-        raise ProgressionError(f"--bootstrap must be >= 1 resample, got {n_boot}")
-    out_dir = Path(out_dir)
+    rule, horizons, out_dir = _checked(rule, n_boot, out_dir)
     tables, train = evaluation_cohorts(source, cohort, train_cohort, tracking_uri)
     rule = rule.for_system(tables.system)  # rapid rate and SDC in the cohort's units
     outcomes = matched_outcomes(outcomes, tables, rule)
     index_dates = as_index_dates(outcomes, tables)
+    groups = plan_groups(tables, outcomes, subgroups, leave_one_site_out and SiteInputs(
+        source, tables, train, index_dates, site_column, tracking_uri), rule.rapid_rate)  # checked: fail early
     methods = {} if source is None else {model_name: model_forecasts(
         source, tables, outcomes, horizons, model_name, progress, tracking_uri)}
     skipped = baseline_forecasts(methods, baselines, tables, train, outcomes, index_dates,
                                   horizons, seed, progress)
     model_key = model_name if source is not None else None
-    table, joined = _compute_all(methods, outcomes, _index_scores(tables, outcomes), horizons,
-                                 model_key, n_boot, seed, progress, rule.rapid_rate)
+    table, joined, sections = _compute_all(methods, outcomes, groups, horizons, model_key,
+                                           n_boot, seed, progress)
     survival = _survival_analysis(methods, model_key, outcomes, tables, index_dates)
     files = _write_figures_and_tables(out_dir, methods, joined, outcomes, horizons, survival)
     settings = _settings(rule, horizons, n_boot, seed, train)
     results = _results(settings, model_key, methods, skipped, tables, outcomes, horizons, table,
-                       survival, files, rule.rapid_rate)
-    _write_report(out_dir, results, table, model_key, horizons)
-    results["out_dir"] = str(out_dir)
+                       survival, files, sections, rule.rapid_rate)
+    results = _write_report(out_dir, results, table, model_key, horizons, sections)
     if tracking_uri:
         params = {**settings, "cohort": results["cohort"]["root"], "model": model_key}
         results["mlflow_run_id"] = log_to_mlflow(table, out_dir, model_key, tracking_uri,
                                                  experiment, run_name, params)
     return results
+
+
+def _checked(rule: OutcomeRule | None, n_boot: int, out_dir: str | Path
+             ) -> tuple[OutcomeRule, tuple[float, ...], Path]:
+    """The rule (default: 1 and 2 years, rapid progression), its horizons, the report path."""
+    if n_boot < 1:
+        raise ProgressionError(f"--bootstrap must be >= 1 resample, got {n_boot}")
+    rule = rule or OutcomeRule()
+    return rule, tuple(float(h) for h in rule.horizons), Path(out_dir)
 
 
 @dataclass
@@ -447,7 +444,8 @@ def _settings(rule: OutcomeRule, horizons: tuple[float, ...], n_boot: int, seed:
 def _results(settings: dict[str, Any], model_key: str | None, methods: dict[str, pd.DataFrame],
              skipped: dict[str, str], tables: Cohort, outcomes: pd.DataFrame,
              horizons: tuple[float, ...], table: pd.DataFrame, survival: _Survival,
-             files: dict[str, str], rapid_rate: float) -> dict[str, Any]:
+             files: dict[str, str], sections: dict[str, tuple[dict, pd.DataFrame]],
+             rapid_rate: float) -> dict[str, Any]:
     """The content of ``metrics.json``."""
     degraded = {m: int((p["note"].fillna("") != "").sum() // max(len(horizons), 1))
                 for m, p in methods.items()}
@@ -463,13 +461,17 @@ def _results(settings: dict[str, Any], model_key: str | None, methods: dict[str,
                      "kaplan_meier": survival.km.as_dict() if survival.km else None,
                      "cox": survival.cox},
         "files": {**files, "metrics_json": "metrics.json", "metrics_csv": "metrics.csv",
-                  "report": "report.html"},
+                  "report": "report.html", **{name: f"{name}.csv" for name in sections}},
+        **{name: section for name, (section, _) in sections.items()},
     })
 
 
 def _write_report(out_dir: Path, results: dict[str, Any], table: pd.DataFrame,
-                  model_key: str | None, horizons: tuple[float, ...]) -> None:
-    """``metrics.csv``, ``metrics.json`` and ``report.html`` in ``out_dir``."""
+                  model_key: str | None, horizons: tuple[float, ...],
+                  sections: dict[str, tuple[dict, pd.DataFrame]]) -> dict[str, Any]:
+    """``metrics.csv``, ``metrics.json``, the section tables and ``report.html`` in
+    ``out_dir``; returns ``results`` with ``out_dir``."""
+    write_section_tables(out_dir, sections)
     tidy = table.assign(name=[_mlflow_name(r, model_key) for r in table.itertuples(index=False)])
     atomic_write_csv(out_dir / "metrics.csv", tidy.drop(columns="mlflow_name"))
     atomic_write_text(out_dir / "metrics.json", json.dumps(results, indent=2))
@@ -482,4 +484,7 @@ def _write_report(out_dir: Path, results: dict[str, Any], table: pd.DataFrame,
         "overall_metrics": [(m.name, metric_info[m.name]) for m in (*INDEX_METRICS,
                                                                      *SURVIVAL_METRICS)],
         "descriptions": METHOD_DESCRIPTIONS,
+        "group_tables": {name: html_tables(rows, horizons)
+                         for name, (_, rows) in sections.items()},
     }))
+    return {**results, "out_dir": str(out_dir)}

@@ -3,7 +3,7 @@
 The time-to-event outcome is the outcomes table's ``time_to_event_years`` / ``event`` (years
 from the index to the first follow-up visit showing progression; see
 :mod:`progression.data.outcomes`). Harrell's C of every method lives in
-:mod:`progression.evaluate.metrics` (``cindex_event``).
+:mod:`progression.metrics` (``cindex_event``).
 
 * :func:`km_by_tertile`: patients split into thirds of the predicted ``risk_score`` (low /
   middle / high), a Kaplan-Meier progression-free curve per third and a log-rank test across

@@ -32,6 +32,7 @@ from progression.models.checkpoint import META_KEY, checkpoint_meta, read_checkp
 from progression.predict import predict_cohort
 from progression.pyfunc_model import log_pyfunc_model
 from progression.train.model_card import write_checkpoint_card
+from progression.train.validation import validation_subgroups
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +48,10 @@ def finalize(cfg: Config, final: Path, cohort: Cohort, split: dict[str, list[str
     for checkpoint in dict.fromkeys(c for c in (final, final.with_name("last.ckpt")) if c.is_file()):
         calibrate_checkpoint(checkpoint, cohort, split.get("calibration", []),
                              level=cfg.model.interval_level, cache_dir=cfg.data.cache_dir)
-    card = write_checkpoint_card(final, out_dir / "MODEL_CARD.md", metrics=metrics)
+    subgroups = validation_subgroups(final, cohort, [*split["val"], *split.get("calibration", [])],
+                                     cache_dir=cfg.data.cache_dir)
+    card = write_checkpoint_card(final, out_dir / "MODEL_CARD.md", metrics=metrics,
+                                 subgroups=subgroups)
     client.log_artifact(run_id, str(card))
     config_path = out_dir / "config.yaml"
     dump_config(cfg, config_path)

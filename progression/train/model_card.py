@@ -4,7 +4,7 @@ One card per trained model says what data it saw (cohort fingerprint and sizes),
 for and not for, how well it did (metrics with 95% confidence intervals, overall and by
 subgroup), how its intervals were calibrated, and its known limitations. Metric values are
 taken as evaluation produces them: a number, a mapping ``{"value", "ci_lo", "ci_hi", "n"}``
-or an :class:`~progression.evaluate.metrics.Estimate`, keyed by names like
+or an :class:`~progression.metrics.Estimate`, keyed by names like
 ``val/mae_delta_1y``; :func:`evaluation_metrics` reads ``metrics.json`` of evaluate.
 """
 
@@ -245,9 +245,11 @@ def evaluation_metrics(results: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def checkpoint_card(
-    checkpoint: str | Path, metrics: Mapping[str, Any] | None = None
+    checkpoint: str | Path, metrics: Mapping[str, Any] | None = None,
+    subgroups: pd.DataFrame | None = None,
 ) -> ModelCardInputs:
-    """Card inputs from a checkpoint's stored metadata (config, split, fingerprint, calibration)."""
+    """Card inputs from a checkpoint's stored metadata (config, split, fingerprint, calibration);
+    ``subgroups``: the subgroup table (:func:`progression.train.validation.validation_subgroups`)."""
     from progression.trained import load_trained
 
     trained = load_trained(checkpoint)
@@ -286,6 +288,7 @@ def checkpoint_card(
         run_id=meta.run_id or "",
         data=data,
         metrics=dict(metrics or {}),
+        subgroups=subgroups,
         calibration=trained.calibration,
         config=cfg,
         simulated_data=bool(data_path) and (Path(data_path) / "truth").is_dir(),
@@ -299,11 +302,12 @@ def write_checkpoint_card(
     path: str | Path,
     metrics: Mapping[str, Any] | None = None,
     metrics_path: str | Path | None = None,
+    subgroups: pd.DataFrame | None = None,
 ) -> Path:
     """Write the model card of ``checkpoint`` to ``path``.
 
     ``metrics``: a results dict; ``metrics_path``: a JSON file holding one (evaluate's
-    ``metrics.json``). A missing or unreadable JSON file raises ProgressionError.
+    ``metrics.json``); ``subgroups``: the card's subgroup table. A missing or unreadable JSON file raises ProgressionError.
     """
     import json
 
@@ -318,5 +322,5 @@ def write_checkpoint_card(
                 f"metrics file '{metrics_path}' cannot be read as JSON ({exc}); give the "
                 "metrics.json written by `progression evaluate`"
             ) from None
-    card = checkpoint_card(checkpoint, evaluation_metrics(results))
+    card = checkpoint_card(checkpoint, evaluation_metrics(results), subgroups)
     return write_model_card(card, path)

@@ -7,7 +7,7 @@ whole cohort. Two calls:
 * :func:`subgroup_metrics` takes the per-patient evaluation frame of one horizon (one row per
   patient: observed and predicted change, interval, ``rapid_obs`` / ``p_rapid``, index
   scores, time to event, plus the covariates at the index) and computes every metric of
-  :mod:`progression.evaluate.metrics` whose columns are present, within each level of each
+  :mod:`progression.metrics` whose columns are present, within each level of each
   subgroup variable, with the same patient-bootstrap 95% intervals and the counts behind them.
 * :func:`leave_one_site_out` trains on all sites but one and forecasts the left-out site, for
   every site, through a ``fit_predict(train, test)`` callable supplied by the caller (the
@@ -15,8 +15,9 @@ whole cohort. Two calls:
 
 Subgroup variables (:data:`DEFAULT_SUBGROUPS`, those present are used, plus any the caller
 names): ``sex``, ``site``, seropositivity ``rf`` and ``acpa``, ``treatment`` at the index,
-baseline damage (``svdh_index_obs``, the given SvdH total at the index, in tertiles) and the
-number of scored visits up to the index (``n_scored``). A categorical variable gives one
+baseline damage (``svdh_last``, the last SvdH total read on or before the index, in tertiles)
+and the number of scored visits up to the index (``n_scored``), as
+:func:`~progression.evaluate.baselines.features_at` names them. A categorical variable gives one
 subgroup per level (missing values form the level ``missing``); a numeric one with more than
 :data:`MAX_LEVELS` distinct values is cut into tertiles of its values (``tertile 1 [lo, hi]``).
 
@@ -37,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from progression.errors import ProgressionError
-from progression.evaluate.metrics import (
+from progression.metrics import (
     DELTA_METRICS,
     INDEX_METRICS,
     SURVIVAL_METRICS,
@@ -46,7 +47,7 @@ from progression.evaluate.metrics import (
     compute,
 )
 
-DEFAULT_SUBGROUPS = ("sex", "site", "rf", "acpa", "treatment", "svdh_index_obs", "n_scored")
+DEFAULT_SUBGROUPS = ("sex", "site", "rf", "acpa", "treatment", "svdh_last", "n_scored")
 MIN_PATIENTS = 30
 MIN_EVENTS = 5
 MAX_LEVELS = 5
@@ -105,7 +106,7 @@ def subgroup_metrics(
     ----------
     frame
         One horizon's evaluation frame, one row per patient (``patient_id`` unique when
-        present), with the metric columns (see :mod:`progression.evaluate.metrics`) and the
+        present), with the metric columns (see :mod:`progression.metrics`) and the
         subgroup columns.
     by
         Subgroup columns; default: those of :data:`DEFAULT_SUBGROUPS` present in ``frame``.
@@ -165,40 +166,53 @@ def subgroup_metrics(
     return pd.DataFrame(rows, columns=list(COLUMNS))
 
 
-def leave_one_site_out(
-    cohort: Any,
-    fit_predict: Callable[[Any, Any], pd.DataFrame],
-    site_column: str = "site",
-) -> pd.DataFrame:
-    """Forecasts of every site by a model trained on the other sites.
-
-    ``cohort`` has a ``patients`` table with ``site_column`` and a ``subset(patient_ids)``
-    method (:class:`~progression.cohort.Cohort`). For each site ``s``,
-    ``fit_predict(train, test)`` is called with the cohort without ``s`` and the cohort of
-    ``s`` only, and must return a predictions table of the ``test`` patients (the columns of
-    docs/architecture.md). Returns the tables of all sites stacked, with the left-out site in
-    ``held_out_site``; evaluate it against the outcomes like any predictions table, and pass
-    ``by=["held_out_site"]`` to :func:`subgroup_metrics` for a per-site table.
-    """
+def site_names(cohort: Any, site_column: str = "site") -> list[str]:
+    """The sorted site labels of ``cohort.patients[site_column]`` (missing values left out)."""
     patients = cohort.patients
     if site_column not in patients.columns:
         raise ProgressionError(
             f"leave-one-site-out needs a '{site_column}' column in patients.csv; the columns "
             f"are {', '.join(map(str, patients.columns))}"
         )
+    return sorted(patients[site_column].dropna().astype(str).unique())
+
+
+def leave_one_site_out(
+    cohort: Any,
+    fit_predict: Callable[[Any, Any], pd.DataFrame],
+    site_column: str = "site",
+    training: Any = None,
+) -> pd.DataFrame:
+    """Forecasts of every site by a model trained on the other sites.
+
+    ``cohort`` has a ``patients`` table with ``site_column`` and a ``subset(patient_ids)``
+    method (:class:`~progression.cohort.Cohort`). For each site ``s``,
+    ``fit_predict(train, test)`` is called with the training cohort without ``s`` and the
+    cohort of ``s`` only, and must return a predictions table of the ``test`` patients (the
+    columns of docs/architecture.md). ``training`` is the cohort to train on (default:
+    ``cohort`` itself); its patients of site ``s`` are left out of fold ``s``. Returns the
+    tables of all sites stacked, with the left-out site in ``held_out_site``; evaluate it
+    against the outcomes like any predictions table, and pass ``by=["held_out_site"]`` to
+    :func:`subgroup_metrics` for a per-site table.
+    """
+    training = cohort if training is None else training
+    site_names(training, site_column)  # the training cohort must name sites too
+    names = site_names(cohort, site_column)
+    patients = cohort.patients
     sites = patients[site_column].dropna().astype(str)
-    names = sorted(sites.unique())
     if len(names) < 2:
         raise ProgressionError(
             f"leave-one-site-out needs at least 2 sites in '{site_column}' (found "
             f"{len(names)}: {', '.join(names) or 'none'})"
         )
     ids = patients.loc[sites.index, "patient_id"].astype(str)
+    trained = training.patients
+    train_sites = trained[site_column].astype(str).where(trained[site_column].notna())
     parts = []
     for site in names:
         inside = ids[sites == site].tolist()
-        outside = ids[sites != site].tolist()
-        table = fit_predict(cohort.subset(outside), cohort.subset(inside))
+        outside = trained.loc[train_sites.notna() & (train_sites != site), "patient_id"]
+        table = fit_predict(training.subset(outside.astype(str).tolist()), cohort.subset(inside))
         strays = set(table["patient_id"].astype(str)) - set(inside)
         if strays:
             raise ProgressionError(
