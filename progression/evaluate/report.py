@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -43,7 +42,9 @@ from progression.evaluate.baselines import (
 from progression.evaluate.forecasts import (
     CROSS_FIT_FOLDS,
     baseline_forecasts,
+    checkpoint_data,
     evaluation_cohorts,
+    is_checkpoint,
     matched_outcomes,
     model_forecasts,
 )
@@ -217,13 +218,15 @@ def _mlflow_name(row: Any, model_name: str | None) -> str:
 
 
 def log_to_mlflow(table: pd.DataFrame, out_dir: Path, model_name: str | None, tracking_uri: str,
-                  experiment: str, run_name: str, params: dict[str, Any]) -> str:
-    """Log every finite metric (and its CI bounds) and the report directory; returns run id."""
+                  experiment: str, run_name: str, params: dict[str, Any],
+                  tags: dict[str, str], cohort: Cohort) -> str:
+    """Log every finite metric (and its CI bounds), the evaluated cohort (an MLflow dataset,
+    context ``evaluation``) and the report directory with the one run writer
+    (:mod:`progression.tracking.runs`); returns the run id."""
     import mlflow
     from mlflow import MlflowClient
-    from mlflow.entities import Metric, Param
 
-    from progression.tracking import experiment_id
+    from progression import tracking
 
     metrics: dict[str, float] = {}
     for row in table.itertuples(index=False):
@@ -232,17 +235,12 @@ def log_to_mlflow(table: pd.DataFrame, out_dir: Path, model_name: str | None, tr
             value = getattr(row, key)
             if value is not None and np.isfinite(value):
                 metrics[name + suffix] = float(value)
-    # The client, not the fluent API: no process-wide MLflow state is changed, and the
-    # experiment gets the same artifact location as train's (mlartifacts/ beside a SQLite db).
     try:
         client = MlflowClient(tracking_uri)
-        run = client.create_run(experiment_id(client, experiment, tracking_uri), run_name=run_name)
-        run_id = run.info.run_id
-        now = int(time.time() * 1000)
-        client.log_batch(run_id, params=[Param(k, str(v)[:500]) for k, v in params.items()])
-        items = [Metric(k, v, now, 0) for k, v in metrics.items()]
-        for start in range(0, len(items), 1000):
-            client.log_batch(run_id, metrics=items[start : start + 1000])
+        run_id = tracking.create_run(client, experiment, name=run_name, tags=tags)
+        tracking.log_params(client, run_id, params)
+        tracking.log_metrics(client, run_id, metrics)
+        tracking.log_cohorts(client, run_id, [tracking.cohort_input(cohort, "evaluation")])
         client.log_artifacts(run_id, str(out_dir), artifact_path="evaluation")
         client.set_terminated(run_id)
         return run_id
@@ -251,6 +249,21 @@ def log_to_mlflow(table: pd.DataFrame, out_dir: Path, model_name: str | None, tr
             f"could not log the evaluation to MLflow at '{tracking_uri}': {exc}; check the "
             "tracking URI (e.g. sqlite:///mlruns.db) or leave --tracking-uri out"
         ) from None
+
+
+def _run_tags(source: Any, tables: Cohort, tracking_uri: str | None) -> dict[str, str]:
+    """The evaluate run's tags: the common ones, and the training run (and registered model
+    version) of a checkpoint it scored."""
+    from progression import tracking
+
+    source_run = model_version = None
+    if is_checkpoint(source):
+        source_run = checkpoint_data(source, tracking_uri).meta.run_id
+        text = str(source)
+        if text.startswith("models:/"):
+            model_version = text[len("models:/"):]
+    return tracking.run_tags("evaluate", tables, source_run=source_run,
+                             model_version=model_version)
 
 
 METHOD_DESCRIPTIONS = {
@@ -357,8 +370,9 @@ def evaluate(
     results["out_dir"] = str(out_dir)
     if tracking_uri:
         params = {**settings, "cohort": results["cohort"]["root"], "model": model_key}
-        results["mlflow_run_id"] = log_to_mlflow(table, out_dir, model_key, tracking_uri,
-                                                 experiment, run_name, params)
+        results["mlflow_run_id"] = log_to_mlflow(
+            table, out_dir, model_key, tracking_uri, experiment, run_name, params,
+            _run_tags(source, tables, tracking_uri), tables)
     return results
 
 

@@ -31,6 +31,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from progression.config import flatten
 from progression.tracking.redact import redact, redact_command
 from progression.tracking.store import experiment_id, git_commit
 
@@ -106,18 +107,6 @@ def create_run(client: Any, experiment: str, *, name: str | None, tags: Mapping[
     return client.create_run(exp, run_name=name or None, tags=all_tags).info.run_id
 
 
-def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"train": {"lr": 1e-3}}`` -> ``{"train.lr": 1e-3}``: nested mappings become dotted
-    names, other values stay as they are."""
-    out: dict[str, Any] = {}
-    for key, value in params.items():
-        if isinstance(value, Mapping) and value:
-            out.update(flatten_params(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def param_text(value: Any, share_identifiers: bool = False) -> str:
     """How a param value is stored: redacted, cut to MLflow's limit."""
     return redact(value, share_identifiers)[:PARAM_MAX_CHARS]
@@ -129,7 +118,7 @@ def log_params(client: Any, run_id: str, params: Mapping[str, Any],
     changed become tags ``resumed.<key>`` instead (MLflow params are immutable)."""
     from mlflow.entities import Param, RunTag
 
-    texts = {k: param_text(v, share_identifiers) for k, v in flatten_params(params).items()}
+    texts = {k: param_text(v, share_identifiers) for k, v in flatten(dict(params)).items()}
     logged = client.get_run(run_id).data.params
     new = [Param(k, v) for k, v in texts.items() if k not in logged]
     changed = [RunTag(f"resumed.{k}", v[:TAG_MAX_CHARS]) for k, v in texts.items()
