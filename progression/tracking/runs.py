@@ -148,16 +148,17 @@ def log_cohorts(client: Any, run_id: str, inputs: Sequence[CohortInput]) -> None
     Only the visits table's column names and row count are stored (the dataset's schema and
     profile), never a value of it.
     """
-    from mlflow.data.artifact_dataset_sources import LocalArtifactDatasetSource
     from mlflow.data.pandas_dataset import from_pandas
     from mlflow.entities import DatasetInput, InputTag
     from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
     entries = []
     for item in inputs:
-        with warnings.catch_warnings():  # schema inference hints on integer columns
+        # MLflow warns about integer columns in the schema and that a local path "can be
+        # interpreted in multiple ways" (it picks a local source, as wanted)
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            dataset = from_pandas(item.visits, source=LocalArtifactDatasetSource(item.source),
+            dataset = from_pandas(item.visits, source=item.source,
                                   name=item.name, digest=item.fingerprint)
         entries.append(DatasetInput(dataset._to_mlflow_entity(),
                                     [InputTag(MLFLOW_DATASET_CONTEXT, item.context)]))
@@ -171,7 +172,7 @@ def training_run_name(cfg: Any) -> str:
     if cfg.tracking.run_name:
         return cfg.tracking.run_name
     backbone = cfg.model.backbone if cfg.model.use_images else "no-images"
-    parts = ["train", cfg.name or "custom", backbone]
+    parts = ["train", cfg.tracking.config_name or "custom", backbone]
     if cfg.model.use_images:
         parts.append(f"{cfg.data.image_size}px")
     parts.append(f"seed{cfg.train.seed}")
