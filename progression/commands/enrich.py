@@ -65,6 +65,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--source-run", metavar="RUN_ID",
                         help="MLflow run that trained the model behind --predictions (tagged "
                              "progression.source_run on the enrich run)")
+    parser.add_argument("--share-identifiers", action="store_true",
+                        help="also log selected.csv (patient ids) and absolute paths to MLflow")
     parser.add_argument("--seed", type=int, default=0, help="seed of the simulations (sizing and simulated trials)")
     parser.add_argument("--n-sim", type=int, default=1000,
                         help="simulated trials per design (with --outcomes)")
@@ -124,7 +126,8 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     summary = write_report(result, out, inputs)
     if tracking_uri:
-        log_enrichment(summary, out, tracking_uri, args.experiment, source_run=args.source_run)
+        log_enrichment(summary, out, tracking_uri, args.experiment, source_run=args.source_run,
+                       share_identifiers=args.share_identifiers)
     model = summary["selectors"]["model"]["mean_change"]
     none = summary["selectors"]["none"]["mean_change"]
     if model["enrolled_per_arm"] and none["enrolled_per_arm"]:

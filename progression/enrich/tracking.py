@@ -15,11 +15,12 @@ from progression.errors import TrackingError
 
 def log_enrichment(summary: dict[str, Any], out_dir: Path, tracking_uri: str,
                    experiment: str, run_name: str = "enrich",
-                   source_run: str | None = None) -> str:
+                   source_run: str | None = None, share_identifiers: bool = False) -> str:
     """One MLflow run with ``enrich.*`` params, ``enrich/*`` metrics and ``out_dir`` files,
     written by the one run writer (:mod:`progression.tracking.runs`: the common tags, and
     ``progression.source_run`` = ``source_run``, the training run whose model made the
-    predictions, when given).
+    predictions, when given). ``selected.csv`` (patient ids) stays in ``out_dir`` unless
+    ``share_identifiers``.
 
     With a SQLite store the artifacts go to ``mlartifacts/`` beside the database
     (:func:`progression.tracking.experiment_id`), never into the working directory.
@@ -36,10 +37,12 @@ def log_enrichment(summary: dict[str, Any], out_dir: Path, tracking_uri: str,
     try:
         client = MlflowClient(tracking_uri)
         run_id = tracking.create_run(client, experiment, name=run_name,
-                                     tags=tracking.run_tags("enrich", source_run=source_run))
-        tracking.log_params(client, run_id, params)
+                                     tags=tracking.run_tags("enrich", source_run=source_run,
+                                                            share_identifiers=share_identifiers))
+        tracking.log_params(client, run_id, params, share_identifiers)
         tracking.log_metrics(client, run_id, metrics(summary))
-        client.log_artifacts(run_id, str(out_dir), artifact_path="enrichment")
+        tracking.log_report(client, run_id, out_dir, "enrichment", ("selected.csv",),
+                            share_identifiers)
         client.set_terminated(run_id)
         return run_id
     except MlflowException as exc:

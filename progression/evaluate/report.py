@@ -219,10 +219,12 @@ def _mlflow_name(row: Any, model_name: str | None) -> str:
 
 def log_to_mlflow(table: pd.DataFrame, out_dir: Path, model_name: str | None, tracking_uri: str,
                   experiment: str, run_name: str, params: dict[str, Any],
-                  tags: dict[str, str], cohort: Cohort) -> str:
+                  tags: dict[str, str], cohort: Cohort, share_identifiers: bool = False) -> str:
     """Log every finite metric (and its CI bounds), the evaluated cohort (an MLflow dataset,
     context ``evaluation``) and the report directory with the one run writer
-    (:mod:`progression.tracking.runs`); returns the run id."""
+    (:mod:`progression.tracking.runs`); returns the run id. The per-patient tables
+    (``predictions/``, ``outcomes.csv``) stay in the local report unless
+    ``share_identifiers``."""
     import mlflow
     from mlflow import MlflowClient
 
@@ -238,10 +240,12 @@ def log_to_mlflow(table: pd.DataFrame, out_dir: Path, model_name: str | None, tr
     try:
         client = MlflowClient(tracking_uri)
         run_id = tracking.create_run(client, experiment, name=run_name, tags=tags)
-        tracking.log_params(client, run_id, params)
+        tracking.log_params(client, run_id, params, share_identifiers)
         tracking.log_metrics(client, run_id, metrics)
-        tracking.log_cohorts(client, run_id, [tracking.cohort_input(cohort, "evaluation")])
-        client.log_artifacts(run_id, str(out_dir), artifact_path="evaluation")
+        tracking.log_cohorts(client, run_id, [
+            tracking.cohort_input(cohort, "evaluation", share_identifiers=share_identifiers)])
+        tracking.log_report(client, run_id, out_dir, "evaluation", PER_PATIENT_FILES,
+                            share_identifiers)
         client.set_terminated(run_id)
         return run_id
     except mlflow.exceptions.MlflowException as exc:
@@ -251,7 +255,11 @@ def log_to_mlflow(table: pd.DataFrame, out_dir: Path, model_name: str | None, tr
         ) from None
 
 
-def _run_tags(source: Any, tables: Cohort, tracking_uri: str | None) -> dict[str, str]:
+PER_PATIENT_FILES = ("predictions", "outcomes.csv")  # report entries naming patients
+
+
+def _run_tags(source: Any, tables: Cohort, tracking_uri: str | None,
+              share_identifiers: bool) -> dict[str, str]:
     """The evaluate run's tags: the common ones, and the training run (and registered model
     version) of a checkpoint it scored."""
     from progression import tracking
@@ -263,7 +271,7 @@ def _run_tags(source: Any, tables: Cohort, tracking_uri: str | None) -> dict[str
         if text.startswith("models:/"):
             model_version = text[len("models:/"):]
     return tracking.run_tags("evaluate", tables, source_run=source_run,
-                             model_version=model_version)
+                             model_version=model_version, share_identifiers=share_identifiers)
 
 
 METHOD_DESCRIPTIONS = {
@@ -309,6 +317,7 @@ def evaluate(
     experiment: str = "progression",
     run_name: str = "evaluate",
     progress: bool = True,
+    share_identifiers: bool = False,
 ) -> dict[str, Any]:
     """Score a model's forecasts and the baselines on one cohort; write the report.
 
@@ -343,6 +352,9 @@ def evaluate(
         Name of ``source`` in tables and figures; its metrics log as ``test/<metric>``.
     tracking_uri, experiment, run_name
         Log metrics and the report to MLflow when ``tracking_uri`` is given.
+    share_identifiers
+        Also log the per-patient tables and absolute paths to MLflow (default: they stay in
+        ``out_dir``; see ``tracking.share_identifiers`` in docs/mlflow.md).
 
     Returns the content of ``metrics.json`` plus ``out_dir`` and, when logged, ``mlflow_run_id``.
     """
@@ -372,7 +384,7 @@ def evaluate(
         params = {**settings, "cohort": results["cohort"]["root"], "model": model_key}
         results["mlflow_run_id"] = log_to_mlflow(
             table, out_dir, model_key, tracking_uri, experiment, run_name, params,
-            _run_tags(source, tables, tracking_uri), tables)
+            _run_tags(source, tables, tracking_uri, share_identifiers), tables, share_identifiers)
     return results
 
 

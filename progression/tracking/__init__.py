@@ -7,7 +7,7 @@ datasets everywhere). ``redact``: credentials and absolute paths out of tags, pa
 checkpoints unless ``tracking.share_identifiers=true``.
 """
 
-from progression.tracking.redact import redact, redact_command, redact_config
+from progression.tracking.redact import redact, redact_command, redact_config, redact_text
 from progression.tracking.runs import (
     KIND_TAG,
     MODEL_VERSION_TAG,
@@ -18,6 +18,7 @@ from progression.tracking.runs import (
     log_cohorts,
     log_metrics,
     log_params,
+    log_report,
     run_tags,
     system_metrics,
     training_run_name,
@@ -41,6 +42,7 @@ __all__ = [
     "EXPERIMENT_KIND_TAG", "KIND_TAG", "MODEL_TRAINING_KIND", "MODEL_VERSION_TAG",
     "SOURCE_RUN_TAG", "SYNCED_FROM_TAG", "CohortInput", "artifact_location", "check_tracking",
     "cohort_input", "create_run", "experiment_id", "fluent_store", "git_commit", "log_cohorts",
-    "log_metrics", "log_params", "offline_uri", "redact", "redact_command", "redact_config", "resolve_tracking_uri",
-    "run_tags", "sync_runs", "system_metrics", "training_run_name", "usable_tracking_uri",
+    "log_metrics", "log_params", "log_report", "offline_uri", "redact", "redact_command",
+    "redact_config", "redact_text", "resolve_tracking_uri", "run_tags", "sync_runs",
+    "system_metrics", "training_run_name", "usable_tracking_uri",
 ]

@@ -49,6 +49,20 @@ def redact_path(text: str) -> str:
     return f"{match['prefix'] or ''}{name}"
 
 
+# An absolute path inside free text (a report, a JSON file): two components or more, not part
+# of a URL (no scheme or host before it) nor an HTML closing tag.
+_PATH_IN_TEXT = re.compile(r"(?<![\w.:/<~-])(/(?:[\w.@+-]+/)+[\w.@+-]*)")
+
+
+def redact_text(text: str, share_identifiers: bool = False) -> str:
+    """Free text (a report file) with credentials hidden and, unless ``share_identifiers``,
+    every absolute path cut to its last component."""
+    text = redact_credentials(text)
+    if share_identifiers:
+        return text
+    return _PATH_IN_TEXT.sub(lambda m: PurePosixPath(m.group(1)).name or "/", text)
+
+
 def redact(value: object, share_identifiers: bool = False) -> str:
     """The text of ``value`` as a run may store it: credentials always hidden; absolute paths
     cut to their last component unless ``share_identifiers`` (the user's opt-in)."""

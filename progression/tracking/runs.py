@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from progression.config import flatten
-from progression.tracking.redact import redact, redact_command
+from progression.tracking.redact import redact, redact_command, redact_text
 from progression.tracking.store import experiment_id, git_commit
 
 KIND_TAG = "progression.kind"
@@ -164,6 +164,39 @@ def log_cohorts(client: Any, run_id: str, inputs: Sequence[CohortInput]) -> None
                                     [InputTag(MLFLOW_DATASET_CONTEXT, item.context)]))
     if entries:
         client.log_inputs(run_id, datasets=entries)
+
+
+TEXT_SUFFIXES = (".json", ".html", ".md", ".csv", ".txt", ".yaml", ".yml")
+
+
+def log_report(client: Any, run_id: str, directory: Any, artifact_path: str,
+               private: Sequence[str] = (), share_identifiers: bool = False) -> None:
+    """Log a report directory as artifacts. Unless ``share_identifiers``: the entries named in
+    ``private`` (per-patient tables, relative to ``directory``) stay on this machine, and text
+    files are logged through :func:`~progression.tracking.redact.redact_text` (credentials and
+    absolute paths out)."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    directory = Path(directory)
+    if share_identifiers:
+        client.log_artifacts(run_id, str(directory), artifact_path=artifact_path)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / directory.name
+        for path in sorted(directory.rglob("*")):
+            relative = path.relative_to(directory)
+            if not path.is_file() or any(relative.is_relative_to(p) for p in private):
+                continue
+            target = copy / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if path.suffix.lower() in TEXT_SUFFIXES:
+                target.write_text(redact_text(path.read_text(errors="replace")))
+            else:
+                shutil.copyfile(path, target)
+        if copy.is_dir():
+            client.log_artifacts(run_id, str(copy), artifact_path=artifact_path)
 
 
 def training_run_name(cfg: Any) -> str:
