@@ -63,7 +63,11 @@ def _parse_horizons(value: Any) -> tuple[float, ...]:
 _INPUT_COLUMNS = ("cohort_dir", "patient_id", "visit_date", "region", "path", "birth_date",
                   "svdh_total", "svdh_erosion", "svdh_jsn")
 _OUTPUT_TYPES = {"patient_id": "string", "index_date": "datetime", "note": "string"}
-INPUT_EXAMPLE = pd.DataFrame({"cohort_dir": ["cohort"]})  # a format-v1 directory to forecast
+# One patient with two scored visits and no film (covariates missing): what every model can
+# forecast from, so MLflow's check of the example when logging runs a real prediction.
+INPUT_EXAMPLE = pd.DataFrame({"patient_id": ["example", "example"],
+                              "visit_date": ["2020-01-15", "2021-01-15"],
+                              "svdh_total": [10.0, 12.0]})
 
 
 def model_signature(checkpoint: Path) -> Any:
@@ -140,7 +144,7 @@ def log_pyfunc_model(uri: str, run_id: str, checkpoint: Path) -> str:
     The model carries this package's code (``code_paths``) and pins its dependencies
     (:func:`model_requirements`), so ``mlflow.pyfunc.load_model`` and ``mlflow models serve``
     work in an environment built from the model's own ``requirements.txt``; it has a
-    signature (:func:`model_signature`) and an input example (a ``cohort_dir`` row).
+    signature (:func:`model_signature`) and an input example (:data:`INPUT_EXAMPLE`).
     """
     import mlflow.tracking.fluent as fluent
 

@@ -65,9 +65,13 @@ def redact_text(text: str, share_identifiers: bool = False) -> str:
 
 def redact(value: object, share_identifiers: bool = False) -> str:
     """The text of ``value`` as a run may store it: credentials always hidden; absolute paths
-    cut to their last component unless ``share_identifiers`` (the user's opt-in)."""
+    (the whole value, or inside it) cut to their last component unless ``share_identifiers``
+    (the user's opt-in)."""
     text = redact_credentials(str(value))
-    return text if share_identifiers else redact_path(text)
+    if share_identifiers:
+        return text
+    whole = redact_path(text)
+    return whole if whole != text else redact_text(text)
 
 
 def redact_command(argv: list[str], share_identifiers: bool = False) -> str:
