@@ -219,9 +219,10 @@ def _mlflow_name(row: Any, model_name: str | None) -> str:
 
 def log_to_mlflow(table: pd.DataFrame, out_dir: Path, model_name: str | None, tracking_uri: str,
                   experiment: str, run_name: str, params: dict[str, Any],
-                  tags: dict[str, str], cohort: Cohort, share_identifiers: bool = False) -> str:
+                  source: Any, cohort: Cohort, share_identifiers: bool = False) -> str:
     """Log every finite metric (and its CI bounds), the evaluated cohort (an MLflow dataset,
-    context ``evaluation``) and the report directory with the one run writer
+    context ``evaluation``), the tags (:func:`_run_tags`: the scored checkpoint's training run)
+    and the report directory with the one run writer
     (:mod:`progression.tracking.runs`); returns the run id. The per-patient tables
     (``predictions/``, ``outcomes.csv``) stay in the local report unless
     ``share_identifiers``."""
@@ -239,6 +240,7 @@ def log_to_mlflow(table: pd.DataFrame, out_dir: Path, model_name: str | None, tr
                 metrics[name + suffix] = float(value)
     try:
         client = MlflowClient(tracking_uri)
+        tags = _run_tags(source, cohort, tracking_uri, share_identifiers)
         run_id = tracking.create_run(client, experiment, name=run_name, tags=tags)
         tracking.log_params(client, run_id, params, share_identifiers)
         tracking.log_metrics(client, run_id, metrics)
@@ -310,14 +312,12 @@ def evaluate(
     *,
     train_cohort: Any = None,
     rule: OutcomeRule | None = None,
-    n_boot: int = 1000,
-    seed: int = 0,
+    n_boot: int = 1000, seed: int = 0,
     model_name: str = "model",
     tracking_uri: str | None = None,
     experiment: str = "progression",
     run_name: str = "evaluate",
-    progress: bool = True,
-    share_identifiers: bool = False,
+    progress: bool = True, share_identifiers: bool = False,
 ) -> dict[str, Any]:
     """Score a model's forecasts and the baselines on one cohort; write the report.
 
@@ -350,11 +350,9 @@ def evaluate(
         Patient-bootstrap resamples for the 95% CIs, their seed; show tqdm progress bars.
     model_name
         Name of ``source`` in tables and figures; its metrics log as ``test/<metric>``.
-    tracking_uri, experiment, run_name
-        Log metrics and the report to MLflow when ``tracking_uri`` is given.
-    share_identifiers
-        Also log the per-patient tables and absolute paths to MLflow (default: they stay in
-        ``out_dir``; see ``tracking.share_identifiers`` in docs/mlflow.md).
+    tracking_uri, experiment, run_name, share_identifiers
+        Log metrics and the report to MLflow when ``tracking_uri`` is given; per-patient
+        tables and absolute paths only with ``share_identifiers`` (docs/mlflow.md, Privacy).
 
     Returns the content of ``metrics.json`` plus ``out_dir`` and, when logged, ``mlflow_run_id``.
     """
@@ -382,9 +380,8 @@ def evaluate(
     results["out_dir"] = str(out_dir)
     if tracking_uri:
         params = {**settings, "cohort": results["cohort"]["root"], "model": model_key}
-        results["mlflow_run_id"] = log_to_mlflow(
-            table, out_dir, model_key, tracking_uri, experiment, run_name, params,
-            _run_tags(source, tables, tracking_uri, share_identifiers), tables, share_identifiers)
+        results["mlflow_run_id"] = log_to_mlflow(table, out_dir, model_key, tracking_uri, experiment,
+                                                 run_name, params, source, tables, share_identifiers)
     return results
 
 
