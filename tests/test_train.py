@@ -218,7 +218,7 @@ def test_a_trained_encoder_starts_a_sequence_only_fit_unchanged(run, tmp_path):
     sequence = [k for k in before["state_dict"] if k.startswith("model.sequence.")]
     assert any(not torch.equal(before["state_dict"][k], after["state_dict"][k]) for k in sequence)
     meta = after["progression"]
-    assert meta["encoder_from"]["checkpoint"] == str(source.resolve())
+    assert meta["encoder_from"]["checkpoint"] == source.name  # no absolute path (privacy)
     assert meta["encoder_from"]["image_epochs"] == before["progression"]["image_epochs"]
     assert meta["image_reading"] == before["progression"]["image_reading"]
     card = (result.checkpoint_path.parent.parent / "MODEL_CARD.md").read_text()
