@@ -92,7 +92,8 @@ def redact_command(argv: list[str], share_identifiers: bool = False) -> str:
 def redact_config(cfg: Any) -> dict[str, Any]:
     """A :class:`~progression.config.Config` as plain dicts (``to_dict``) with every text value
     through :func:`redact` under the config's own ``tracking.share_identifiers``: the form
-    that checkpoints store and runs log as ``config.yaml``."""
+    that checkpoints store and runs log as ``config.yaml`` (``data.cache_dir`` left to the
+    default there: the cache is this machine's)."""
     from progression.config import to_dict
 
     share = cfg.tracking.share_identifiers
@@ -104,4 +105,7 @@ def redact_config(cfg: Any) -> dict[str, Any]:
             return type(value)(clean(v) for v in value)
         return redact(value, share) if isinstance(value, str) else value
 
-    return clean(to_dict(cfg))
+    stored = clean(to_dict(cfg))
+    if not share:  # this machine's image cache: elsewhere a relative name would fill the cwd
+        stored["data"]["cache_dir"] = ""
+    return stored
