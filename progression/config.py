@@ -151,6 +151,14 @@ class TrackingConfig:
     # Store unreachable: train anyway, logging to <train.output_dir>/offline/mlruns.db, and
     # copy the run to the server later with `progression sync` (default: stop with an error).
     offline: bool = False
+    # Privacy (docs/mlflow.md): false keeps patient ids, absolute paths and credentials out of
+    # runs, checkpoints and logged models (split stored as salted hashes, paths cut to their
+    # directory name, URL passwords hidden, split.csv not logged). true stores them as given.
+    share_identifiers: bool = False
+    # Sample CPU/memory/GPU use into the run (MLflow's system metrics; needs psutil).
+    system_metrics: bool = True
+    # The bundled config or file this config was loaded from (names training runs).
+    config_name: str = ""
 
 
 @dataclass
@@ -296,6 +304,8 @@ def load_config(
             cfg = _merge(cfg, data)
         except ConfigError as exc:
             raise ConfigError(f"{file}: {exc}") from None
+        if not cfg.tracking.config_name:
+            cfg = _merge(cfg, {"tracking": {"config_name": file.stem}})
     for text in overrides:
         cfg = _merge(cfg, parse_override(text))
     return cfg

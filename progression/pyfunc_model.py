@@ -59,13 +59,46 @@ def _parse_horizons(value: Any) -> tuple[float, ...]:
     return tuple(float(v) for v in value)
 
 
-class _KnownPyfuncNotices(logging.Filter):
-    """Drops two notices ``mlflow.pyfunc`` prints for every model this project logs, both about
-    deliberate choices: the model is the small :class:`ProgressionPyfuncModel` object (its
-    code ships with the model, see :func:`log_pyfunc_model`), and it has no signature
-    because its input columns are the cohort's own covariates."""
+# Input columns besides the checkpoint's covariates: a cohort directory, or one row per film.
+_INPUT_COLUMNS = ("cohort_dir", "patient_id", "visit_date", "region", "path", "birth_date",
+                  "svdh_total", "svdh_erosion", "svdh_jsn")
+_OUTPUT_TYPES = {"patient_id": "string", "index_date": "datetime", "note": "string"}
+# One patient with two scored visits and no film (covariates missing): what every model can
+# forecast from, so MLflow's check of the example when logging runs a real prediction.
+INPUT_EXAMPLE = pd.DataFrame({"patient_id": ["example", "example"],
+                              "visit_date": ["2020-01-15", "2021-01-15"],
+                              "svdh_total": [10.0, 12.0]})
 
-    NOTICES = ("Passing a Python object as `python_model`", "Failed to infer model signature")
+
+def model_signature(checkpoint: Path) -> Any:
+    """The logged model's signature: every input column optional (a ``cohort_dir`` column, or
+    one row per film with ``patient_id``, ``visit_date``, ``region``, ``path`` and the
+    checkpoint's covariates: columns outside the signature would be dropped by MLflow), the
+    predictions table as output, and the ``horizons`` param (years, comma-separated)."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import AnyType, ColSpec, ParamSchema, ParamSpec, Schema
+
+    from progression.columns import PREDICTION_COLUMNS
+    from progression.models.checkpoint import checkpoint_meta, read_checkpoint
+
+    spec = checkpoint_meta(read_checkpoint(checkpoint)).covariate_spec()
+    covariates = [c.name for c in spec.static_numeric + spec.static_categorical
+                  + spec.visit_numeric + spec.visit_categorical]
+    names = list(dict.fromkeys([*_INPUT_COLUMNS, *covariates]))
+    return ModelSignature(
+        inputs=Schema([ColSpec(AnyType(), name, required=False) for name in names]),
+        outputs=Schema([ColSpec(_OUTPUT_TYPES.get(name, "double"), name)
+                        for name in PREDICTION_COLUMNS]),
+        params=ParamSchema([ParamSpec("horizons", "string", "1,2")]),
+    )
+
+
+class _KnownPyfuncNotices(logging.Filter):
+    """Drops a notice ``mlflow.pyfunc`` prints for every model this project logs, about a
+    deliberate choice: the model is the small :class:`ProgressionPyfuncModel` object (its
+    code ships with the model, see :func:`log_pyfunc_model`)."""
+
+    NOTICES = ("Passing a Python object as `python_model`",)
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not record.getMessage().startswith(self.NOTICES)
@@ -110,7 +143,8 @@ def log_pyfunc_model(uri: str, run_id: str, checkpoint: Path) -> str:
 
     The model carries this package's code (``code_paths``) and pins its dependencies
     (:func:`model_requirements`), so ``mlflow.pyfunc.load_model`` and ``mlflow models serve``
-    work in an environment built from the model's own ``requirements.txt``.
+    work in an environment built from the model's own ``requirements.txt``; it has a
+    signature (:func:`model_signature`) and an input example (:data:`INPUT_EXAMPLE`).
     """
     import mlflow.tracking.fluent as fluent
 
@@ -127,6 +161,8 @@ def log_pyfunc_model(uri: str, run_id: str, checkpoint: Path) -> str:
                     artifacts={CHECKPOINT_KEY: str(checkpoint)},
                     code_paths=[str(code)],
                     pip_requirements=model_requirements(),
+                    signature=model_signature(checkpoint),
+                    input_example=INPUT_EXAMPLE,
                 )
     finally:
         pyfunc_log.removeFilter(notices)

@@ -292,6 +292,7 @@ def covariate_model(tmp_path_factory):
     from progression.config import load_config
     from progression.data.outcomes import outcomes_from_truth
     from progression.evaluate.inputs import load_cohort
+    from progression.models.checkpoint import CheckpointMeta
     from progression.predict import predict_cohort
     from progression.simulate import SimulationConfig, simulate_cohort
     from progression.train import fit
@@ -311,10 +312,13 @@ def covariate_model(tmp_path_factory):
     ])
     result = fit(cfg)
     cohort = read_cohort(root)
+    meta = torch.load(result.checkpoint_path, weights_only=False)["progression"]
     return {
         "cohort": cohort,
         "checkpoint": result.checkpoint_path,
-        "meta": torch.load(result.checkpoint_path, weights_only=False)["progression"],
+        "meta": meta,
+        # patient ids per split, from the checkpoint's salted hashes and the cohort's ids
+        "split": CheckpointMeta.from_dict(meta).split_of(cohort.patient_ids),
         "raw": predict_cohort(result.checkpoint_path, cohort, progress=False, calibrate=False),
         "calibrated": predict_cohort(result.checkpoint_path, cohort, progress=False),
         "truth": outcomes_from_truth(load_cohort(cohort)),
@@ -344,7 +348,7 @@ def test_fit_stores_the_conformal_correction_and_predict_applies_it(covariate_mo
 
 @pytest.mark.slow
 def test_conformal_intervals_cover_90_percent_of_held_out_simulated_patients(covariate_model):
-    split = covariate_model["meta"]["split"]
+    split = covariate_model["split"]
     truth = covariate_model["truth"][["patient_id", "horizon_years", "delta_svdh_obs"]]
     table = covariate_model["raw"].merge(truth, on=["patient_id", "horizon_years"])
     calibration_split = table[table["patient_id"].isin(split["val"] + split["calibration"])]
@@ -363,7 +367,7 @@ def test_explaining_a_covariates_only_forecast_gives_covariate_and_visit_effects
     from progression.explain.patient import explain_patient
     from progression.explain.report import render_report
 
-    pid = covariate_model["meta"]["split"]["test"][0]
+    pid = covariate_model["split"]["test"][0]
     report = explain_patient(covariate_model["checkpoint"], covariate_model["cohort"], pid, steps=8)
     assert report.interval_calibrated and not report.uses_images
     assert report.covariates and all(np.isfinite(c.effect) for c in report.covariates)

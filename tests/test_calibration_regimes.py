@@ -16,7 +16,7 @@ import torch
 from progression.calibration import empirical_coverage
 from progression.data.outcomes import OutcomeRule, landmark_outcomes
 from progression.data.split import split_patients
-from progression.models.checkpoint import META_KEY
+from progression.models.checkpoint import META_KEY, CheckpointMeta
 from progression.predict import NOTE_SCORED_ONLY, NOTE_UNCALIBRATED, predict_cohort
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -61,9 +61,11 @@ def fitted(tmp_path_factory):
     checkpoint = result.checkpoint_path.with_name(readme_checkpoint_name())
     cohort = read_cohort(root)
     meta = torch.load(checkpoint, weights_only=False)[META_KEY]
-    test = cohort.subset(meta["split"]["test"])
+    split = CheckpointMeta.from_dict(meta).split_of(cohort.patient_ids)  # stored as hashes
+    test = cohort.subset(split["test"])
     outcomes = landmark_outcomes(test, OutcomeRule()).dropna(subset=["delta_svdh_obs"])
-    return {"checkpoint": checkpoint, "meta": meta, "test": test, "outcomes": outcomes,
+    return {"checkpoint": checkpoint, "meta": meta, "split": split, "test": test,
+            "outcomes": outcomes,
             "last": result.last_checkpoint_path, "work": work}
 
 
@@ -79,7 +81,7 @@ def _coverage(fitted, histories) -> pd.Series:
 
 @pytest.mark.slow
 def test_calibration_patients_neither_train_nor_select_the_checkpoint(fitted):
-    split = fitted["meta"]["split"]
+    split = fitted["split"]
     calibration = set(split["calibration"])
     assert len(calibration) == 300 and len(split["val"]) == 300
     assert not calibration & (set(split["train"]) | set(split["val"]) | set(split["test"]))

@@ -146,8 +146,8 @@ def test_mlflow_run_gets_params_metrics_and_the_report(inputs, tmp_path, monkeyp
     assert run.data.metrics["enrich/enrolled_total_mean_model_1y"] == enrolled
     assert run.data.params["enrich.design.effect"] == "0.5"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "enrichment")}
-    assert {"enrichment/report.html", "enrichment/selected.csv",
-            "enrichment/sample_size_vs_fraction.png"} <= artifacts
+    assert {"enrichment/report.html", "enrichment/sample_size_vs_fraction.png"} <= artifacts
+    assert "enrichment/selected.csv" not in artifacts  # patient ids stay in --out
     assert list(workdir.iterdir()) == []  # artifacts beside the database, not in the cwd
 
 

@@ -37,6 +37,7 @@ def report(run, four_sites, tmp_path_factory) -> tuple[Path, dict]:
     results = evaluate(run.result.checkpoint_path, four_sites, out_dir=out,
                        baselines=["cohort_mean", "oracle"], n_boot=20, progress=False,
                        subgroups=["smoker"], leave_one_site_out=True,
+                       train_cohort=run.cohort,  # the checkpoint names its cohort, not where it is
                        tracking_uri=run.tracking_uri)
     return out, results
 

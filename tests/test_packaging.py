@@ -143,7 +143,7 @@ def test_logged_model_pins_its_dependencies_and_carries_its_code(tmp_path_factor
     assert not any(r.split("==")[0] == "progression" for r in requirements)  # PyPI's is unrelated
     assert set(model_requirements()) <= set(requirements)
     assert any(r.startswith("torch==") for r in requirements)
-    assert (model / "code" / "progression" / "tracking.py").is_file()
+    assert (model / "code" / "progression" / "tracking" / "runs.py").is_file()
     assert (model / "code" / "progression" / "configs" / "tiny.yaml").is_file()
 
 

@@ -74,6 +74,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="MLflow tracking URI (default $MLFLOW_TRACKING_URI; no logging "
                              "when neither is set)")
     parser.add_argument("--experiment", default="progression", help="MLflow experiment name")
+    parser.add_argument("--source-run", metavar="RUN_ID",
+                        help="MLflow run that trained the model behind --predictions (tagged "
+                             "progression.source_run on the enrich run)")
+    parser.add_argument("--share-identifiers", action="store_true",
+                        help="also log selected.csv (patient ids) and absolute paths to MLflow")
     parser.add_argument("--seed", type=int, default=0, help="seed of the simulations (sizing and simulated trials)")
     parser.add_argument("--n-sim", type=int, default=1000,
                         help="simulated trials per design (with --outcomes)")
@@ -138,7 +143,8 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     summary = write_report(result, out, inputs)
     if tracking_uri:
-        log_enrichment(summary, out, tracking_uri, args.experiment)
+        log_enrichment(summary, out, tracking_uri, args.experiment, source_run=args.source_run,
+                       share_identifiers=args.share_identifiers)
     model = summary["selectors"]["model"]["mean_change"]
     none = summary["selectors"]["none"]["mean_change"]
     if model["enrolled_per_arm"] and none["enrolled_per_arm"]:

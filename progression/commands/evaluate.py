@@ -69,6 +69,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-name", default="model", help="name of the model in the report")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI to log metrics and report to")
     parser.add_argument("--experiment", default="progression", help="MLflow experiment")
+    parser.add_argument("--share-identifiers", action="store_true",
+                        help="also log per-patient tables and absolute paths to MLflow (default: "
+                             "they stay in --out)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -100,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
             baselines=[b.strip() for b in args.baselines.split(",") if b.strip()],
             out_dir=args.out,
             train_cohort=args.train_data,
+            share_identifiers=args.share_identifiers,
             rule=rule,
             n_boot=args.bootstrap,
             seed=args.seed,

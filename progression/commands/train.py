@@ -15,7 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("--data", help="cohort directory (format v1); sets data.path")
     parser.add_argument("--config", help="YAML file or bundled config name (tiny, default, gpu); "
-                        "with --resume, default: the checkpoint's own config")
+                        "with --resume, default: the run's config.yaml (else the checkpoint's own config)")
     parser.add_argument("--resume", metavar="CKPT",
                         help="continue training from this checkpoint, in the same MLflow run")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
@@ -23,6 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from pytorch_lightning.utilities import rank_zero_only
 
     from progression.config import config_from_dict, load_config
@@ -34,8 +36,14 @@ def run(args: argparse.Namespace) -> int:
     if args.data:
         overrides.append(f"data.path={args.data}")
     if args.resume and not args.config:
-        base = config_from_dict(load_trained(args.resume).meta.config)
-        cfg = load_config(None, overrides, base=base)
+        # The run directory's config.yaml has the paths as given; the checkpoint's own config
+        # has them cut to their last component (tracking.share_identifiers=false).
+        local = Path(args.resume).resolve().parent.parent / "config.yaml"
+        if local.is_file():
+            cfg = load_config(local, overrides)
+        else:
+            base = config_from_dict(load_trained(args.resume).meta.config)
+            cfg = load_config(None, overrides, base=base)
     else:
         cfg = load_config(args.config, overrides)
     if not cfg.data.path:

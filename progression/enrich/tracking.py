@@ -6,18 +6,21 @@ Only called when a tracking URI was given (``--tracking-uri`` or
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
-from progression.config import flatten
 from progression.enrich.report import metrics
 from progression.errors import TrackingError
 
 
 def log_enrichment(summary: dict[str, Any], out_dir: Path, tracking_uri: str,
-                   experiment: str, run_name: str = "enrich") -> str:
-    """One MLflow run with ``enrich.*`` params, ``enrich/*`` metrics and ``out_dir`` files.
+                   experiment: str, run_name: str = "enrich",
+                   source_run: str | None = None, share_identifiers: bool = False) -> str:
+    """One MLflow run with ``enrich.*`` params, ``enrich/*`` metrics and ``out_dir`` files,
+    written by the one run writer (:mod:`progression.tracking.runs`: the common tags, and
+    ``progression.source_run`` = ``source_run``, the training run whose model made the
+    predictions, when given). ``selected.csv`` (patient ids) stays in ``out_dir`` unless
+    ``share_identifiers``.
 
     With a SQLite store the artifacts go to ``mlartifacts/`` beside the database
     (:func:`progression.tracking.experiment_id`), never into the working directory.
@@ -25,24 +28,21 @@ def log_enrichment(summary: dict[str, Any], out_dir: Path, tracking_uri: str,
     :func:`progression.tracking.check_tracking` first to fail before any work.
     """
     from mlflow import MlflowClient
-    from mlflow.entities import Metric
     from mlflow.exceptions import MlflowException
 
-    from progression.tracking import experiment_id, log_params
+    from progression import tracking
 
-    params = {f"enrich.{k}": v for k, v in flatten(
-        {"design": summary["design"], "inputs": summary["inputs"]}).items()}
-    params["enrich.rule"] = summary["rule"]
+    params = {"enrich": {"design": summary["design"], "inputs": summary["inputs"]},
+              "enrich.rule": summary["rule"]}
     try:
         client = MlflowClient(tracking_uri)
-        run = client.create_run(experiment_id(client, experiment, tracking_uri),
-                                run_name=run_name)
-        run_id = run.info.run_id
-        log_params(client, run_id, params)
-        now = int(time.time() * 1000)
-        client.log_batch(run_id, metrics=[Metric(key, value, now, 0)
-                                          for key, value in metrics(summary).items()])
-        client.log_artifacts(run_id, str(out_dir), artifact_path="enrichment")
+        run_id = tracking.create_run(client, experiment, name=run_name,
+                                     tags=tracking.run_tags("enrich", source_run=source_run,
+                                                            share_identifiers=share_identifiers))
+        tracking.log_params(client, run_id, params, share_identifiers)
+        tracking.log_metrics(client, run_id, metrics(summary))
+        tracking.log_report(client, run_id, out_dir, "enrichment", ("selected.csv",),
+                            share_identifiers)
         client.set_terminated(run_id)
         return run_id
     except MlflowException as exc:

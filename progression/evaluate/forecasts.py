@@ -12,7 +12,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from tqdm.auto import tqdm
@@ -27,6 +27,9 @@ from progression.evaluate.inputs import (
     read_outcomes,
     read_predictions,
 )
+
+if TYPE_CHECKING:
+    from progression.models.checkpoint import CheckpointMeta
 
 log = logging.getLogger(__name__)
 CROSS_FIT_FOLDS = 5
@@ -96,38 +99,52 @@ def model_predictions(source: Any, cohort: Cohort, outcomes: pd.DataFrame,
 
 @dataclass
 class CheckpointData:
-    """What a checkpoint records about its training data (``progression train`` writes it)."""
+    """What a checkpoint records about its training data (``progression train`` writes it).
+
+    ``cohort_path``: the training cohort's directory as recorded: its name only unless the
+    model was trained with ``tracking.share_identifiers=true`` (then the absolute path);
+    ``meta``: the checkpoint's metadata, whose split is read with
+    :meth:`~progression.models.checkpoint.CheckpointMeta.split_of`.
+    """
 
     cohort_path: Path
     fingerprint: str | None
-    split: dict[str, list[str]]
+    meta: CheckpointMeta
 
 
 def checkpoint_data(checkpoint: str | Path, tracking_uri: str | None = None) -> CheckpointData:
-    """The training cohort directory, its fingerprint and the patient split of a checkpoint."""
+    """The training cohort directory, its fingerprint and the metadata of a checkpoint."""
     from progression.trained import load_trained
 
     trained = load_trained(checkpoint, tracking_uri)
-    return CheckpointData(
-        cohort_path=Path(trained.config.data.path),
-        fingerprint=trained.meta.cohort_fingerprint,
-        split={k: [str(p) for p in v] for k, v in (trained.meta.split or {}).items()},
-    )
+    return CheckpointData(cohort_path=Path(trained.config.data.path),
+                          fingerprint=trained.meta.cohort_fingerprint, meta=trained.meta)
 
 
 def training_cohort_of(checkpoint: str | Path, tracking_uri: str | None = None
                        ) -> Cohort | None:
     """The training split of the cohort a checkpoint was fitted on, or None when that cohort
-    directory is no longer readable (then the baselines are cross-fitted instead)."""
+    directory cannot be found (then the baselines are cross-fitted instead).
+
+    A checkpoint keeps only the directory's name (unless trained with
+    ``tracking.share_identifiers=true``): it is found when it is the working directory's
+    ``<name>`` and has the recorded fingerprint; otherwise pass the training cohort
+    (``--train-data``).
+    """
     data = checkpoint_data(checkpoint, tracking_uri)
-    if not data.split.get("train") or not (data.cohort_path / "patients.csv").is_file():
+    if not data.meta.split.get("train") or not (data.cohort_path / "patients.csv").is_file():
         return None
     try:
-        return load_cohort(data.cohort_path).subset(data.split["train"])
+        cohort = load_cohort(data.cohort_path)
     except ProgressionError as exc:
         log.warning("training cohort %s of the checkpoint cannot be read (%s)",
                     data.cohort_path, str(exc).splitlines()[0])
         return None
+    if data.fingerprint and cohort.fingerprint != data.fingerprint:
+        log.warning("%s is not the cohort the checkpoint was trained on (its fingerprint "
+                    "differs); the baselines are cross-fitted", data.cohort_path)
+        return None
+    return cohort.subset(data.meta.split_of(cohort.patient_ids)["train"])
 
 
 def evaluation_cohorts(source: Any, cohort: Any, train_cohort: Any, tracking_uri: str | None
@@ -140,13 +157,16 @@ def evaluation_cohorts(source: Any, cohort: Any, train_cohort: Any, tracking_uri
         recorded = checkpoint_data(source, tracking_uri)
         if tables.fingerprint and tables.fingerprint == recorded.fingerprint:
             # The model trained on part of this very cohort: score its test patients only.
-            held_out = recorded.split.get("test") or []
+            split = recorded.meta.split_of(tables.patient_ids)
+            held_out = split.get("test") or []
             if not held_out:
                 raise ProgressionError(
                     "the cohort is the one the checkpoint was trained on and it records no "
                     "test split; evaluate on another cohort or train with data.test_fraction > 0"
                 )
             log.info("evaluating the checkpoint's %d test-split patients", len(held_out))
+            if train is None and split.get("train"):
+                train = tables.subset(split["train"])
             tables = tables.subset(held_out)
         if train is None:
             train = training_cohort_of(source, tracking_uri)

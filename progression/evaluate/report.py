@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -37,7 +36,7 @@ import progression.evaluate.figures as figures
 from progression.cohort import Cohort
 from progression.columns import DAYS_PER_YEAR
 from progression.data.outcomes import OutcomeRule, scored_rows
-from progression.errors import ProgressionError, TrackingError
+from progression.errors import ProgressionError
 from progression.evaluate.baselines import (
     DEFAULT_BASELINES,
     features_at,
@@ -62,6 +61,7 @@ from progression.evaluate.subgroup_report import (
     write_section_tables,
 )
 from progression.evaluate.survival import cox_models, km_by_tertile, survival_frame
+from progression.evaluate.tracking import log_to_mlflow, mlflow_name
 from progression.io import atomic_write_bytes, atomic_write_csv, atomic_write_text, json_safe
 from progression.metrics import (
     DELTA_METRICS,
@@ -211,48 +211,6 @@ def _nested_metrics(table: pd.DataFrame) -> dict[str, Any]:
     return out
 
 
-def _mlflow_name(row: Any, model_name: str | None) -> str:
-    prefix = "test/" if row.method == model_name else f"test/{row.method}/"
-    return prefix + row.mlflow_name
-
-
-def log_to_mlflow(table: pd.DataFrame, out_dir: Path, model_name: str | None, tracking_uri: str,
-                  experiment: str, run_name: str, params: dict[str, Any]) -> str:
-    """Log every finite metric (and its CI bounds) and the report directory; returns run id."""
-    import mlflow
-    from mlflow import MlflowClient
-    from mlflow.entities import Metric, Param
-
-    from progression.tracking import experiment_id
-
-    metrics: dict[str, float] = {}
-    for row in table.itertuples(index=False):
-        name = _mlflow_name(row, model_name)
-        for key, suffix in (("value", ""), ("ci_lo", "_ci_lo"), ("ci_hi", "_ci_hi")):
-            value = getattr(row, key)
-            if value is not None and np.isfinite(value):
-                metrics[name + suffix] = float(value)
-    # The client, not the fluent API: no process-wide MLflow state is changed, and the
-    # experiment gets the same artifact location as train's (mlartifacts/ beside a SQLite db).
-    try:
-        client = MlflowClient(tracking_uri)
-        run = client.create_run(experiment_id(client, experiment, tracking_uri), run_name=run_name)
-        run_id = run.info.run_id
-        now = int(time.time() * 1000)
-        client.log_batch(run_id, params=[Param(k, str(v)[:500]) for k, v in params.items()])
-        items = [Metric(k, v, now, 0) for k, v in metrics.items()]
-        for start in range(0, len(items), 1000):
-            client.log_batch(run_id, metrics=items[start : start + 1000])
-        client.log_artifacts(run_id, str(out_dir), artifact_path="evaluation")
-        client.set_terminated(run_id)
-        return run_id
-    except mlflow.exceptions.MlflowException as exc:
-        raise TrackingError(
-            f"could not log the evaluation to MLflow at '{tracking_uri}': {exc}; check the "
-            "tracking URI (e.g. sqlite:///mlruns.db) or leave --tracking-uri out"
-        ) from None
-
-
 METHOD_DESCRIPTIONS = {
     "cohort_mean": "Everybody progresses at the training cohort's mean annual rate.",
     "linear": "The patient's own past SvdH slope (least squares over scored visits), "
@@ -291,13 +249,12 @@ def evaluate(
     *,
     train_cohort: Any = None,
     rule: OutcomeRule | None = None,
-    n_boot: int = 1000,
-    seed: int = 0,
+    n_boot: int = 1000, seed: int = 0,
     model_name: str = "model",
     tracking_uri: str | None = None,
     experiment: str = "progression",
     run_name: str = "evaluate",
-    progress: bool = True,
+    progress: bool = True, share_identifiers: bool = False,
     subgroups: Sequence[str] = (), leave_one_site_out: bool = False, site_column: str = "site",
 ) -> dict[str, Any]:
     """Score a model's forecasts and the baselines on one cohort; write the report.
@@ -330,8 +287,9 @@ def evaluate(
         Patient-bootstrap resamples for the 95% CIs, their seed; show tqdm progress bars.
     model_name
         Name of ``source`` in tables and figures; its metrics log as ``test/<metric>``.
-    tracking_uri, experiment, run_name
-        Log metrics and the report to MLflow when ``tracking_uri`` is given.
+    tracking_uri, experiment, run_name, share_identifiers
+        Log metrics and the report to MLflow when ``tracking_uri`` is given; per-patient
+        tables and absolute paths only with ``share_identifiers`` (docs/mlflow.md, Privacy).
     subgroups, leave_one_site_out, site_column
         Subgroups and sites: see :func:`progression.evaluate.subgroup_report.plan_groups`.
 
@@ -359,8 +317,8 @@ def evaluate(
     results = _write_report(out_dir, results, table, model_key, horizons, sections)
     if tracking_uri:
         params = {**settings, "cohort": results["cohort"]["root"], "model": model_key}
-        results["mlflow_run_id"] = log_to_mlflow(table, out_dir, model_key, tracking_uri,
-                                                 experiment, run_name, params)
+        results["mlflow_run_id"] = log_to_mlflow(table, out_dir, model_key, tracking_uri, experiment,
+                                                 run_name, params, source, tables, share_identifiers)
     return results
 
 
@@ -472,7 +430,7 @@ def _write_report(out_dir: Path, results: dict[str, Any], table: pd.DataFrame,
     """``metrics.csv``, ``metrics.json``, the section tables and ``report.html`` in
     ``out_dir``; returns ``results`` with ``out_dir``."""
     write_section_tables(out_dir, sections)
-    tidy = table.assign(name=[_mlflow_name(r, model_key) for r in table.itertuples(index=False)])
+    tidy = table.assign(name=[mlflow_name(r, model_key) for r in table.itertuples(index=False)])
     atomic_write_csv(out_dir / "metrics.csv", tidy.drop(columns="mlflow_name"))
     atomic_write_text(out_dir / "metrics.json", json.dumps(results, indent=2))
     metric_info = {m.name: m.description for m in (*DELTA_METRICS, *INDEX_METRICS,

@@ -173,30 +173,40 @@ def check_sites(tables: Cohort, site_column: str) -> list[str]:
     return sites
 
 
-def _seen_sites(source: Any, site_column: str, tracking_uri: str | None) -> set[str] | None:
-    """Sites of a checkpoint's training and validation patients; None when unknown."""
+def _seen_sites(source: Any, site_column: str, tracking_uri: str | None,
+                train: Cohort | None) -> set[str] | None:
+    """Sites of a checkpoint's training and validation patients, read from ``train``
+    (``--train-data``) or else the training cohort the checkpoint names; None when unknown."""
     data = checkpoint_data(source, tracking_uri)
     path = data.cohort_path / "patients.csv"
-    seen_ids = set(data.split.get("train", [])) | set(data.split.get("val", []))
-    if not seen_ids or not path.is_file():
+    if train is not None:
+        patients = train.patients.astype({"patient_id": str})
+    elif path.is_file():
+        patients = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    else:
         return None
-    patients = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
-    if site_column not in patients.columns:
+    if site_column not in patients.columns or "patient_id" not in patients.columns:
         return None
-    return set(patients.loc[patients["patient_id"].isin(seen_ids), site_column].dropna())
+    split = data.meta.split_of(patients["patient_id"])  # the split may hold salted hashes
+    seen_ids = set(split.get("train", [])) | set(split.get("val", []))
+    if not seen_ids:
+        return None
+    return set(patients.loc[patients["patient_id"].isin(seen_ids), site_column].dropna()
+               .astype(str))
 
 
 def _model_out_of_site(source: Any, model: pd.DataFrame, site_of: pd.Series, sites: list[str],
-                       site_column: str, tracking_uri: str | None
+                       site_column: str, tracking_uri: str | None, train: Cohort | None
                        ) -> tuple[pd.DataFrame | None, str]:
     """The model's forecasts of the sites it never trained on, and what the report says."""
     if not is_checkpoint(source):
         return None, ("not included: a predictions table does not record which sites its model "
                       "trained on (evaluate --checkpoint to include it)")
-    seen = _seen_sites(source, site_column, tracking_uri)
+    seen = _seen_sites(source, site_column, tracking_uri, train)
     if seen is None:
         return None, ("not included: the checkpoint's training cohort (or its "
-                      f"'{site_column}' column) cannot be read, so its sites are unknown")
+                      f"'{site_column}' column) cannot be read, so its sites are unknown; pass "
+                      "that cohort as --train-data")
     unseen = [s for s in sites if s not in seen]
     if not unseen:
         return None, (f"not included: the checkpoint trained on patients of every site "
@@ -227,7 +237,7 @@ def site_section(methods: dict[str, pd.DataFrame], model_key: str | None, source
     for name, predictions in methods.items():
         if name == model_key:
             rows, retrained[name] = _model_out_of_site(source, predictions, site_of, sites,
-                                                        site_column, tracking_uri)
+                                                        site_column, tracking_uri, train)
             if rows is not None and not rows.empty:
                 stacked[name] = rows
             continue

@@ -9,7 +9,10 @@ training data. :func:`progression.trained.load_trained` is the one way in for us
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+import hmac
+import secrets
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,8 +40,10 @@ class CheckpointMeta:
     training split's covariate statistics (:class:`CovariateSpec` dict); ``layout``: the
     non-image input sizes; ``image_epochs``: epochs of the image stage (0 = the encoder
     was not trained in this fit); ``joint_supervised``: whether the per-joint head had
-    reader scores to learn from; ``split``: patient ids per split; ``mlflow``: run id,
-    tracking URI and experiment. Optional: ``encoder_from`` (the checkpoint the encoder
+    reader scores to learn from; ``split``: patient ids per split, as salted hashes when
+    ``split_salt`` is set (:func:`hashed_split`; read them with :meth:`split_of`; checkpoints
+    written before hashing, or with ``tracking.share_identifiers=true``, hold the ids);
+    ``mlflow``: run id, tracking URI (credentials hidden) and experiment. Optional: ``encoder_from`` (the checkpoint the encoder
     started from), ``image_reading`` (validation correlation of the finished encoder's
     region readings), ``calibration`` (the conformal correction, :mod:`progression.calibration`,
     fitted on histories with their reader scores; checkpoints before it had only this one),
@@ -55,6 +60,7 @@ class CheckpointMeta:
     image_epochs: int = 1
     joint_supervised: bool = True
     split: dict[str, list[str]] = field(default_factory=dict)
+    split_salt: str | None = None
     cohort_fingerprint: str | None = None
     mlflow: dict[str, Any] = field(default_factory=dict)
     encoder_from: dict[str, Any] | None = None
@@ -65,7 +71,8 @@ class CheckpointMeta:
     format: int = CHECKPOINT_FORMAT
     extra: dict[str, Any] = field(default_factory=dict)
 
-    _OPTIONAL = ("encoder_from", "image_reading", "calibration", "calibration_unscored")
+    _OPTIONAL = ("encoder_from", "image_reading", "calibration", "calibration_unscored",
+                 "split_salt")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CheckpointMeta:
@@ -86,6 +93,22 @@ class CheckpointMeta:
         """The MLflow run that trained the model (None when it was not tracked)."""
         return self.mlflow.get("run_id") or None
 
+    def split_sizes(self) -> dict[str, int]:
+        """Patients per split (``{"train": 120, "val": 40, "test": 40}``)."""
+        return {name: len(ids) for name, ids in self.split.items()}
+
+    def split_of(self, patient_ids: Iterable[str]) -> dict[str, list[str]]:
+        """The split, as ids of ``patient_ids`` (a cohort's): hashed entries are matched by
+        hashing each given id with the checkpoint's salt; ids not in a split are left out."""
+        ids = [str(p) for p in patient_ids]
+        if self.split_salt is None:
+            given = set(ids)
+            return {name: [str(p) for p in members if str(p) in given]
+                    for name, members in self.split.items()}
+        by_hash = {patient_hash(p, self.split_salt): p for p in ids}
+        return {name: [by_hash[h] for h in members if h in by_hash]
+                for name, members in self.split.items()}
+
     @property
     def encoder_trained(self) -> bool:
         """Whether the image encoder learned anything: in this fit, or in the one it started from."""
@@ -101,6 +124,19 @@ class CheckpointMeta:
     def system(self) -> ScoringSystem:
         """The scoring system of the forecasts (:mod:`progression.scoring.systems`)."""
         return scoring_system(self.scoring)
+
+
+def patient_hash(patient_id: str, salt: str) -> str:
+    """HMAC-SHA256 of a patient id under a checkpoint's salt (hex): the same id gives the same
+    hash in one checkpoint, and the hash does not give back the id."""
+    return hmac.new(bytes.fromhex(salt), str(patient_id).encode(), hashlib.sha256).hexdigest()
+
+
+def hashed_split(split: dict[str, list[str]]) -> tuple[dict[str, list[str]], str]:
+    """``split`` with every patient id replaced by :func:`patient_hash` under a new random salt
+    (sorted, so the order of the ids is not kept either); returns the hashed split and salt."""
+    salt = secrets.token_hex(16)
+    return {name: sorted(patient_hash(p, salt) for p in ids) for name, ids in split.items()}, salt
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

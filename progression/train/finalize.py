@@ -2,20 +2,22 @@
 
 Runs on rank 0 once training has ended, on the final checkpoint (best by ``train.monitor``,
 else last): conformal interval correction on the calibration patients, stored in it and in
-``last.ckpt`` (:func:`calibrate_checkpoint`, :mod:`progression.calibration`), ``MODEL_CARD.md`` next to the
-run's checkpoints, then config, split, card, checkpoint and the MLflow pyfunc model logged to
-the run.
+``last.ckpt`` (:func:`calibrate_checkpoint`, :mod:`progression.calibration`), ``MODEL_CARD.md``
+next to the run's checkpoints, then config (redacted), card, checkpoint and the MLflow pyfunc
+model logged to the run (the split too with ``tracking.share_identifiers=true``).
 """
 
 from __future__ import annotations
 
 import logging
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
+import yaml
 
 from progression.calibration import (
     OBSERVED_COLUMN,
@@ -24,13 +26,14 @@ from progression.calibration import (
     fit_preferred,
 )
 from progression.cohort import Cohort
-from progression.config import Config, dump_config
+from progression.config import Config
 from progression.data.horizons import LANDMARK_TOLERANCE_YEARS
 from progression.data.outcomes import NoObservedOutcomes, OutcomeRule, landmark_outcomes
-from progression.io import atomic_open, atomic_write_csv
+from progression.io import atomic_open, atomic_write_csv, atomic_write_text
 from progression.models.checkpoint import META_KEY, checkpoint_meta, read_checkpoint
 from progression.predict import predict_cohort
 from progression.pyfunc_model import log_pyfunc_model
+from progression.tracking import redact_config
 from progression.train.model_card import write_checkpoint_card
 from progression.train.validation import validation_subgroups
 
@@ -40,9 +43,10 @@ logger = logging.getLogger(__name__)
 def finalize(cfg: Config, final: Path, cohort: Cohort, split: dict[str, list[str]],
              out_dir: Path, client: Any, run_id: str, uri: str,
              metrics: dict[str, float]) -> str | None:
-    """Calibrate ``final`` (and ``last.ckpt``) on the calibration split, write and log the model card, config,
-    split and checkpoint to MLflow run ``run_id``; returns the logged pyfunc model's URI
-    (None with ``tracking.log_model: false``)."""
+    """Calibrate ``final`` (and ``last.ckpt``) on the calibration split, write and log the
+    model card, config (redacted), checkpoint and, with ``tracking.share_identifiers``, the
+    split to MLflow run ``run_id``; returns the logged pyfunc model's URI (None with
+    ``tracking.log_model: false``)."""
     # conformal interval correction on patients neither trained on nor chosen on, in every
     # checkpoint a user may predict with: the final one and last.ckpt beside it
     for checkpoint in dict.fromkeys(c for c in (final, final.with_name("last.ckpt")) if c.is_file()):
@@ -53,13 +57,18 @@ def finalize(cfg: Config, final: Path, cohort: Cohort, split: dict[str, list[str
     card = write_checkpoint_card(final, out_dir / "MODEL_CARD.md", metrics=metrics,
                                  subgroups=subgroups)
     client.log_artifact(run_id, str(card))
-    config_path = out_dir / "config.yaml"
-    dump_config(cfg, config_path)
-    client.log_artifact(run_id, str(config_path), "config")
-    split_path = out_dir / "split.csv"
+    share = cfg.tracking.share_identifiers
+    # config.yaml beside the checkpoints keeps the paths as given (fit wrote it, for a resume
+    # here); the run gets the redacted form (paths cut, credentials hidden).
+    with tempfile.TemporaryDirectory() as tmp:
+        logged = Path(tmp) / "config.yaml"
+        atomic_write_text(logged, yaml.safe_dump(redact_config(cfg), sort_keys=False))
+        client.log_artifact(run_id, str(logged), "config")
+    split_path = out_dir / "split.csv"  # on this machine; logged only when ids may be shared
     atomic_write_csv(split_path, pd.DataFrame(
         [(p, k) for k, ids in split.items() for p in ids], columns=["patient_id", "split"]))
-    client.log_artifact(run_id, str(split_path), "config")
+    if share:
+        client.log_artifact(run_id, str(split_path), "config")
     client.log_artifact(run_id, str(final), "checkpoints")
     return log_pyfunc_model(uri, run_id, final) if cfg.tracking.log_model else None
 

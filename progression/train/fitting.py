@@ -34,10 +34,10 @@ from pytorch_lightning.utilities import rank_zero_only
 from progression import tracking
 from progression.calibration import min_symmetric_patients
 from progression.cohort import Cohort, read_cohort
-from progression.config import Config, flatten, to_dict
+from progression.config import Config, dump_config, to_dict
 from progression.data.datamodule import ProgressionDataModule
 from progression.errors import CheckpointError, ConfigError
-from progression.models.checkpoint import CheckpointMeta, shape_differences
+from progression.models.checkpoint import CheckpointMeta, hashed_split, shape_differences
 from progression.models.forecaster import Forecaster, build_forecaster
 from progression.models.module import MIN_READING_CORR, ForecastModule
 from progression.train.callbacks import (
@@ -113,7 +113,10 @@ def fit(
     checkpoint = stage_checkpoint(out_dir / "checkpoints", cfg.train.monitor)
     trainer = make_trainer(cfg, uri, run_id, out_dir, [checkpoint, *callbacks], progress)
     module = ForecastModule(model, cfg, dm.image_epochs, meta)
-    run_trainer(trainer, module, dm, resumed, cfg, is_main)
+    if is_main:  # the paths as given, for a resume on this machine (never logged as such)
+        dump_config(cfg, out_dir / "config.yaml")
+    with tracking.system_metrics(uri, run_id if is_main else None, cfg.tracking.system_metrics):
+        run_trainer(trainer, module, dm, resumed, cfg, is_main)
 
     metrics = final_metrics(trainer, checkpoint, cfg.train.monitor)
     if is_main:
@@ -193,11 +196,13 @@ def build_model(cfg: Config, dm: ProgressionDataModule, encoder: StartEncoder | 
 def open_run(cfg: Config, uri: str, cohort: Cohort, dm: ProgressionDataModule,
              resumed: TrainedModel | None, parent_run_id: str | None,
              extra_tags: dict[str, str] | None, is_main: bool) -> str | None:
-    """The MLflow run id: rank 0 creates the run (or reopens a resumed fit's) and logs the
-    params; the other DDP ranks read it from the environment."""
+    """The MLflow run id: rank 0 creates the run with the one run writer
+    (:mod:`progression.tracking.runs`: name, tags, params, the cohort's splits as datasets)
+    or reopens a resumed fit's; the other DDP ranks read it from the environment."""
     if not is_main:
         return os.environ.get(RUN_ID_ENV)
     client = MlflowClient(uri)
+    share = cfg.tracking.share_identifiers
     if resumed is not None:
         run_id = resumed.meta.run_id
         try:
@@ -208,15 +213,19 @@ def open_run(cfg: Config, uri: str, cohort: Cohort, dm: ProgressionDataModule,
                 f"tracking store {uri}; use the tracking URI the run was logged to") from None
         client.update_run(run_id, status="RUNNING")
     else:
-        tags = tracking.run_tags(cohort.fingerprint, len(cohort.patients), len(dm.arrays.image_path))
-        tags.update(extra_tags or {})
-        if parent_run_id:
-            tags["mlflow.parentRunId"] = parent_run_id
-        exp = tracking.experiment_id(client, cfg.tracking.experiment, uri)
-        run_id = client.create_run(exp, run_name=cfg.tracking.run_name or None, tags=tags).info.run_id
-    params = flatten(to_dict(cfg))
+        kind = (extra_tags or {}).get(tracking.KIND_TAG, "train")
+        tags = {**tracking.run_tags(kind, cohort, len(dm.arrays.image_path),
+                                    share_identifiers=share), **(extra_tags or {})}
+        run_id = tracking.create_run(client, cfg.tracking.experiment,
+                                     name=tracking.training_run_name(cfg), tags=tags,
+                                     parent_run_id=parent_run_id)
+        contexts = {"train": "training", "val": "validation", "test": "evaluation"}
+        tracking.log_cohorts(client, run_id, [
+            tracking.cohort_input(cohort.subset(ids), contexts[name], name, share)
+            for name, ids in dm.split.items() if ids and name in contexts])
+    params = to_dict(cfg)
     params.update({f"data.n_{k}_patients": len(v) for k, v in dm.split.items()})
-    tracking.log_params(client, run_id, params)
+    tracking.log_params(client, run_id, params, share)
     os.environ[RUN_ID_ENV] = run_id
     return run_id
 
@@ -224,22 +233,29 @@ def open_run(cfg: Config, uri: str, cohort: Cohort, dm: ProgressionDataModule,
 def checkpoint_meta(cfg: Config, cohort: Cohort, dm: ProgressionDataModule, run_id: str | None,
                     uri: str, encoder: StartEncoder | None,
                     resumed: TrainedModel | None) -> CheckpointMeta:
-    """What every checkpoint of this fit stores beside its weights."""
+    """What every checkpoint of this fit stores beside its weights: unless
+    ``tracking.share_identifiers``, the split as salted hashes and the config with paths cut
+    to their last component and credentials hidden (:mod:`progression.tracking.redact`); the
+    run directory's ``config.yaml`` keeps the paths for a resume on this machine."""
+    share = cfg.tracking.share_identifiers
+    split, salt = (dm.split, None) if share else hashed_split(dm.split)
     meta = CheckpointMeta(
-        config=to_dict(cfg),
+        config=tracking.redact_config(cfg),
         covariates=dm.spec.to_dict(),
         layout=dm.layout.to_dict(),
         image_epochs=dm.image_epochs,
         # whether the per-joint head had reader scores to learn from (explain shows it only then)
         joint_supervised=cohort.joint_scores is not None and not cohort.joint_scores.empty,
-        split=dm.split,
+        split=split,
+        split_salt=salt,
         cohort_fingerprint=cohort.fingerprint,
         scoring=cohort.scoring,
-        mlflow={"run_id": run_id, "tracking_uri": uri, "experiment": cfg.tracking.experiment},
+        mlflow={"run_id": run_id, "tracking_uri": tracking.redact(uri, share),
+                "experiment": cfg.tracking.experiment},
     )
     if encoder is not None:
         source = encoder.source
-        meta.encoder_from = {"checkpoint": encoder.ref,
+        meta.encoder_from = {"checkpoint": tracking.redact(encoder.ref, share),
                              "cohort_fingerprint": source.cohort_fingerprint,
                              "image_epochs": source.image_epochs}
         meta.joint_supervised = meta.joint_supervised or source.joint_supervised

@@ -2,7 +2,8 @@
 
 Naming (see ``docs/mlflow.md``): the parent run is ``tune/<study>`` with tags
 ``progression.kind=study``, ``optuna.study_name``, ``optuna.storage`` (password stripped),
-``optuna.metric`` and ``optuna.direction``; each trial's run (made by
+``optuna.metric`` and ``optuna.direction``, and the tags every run gets
+(:func:`progression.tracking.run_tags`: command, commit, host); each trial's run (made by
 :func:`progression.train.fit`) is ``tune/<study>/trial-NNN`` with ``mlflow.parentRunId``,
 ``progression.kind=trial``, ``optuna.trial_number`` and ``optuna.trial_state``
 (COMPLETE, PRUNED or FAIL). When the study ends the parent gets the best value (under the
@@ -14,7 +15,6 @@ study's metric name), the best trial's number and run (tags ``best.trial_number`
 from __future__ import annotations
 
 import logging
-import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -22,13 +22,13 @@ from typing import Any
 
 from progression.config import Config, dump_config
 from progression.io import atomic_open, atomic_write_csv, atomic_write_text
-from progression.tracking import experiment_id, git_commit
+from progression.tracking import KIND_TAG, create_run, redact, run_tags
 from progression.tuning.space import SearchSpace, apply_params
 
 log = logging.getLogger(__name__)
 
 PARENT_ATTR = "mlflow_parent_run_id"  # study user attribute
-TAG_KIND = "progression.kind"
+TAG_KIND = KIND_TAG  # progression.kind
 TAG_STUDY = "optuna.study_name"
 TAG_TRIAL = "optuna.trial_number"
 TAG_STATE = "optuna.trial_state"
@@ -62,20 +62,14 @@ def open_parent_run(
                 return run_id
         except MlflowException:
             pass  # recorded in another tracking store, or deleted
-    run = client.create_run(
-        experiment_id(client, experiment, client.tracking_uri),
-        run_name=parent_run_name(study.study_name),
-        tags={
-            TAG_KIND: "study",
-            TAG_STUDY: study.study_name,
-            "optuna.storage": storage_text,
-            "optuna.metric": space.metric,
-            "optuna.direction": space.direction,
-            "command": " ".join(sys.argv),
-            "git_commit": git_commit(),
-        },
-    )
-    run_id = run.info.run_id
+    tags = {
+        **run_tags("study"),
+        TAG_STUDY: study.study_name,
+        "optuna.storage": redact(storage_text),
+        "optuna.metric": space.metric,
+        "optuna.direction": space.direction,
+    }
+    run_id = create_run(client, experiment, name=parent_run_name(study.study_name), tags=tags)
     study.set_user_attr(PARENT_ATTR, run_id)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "search_space.yaml"

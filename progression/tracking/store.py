@@ -1,4 +1,4 @@
-"""MLflow helpers: where runs go, one run per fit, params/tags/artifacts, copying runs.
+"""The tracking store: where runs go, checking it, the offline fallback, copying runs.
 
 Tracking URI: ``tracking.tracking_uri`` from the config, else ``$MLFLOW_TRACKING_URI``, else
 ``sqlite:///<cwd>/mlruns.db``. MLflow >= 3.13 refuses the old ``./mlruns`` file store (and
@@ -17,13 +17,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import socket
 import subprocess
-import sys
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import mlflow
 from mlflow import MlflowClient
@@ -156,21 +153,6 @@ def experiment_id(client, name: str, uri: str) -> str:
                                     tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND})
 
 
-def run_tags(fingerprint: str, n_patients: int, n_images: int) -> dict[str, str]:
-    """Tags that say which data, code and command produced a run."""
-    tags = {
-        "cohort_fingerprint": fingerprint,
-        "n_patients": str(n_patients),
-        "n_images": str(n_images),
-        "command": " ".join(sys.argv),
-        "host": socket.gethostname(),
-    }
-    commit = git_commit()
-    if commit:
-        tags["git_commit"] = commit
-    return tags
-
-
 def git_commit() -> str:
     """Commit of the progression source tree, or "" outside a git checkout."""
     try:
@@ -179,21 +161,6 @@ def git_commit() -> str:
     except (OSError, subprocess.SubprocessError):
         return ""
     return out.stdout.strip() if out.returncode == 0 else ""
-
-
-def log_params(client, run_id: str, params: Mapping[str, Any]) -> None:
-    """Log config values as params; on a resumed run, changed values become tags instead
-    (MLflow params are immutable), named ``resumed.<key>``."""
-    from mlflow.entities import Param, RunTag
-
-    logged = client.get_run(run_id).data.params
-    new = [Param(k, str(v)[:6000]) for k, v in params.items() if k not in logged]
-    changed = [RunTag(f"resumed.{k}", str(v)[:5000]) for k, v in params.items()
-               if k in logged and logged[k] != str(v)[:6000]]
-    for start in range(0, len(new), 100):
-        client.log_batch(run_id, params=new[start : start + 100])
-    if changed:
-        client.log_batch(run_id, tags=changed)
 
 
 @contextlib.contextmanager
