@@ -39,15 +39,12 @@ def _rows(model: float, no_films: float, linear: float) -> dict:
             "linear": {"mae": linear}}
 
 
-def test_demo_verdict_says_what_the_films_add_when_the_model_is_ahead():
-    verdict = demo._verdict(_rows(1.5, 2.0, 2.2))
+def test_demo_verdict_says_what_the_films_add_and_where_the_model_is_not_ahead():
+    scored, no_scores = demo._verdict({"scored": _rows(2.1, 2.0, 2.2),
+                                       "no_scores": _rows(1.5, 2.0, 2.2)})
 
-    assert verdict.startswith("What the films add")
-    assert "25% below the same model without films (2.00)" in verdict
-
-
-def test_demo_verdict_says_so_when_the_model_is_not_ahead():
-    verdict = demo._verdict(_rows(2.1, 2.0, 2.2))
-
-    assert "NOT ahead of the same model without films" in verdict
-    assert "linear extrapolation (" not in verdict
+    assert scored.startswith("With scored history the model (1-year MAE 2.10) is NOT ahead of "
+                             "the same model without films (2.00 without films")
+    assert "and linear extrapolation" not in scored  # 2.10 < 2.20: ahead of that one
+    assert no_scores.startswith("From films and covariates alone (no scores) the films add")
+    assert "25% below the same model without films (2.00)" in no_scores

@@ -97,20 +97,29 @@ def _configs(args: argparse.Namespace, out: Path) -> tuple[Any, Any, str | None]
     return films, no_films, reader
 
 
-def _train_and_predict(cfg: Any, test_dir: Path, predictions_csv: Path, progress: bool) -> Any:
-    """Fit ``cfg``, forecast the held-out patients' 1- and 2-year change, write the CSV."""
-    from progression.io import atomic_write_csv
-    from progression.predict import predict_cohort
+def _train(cfg: Any, progress: bool) -> Any:
     from progression.train import fit
 
     result = fit(cfg, progress=progress)
     print(f"   run id {result.run_id}\n   checkpoint {result.checkpoint_path}")
-    predictions = predict_cohort(result.checkpoint_path, test_dir, horizons=(1.0, 2.0),
-                                 progress=progress, cache_dir=cfg.data.cache_dir)
-    atomic_write_csv(predictions_csv, predictions)
-    print(f"   forecasts for {predictions['patient_id'].nunique()} held-out patients -> "
-          f"{predictions_csv}")
     return result
+
+
+def _held_out(test_dir: Path) -> dict[str, Any]:
+    """The held-out cohort as simulated (about 60% of visits scored by a reader) and the same
+    patients with every score removed: films and covariates only, where the rate must come
+    from the films."""
+    import dataclasses
+
+    import numpy as np
+
+    from progression.cohort import read_cohort
+
+    cohort = read_cohort(test_dir)
+    visits = cohort.visits.copy()
+    visits[["svdh_total", "svdh_erosion", "svdh_jsn"]] = np.nan
+    return {"scored": cohort,
+            "no_scores": dataclasses.replace(cohort, visits=visits, joint_scores=None)}
 
 
 def _one_year(results: dict[str, Any]) -> dict[str, dict[str, float | None]]:
@@ -123,47 +132,72 @@ def _one_year(results: dict[str, Any]) -> dict[str, dict[str, float | None]]:
     return rows
 
 
-def _print_table(rows: dict[str, dict[str, float | None]]) -> None:
+def _evaluate(checkpoints: dict[str, Path], train_dir: Path, test_dir: Path, out: Path,
+              seed: int, uri: str, progress: bool) -> dict[str, dict[str, dict]]:
+    """Both models and the baselines on the held-out patients, with and without their
+    scores; per history, the 1-year table rows. Forecasts and reports are written to ``out``."""
+    from progression.evaluate import evaluate
+    from progression.io import atomic_write_csv
+    from progression.predict import predict_cohort
+
+    tables = {}
+    for history, cohort in _held_out(test_dir).items():
+        rows: dict[str, dict] = {}
+        for name, checkpoint in checkpoints.items():
+            predictions = predict_cohort(checkpoint, cohort, horizons=(1.0, 2.0),
+                                         progress=progress, cache_dir=out / "cache")
+            suffix = "" if (history, name) == ("scored", "model") else f"_{history}_{name}"
+            atomic_write_csv(out / f"predictions{suffix}.csv", predictions)
+            results = evaluate(predictions, cohort, baselines=None if name == "model" else (),
+                               out_dir=out / f"report{suffix}", train_cohort=train_dir,
+                               model_name=name, n_boot=200, seed=seed, tracking_uri=uri,
+                               experiment="progression-demo", run_name=f"evaluate{suffix}",
+                               progress=progress)
+            rows.update(_one_year(results))
+        tables[history] = rows
+    return tables
+
+
+def _print_table(tables: dict[str, dict[str, dict]]) -> None:
     def cell(value: float | None, width: int) -> str:
         return f"{'-':>{width}}" if value is None else f"{value:{width}.2f}"
 
-    print(f"   {'method':<31} {'MAE 1y':>7} {'AUROC rapid 1y':>15}")
-    for method in [*(m for m in METHODS if m in rows), *(m for m in rows if m not in METHODS)]:
-        print(f"   {METHODS.get(method, method):<31} {cell(rows[method]['mae'], 7)} "
-              f"{cell(rows[method]['auroc'], 15)}")
+    scored, no_scores = tables["scored"], tables["no_scores"]
+    print(f"   {'':<31} {'scored history':>16}   {'films, no scores':>16}")
+    print(f"   {'method':<31} {'MAE 1y':>7} {'AUROC':>8}   {'MAE 1y':>7} {'AUROC':>8}")
+    for method in [*(m for m in METHODS if m in scored), *(m for m in scored if m not in METHODS)]:
+        other = no_scores.get(method, {})
+        print(f"   {METHODS.get(method, method):<31} {cell(scored[method]['mae'], 7)} "
+              f"{cell(scored[method]['auroc'], 8)}   {cell(other.get('mae'), 7)} "
+              f"{cell(other.get('auroc'), 8)}")
+    print("   (MAE: 1-year SvdH change, units; AUROC: rapid progression, >= 5 units/yr. Without "
+          "scores,\n   linear extrapolation falls back to the training cohort's mean rate.)")
 
 
-def _verdict(rows: dict[str, dict[str, float | None]]) -> str:
+def _verdict(tables: dict[str, dict[str, dict]]) -> list[str]:
     """What the table says about the films, in words, whichever way it came out."""
-    mae = {m: rows.get(m, {}).get("mae") for m in ("model", "covariates_only", "linear")}
-    if any(v is None for v in mae.values()):
-        return "The 1-year MAE is missing for the model or a baseline (see the report)."
-    model, no_films, linear = mae["model"], mae["covariates_only"], mae["linear"]
-    gain = 100 * (1 - model / no_films)
-    if model < no_films and model < linear:
-        return (f"What the films add: the model's 1-year MAE is {model:.2f}, {gain:.0f}% below "
-                f"the same model without films ({no_films:.2f}) and below linear extrapolation "
-                f"({linear:.2f}).")
-    behind = [name for name, value in (("the same model without films", no_films),
-                                       ("linear extrapolation", linear)) if model >= value]
-    return (f"On these held-out patients the model (1-year MAE {model:.2f}) is NOT ahead of "
-            f"{' and '.join(behind)} ({no_films:.2f} without films, {linear:.2f} linear): "
-            "with this few patients the ranking moves from seed to seed (docs/model.md).")
-
-
-def _evaluate(out: Path, test_dir: Path, train_dir: Path, seed: int, uri: str,
-              progress: bool) -> dict[str, dict[str, float | None]]:
-    """Both models and the baselines on the held-out patients; the 1-year table rows."""
-    from progression.evaluate import evaluate
-
-    common = dict(train_cohort=train_dir, n_boot=200, seed=seed, tracking_uri=uri,
-                  experiment="progression-demo", progress=progress)
-    results = evaluate(out / "predictions.csv", test_dir, out_dir=out / "report",
-                       run_name="evaluate-model", **common)
-    no_films = evaluate(out / "predictions_covariates_only.csv", test_dir, baselines=(),
-                        out_dir=out / "report_covariates_only", model_name="covariates_only",
-                        run_name="evaluate-covariates-only", **common)
-    return {**_one_year(results), **_one_year(no_films)}
+    lines = []
+    for history, rows in tables.items():
+        mae = {m: rows.get(m, {}).get("mae") for m in ("model", "covariates_only", "linear")}
+        if any(v is None for v in mae.values()):
+            lines.append(f"{history}: a 1-year MAE is missing (see the report).")
+            continue
+        model, no_films, linear = mae["model"], mae["covariates_only"], mae["linear"]
+        gain = 100 * (1 - model / no_films)
+        where = ("With scored history" if history == "scored"
+                 else "From films and covariates alone (no scores)")
+        if model < no_films and model < linear:
+            lines.append(f"{where} the films add: the model's 1-year MAE is {model:.2f}, "
+                         f"{gain:.0f}% below the same model without films ({no_films:.2f}) "
+                         f"and below linear extrapolation ({linear:.2f}).")
+            continue
+        behind = [name for name, value in (("the same model without films", no_films),
+                                           ("linear extrapolation", linear)) if model >= value]
+        lines.append(f"{where} the model (1-year MAE {model:.2f}) is NOT ahead of "
+                     f"{' and '.join(behind)} ({no_films:.2f} without films, {linear:.2f} "
+                     "linear) on these held-out patients; at this size the ranking moves "
+                     "between seeds (docs/model.md).")
+    return lines
 
 
 def run(args: argparse.Namespace) -> int:
@@ -197,21 +231,24 @@ def run(args: argparse.Namespace) -> int:
     how = (f"sequence model on the kept reader {reader}" if reader
            else f"config '{args.config or 'tiny'}' from scratch")
     t = _step(f"3/5 train the model: {how} (MLflow store {uri})")
-    model = _train_and_predict(cfg, test_dir, out / "predictions.csv", progress)
+    model = _train(cfg, progress)
     print(f"   done in {time.perf_counter() - t:.0f} s")
     t = _step("4/5 train the same model without films (covariates and scored history only)")
-    _train_and_predict(no_films_cfg, test_dir, out / "predictions_covariates_only.csv", progress)
+    no_films = _train(no_films_cfg, progress)
     print(f"   done in {time.perf_counter() - t:.0f} s")
 
-    _step("5/5 evaluate the held-out patients against the truth, the baselines and the oracle")
-    rows = _evaluate(out, test_dir, train_dir, args.seed, uri, progress)
-    _print_table(rows)
-    print(f"   {_verdict(rows)}")
+    t = _step("5/5 forecast and evaluate the held-out patients, with and without their scores, "
+              "against the truth, the baselines and the oracle")
+    tables = _evaluate({"model": model.checkpoint_path, "covariates_only": no_films.checkpoint_path},
+                       train_dir, test_dir, out, args.seed, uri, progress)
+    print(f"   done in {time.perf_counter() - t:.0f} s")
+    _print_table(tables)
+    for line in _verdict(tables):
+        print(f"   {line}")
 
     print(f"\nFinished in {time.perf_counter() - started:.0f} s. Outputs in {out}:")
-    print(f"  predictions   {out / 'predictions.csv'} (without films: "
-          "predictions_covariates_only.csv)")
-    print(f"  evaluation    {out / 'report' / 'report.html'}")
+    print(f"  predictions   {out / 'predictions.csv'} (and predictions_<history>_<model>.csv)")
+    print(f"  evaluation    {out / 'report' / 'report.html'} (and report_<history>_<model>)")
     print(f"  checkpoint    {model.checkpoint_path}")
     if reader:
         print("The bundled reader reads the project's simulated films only, not real radiographs;")
