@@ -91,9 +91,10 @@ def _configs(args: argparse.Namespace, out: Path) -> tuple[Any, Any, str | None]
                 f"train.max_epochs={SEQUENCE_EPOCHS}"]
         cfg = load_config(args.config, [*common, *keep, *args.overrides], base=base)
     films = load_config(None, ["tracking.run_name=model"], base=cfg)
+    # Its own output folder: runs/ keeps one checkpoint (docs: `--checkpoint runs/*/...`).
     no_films = load_config(None, ["model.use_images=false", "train.init_encoder=",
-                                  "train.image_epochs=0", "tracking.run_name=covariates-only"],
-                           base=cfg)
+                                  "train.image_epochs=0", "tracking.run_name=covariates-only",
+                                  f"train.output_dir={out / 'runs_without_films'}"], base=cfg)
     return films, no_films, reader
 
 
