@@ -138,6 +138,7 @@ def _evaluate(checkpoints: dict[str, Path], train_dir: Path, test_dir: Path, out
     """Both models and the baselines on the held-out patients, with and without their
     scores; per history, the 1-year table rows. Forecasts and reports are written to ``out``."""
     from progression.evaluate import evaluate
+    from progression.evaluate.baselines import DEFAULT_BASELINES as baselines
     from progression.io import atomic_write_csv
     from progression.predict import predict_cohort
 
@@ -149,7 +150,7 @@ def _evaluate(checkpoints: dict[str, Path], train_dir: Path, test_dir: Path, out
                                          progress=progress, cache_dir=out / "cache")
             suffix = "" if (history, name) == ("scored", "model") else f"_{history}_{name}"
             atomic_write_csv(out / f"predictions{suffix}.csv", predictions)
-            results = evaluate(predictions, cohort, baselines=None if name == "model" else (),
+            results = evaluate(predictions, cohort, baselines=baselines if name == "model" else (),
                                out_dir=out / f"report{suffix}", train_cohort=train_dir,
                                model_name=name, n_boot=200, seed=seed, tracking_uri=uri,
                                experiment="progression-demo", run_name=f"evaluate{suffix}",
