@@ -2,7 +2,7 @@
 
 Simulates one held-out cohort twice with the same seed, once per film style (``progression
 simulate --style``): the same patients, disease and truth, only the films differ. Predicts
-both with the project's shipped 256 px model (``tests/data/reader_256px.ckpt``, trained on
+both with the project's shipped 256 px model (``progression/readers/simulated_256px.ckpt``, trained on
 default-style films), from each patient's index date, twice per style: with the cohort's
 scored history (about 60 % of visits carry reader scores) and with every score removed
 (films and covariates only: the current score then comes from the films alone). Compares
@@ -105,7 +105,7 @@ def main() -> None:
     parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "progression-scanner-shift"),
                         help="cohorts and image cache (reused when present)")
     parser.add_argument("--out", default="experiments/results")
-    parser.add_argument("--checkpoint", default="tests/data/reader_256px.ckpt")
+    parser.add_argument("--checkpoint", default="progression/readers/simulated_256px.ckpt")
     parser.add_argument("--patients", type=int, default=100)
     parser.add_argument("--seed", type=int, default=4001, help="cohort seed (the checkpoint trained on seed 1)")
     parser.add_argument("--image-size", type=int, default=256)

@@ -8,7 +8,7 @@ compared on a development cohort (another simulated seed) and only then reported
 test cohorts, so the choice is never made on the patients it is reported on. The
 seed-to-seed spread of the sequence stage is itself one of the results.
 
-    python experiments/sequence_variants.py --reader tests/data/reader_256px.ckpt \\
+    python experiments/sequence_variants.py --reader progression/readers/simulated_256px.ckpt \\
         --variant base --variant dropout02:model.score_input_dropout=0.2
 
 A variant is ``NAME`` or ``NAME:KEY=VALUE[,KEY=VALUE...]`` (config overrides of the

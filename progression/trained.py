@@ -147,3 +147,15 @@ def load_trained(ref: str | Path | TrainedModel, tracking_uri: str | None = None
     meta = checkpoint_meta(ckpt)
     return TrainedModel(path=path, config=stored_config(meta, path), meta=meta,
                         state_dict=ckpt["state_dict"])
+
+
+def bundled_reader() -> Path:
+    """The 256 px reader shipped inside the package (``progression/readers/simulated_256px.ckpt``,
+    0.7 MB): a model trained on 300 patients of the project's own simulator, whose image
+    encoder reads damage from the simulator's stylised default-style films. It is for the demo,
+    tests and experiments on simulated cohorts only: it has never seen a real radiograph and
+    does not read one (nor the simulator's other film style; docs/simulator.md). See
+    progression/readers/README.md for how it was trained."""
+    from importlib.resources import files
+
+    return Path(str(files("progression") / "readers" / "simulated_256px.ckpt"))

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
 from progression.models.checkpoint import CheckpointMeta
-from progression.trained import load_trained
+from progression.trained import bundled_reader, load_trained
 
-READER = Path(__file__).parent / "data" / "reader_256px.ckpt"
+READER = bundled_reader()
 
 
 def test_a_checkpoint_of_an_earlier_version_loads_with_its_metadata_unchanged():

@@ -85,11 +85,12 @@ def installed(wheel, tmp_path_factory) -> Path:
     return python.parent
 
 
-def test_wheel_is_named_ra_progression_and_ships_the_configs(wheel):
+def test_wheel_is_named_ra_progression_and_ships_the_configs_and_the_reader(wheel):
     assert wheel.name.startswith("ra_progression-")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {"progression/configs/tiny.yaml", "progression/configs/default.yaml",
-            "progression/configs/search/tiny.yaml", "progression/cli.py"} <= names
+            "progression/configs/search/tiny.yaml", "progression/cli.py",
+            "progression/readers/simulated_256px.ckpt"} <= names
     metadata = next(n for n in names if n.endswith(".dist-info/METADATA"))
     assert "Name: ra-progression" in zipfile.ZipFile(wheel).read(metadata).decode()
 
@@ -113,12 +114,19 @@ def test_installed_wheel_finds_bundled_configs_outside_the_checkout(installed, t
 
 
 @pytest.mark.slow
-def test_demo_runs_from_the_installed_wheel(installed, tmp_path):
-    result = _run([str(installed / "progression"), "demo", "--out", "demo", "--patients", "8",
-                   "--no-progress", "data.image_size=32", "train.max_epochs=2",
-                   "train.image_epochs=1", "train.threads=1"], tmp_path, timeout=300)
+def test_demo_runs_from_the_installed_wheel_on_its_bundled_reader(installed, tmp_path):
+    """The first run a new user makes: the reader shipped in the wheel, 256 px films (a few
+    patients and sequence epochs here), ending with the table of what the films add."""
+    # 24 patients, 30% validation: the conformal calibration after training needs validation
+    # patients with an observable 1- or 2-year outcome.
+    result = _run([str(installed / "progression"), "demo", "--out", "demo", "--patients", "24",
+                   "--no-progress", "train.max_epochs=2", "data.val_fraction=0.3"], tmp_path,
+                  timeout=300)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert (tmp_path / "demo" / "mlruns.db").is_file()
+    assert "sequence model on the kept reader" in result.stdout
+    assert "same model without films" in result.stdout
+    assert "linear extrapolation" in result.stdout
 
 
 @pytest.fixture(scope="module")

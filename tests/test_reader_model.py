@@ -1,11 +1,10 @@
-"""What a trained 256 px reader does on films it never saw (tests/data/reader_256px.ckpt):
+"""What a trained 256 px reader does on films it never saw (progression/readers/simulated_256px.ckpt):
 its heatmaps fall on the damaged and worsened joints more often than chance, and it reads
 the current damage of unscored films far better than a guess."""
 
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,8 +14,9 @@ from progression.cohort import read_cohort
 from progression.explain.localisation import index_film_heatmaps, localisation_hit_rates
 from progression.predict import predict_cohort
 from progression.simulate import SimulationConfig, simulate_cohort
+from progression.trained import bundled_reader
 
-READER = Path(__file__).parent / "data" / "reader_256px.ckpt"
+READER = bundled_reader()
 
 
 @pytest.fixture(scope="module")
