@@ -14,6 +14,7 @@ afterwards: no epoch decodes anything.
 
 from __future__ import annotations
 
+import copy
 import logging
 
 import numpy as np
@@ -120,6 +121,18 @@ class ProgressionDataModule(pl.LightningDataModule):
             visit_cat_sizes=[c.size for c in self.spec.visit_categorical],
         )
         self._ready = True
+
+    def with_patients(self, train: np.ndarray, val: np.ndarray) -> ProgressionDataModule:
+        """A view sharing this module's arrays, image cache and covariate statistics, with
+        ``train`` and ``val`` (positions into ``arrays``) as its training and validation
+        patients and no test patients: cross-fitting trains each fold's encoder on one."""
+        view = copy.copy(self)
+        view.patients = {"train": np.asarray(train, dtype=np.int64),
+                         "val": np.asarray(val, dtype=np.int64), "test": np.zeros(0, np.int64)}
+        ids = self.arrays.patient_ids
+        view.split = {k: sorted(str(ids[i]) for i in v) for k, v in view.patients.items()}
+        view._loaders = {}
+        return view
 
     # ---- targets -----------------------------------------------------------------------------
     def _visit_patient(self) -> np.ndarray:

@@ -39,7 +39,8 @@ class CheckpointMeta:
     reader scores to learn from; ``split``: patient ids per split; ``mlflow``: run id,
     tracking URI and experiment. Optional: ``encoder_from`` (the checkpoint the encoder
     started from), ``image_reading`` (validation correlation of the finished encoder's
-    region readings), ``calibration`` (the conformal correction, :mod:`progression.calibration`).
+    region readings), ``calibration`` (the conformal correction, :mod:`progression.calibration`),
+    ``crossfit`` (folds of out-of-fold readings for the sequence stage, ``train.crossfit_folds``).
     Keys this version does not know are kept in ``extra`` and written back unchanged.
     """
 
@@ -54,10 +55,11 @@ class CheckpointMeta:
     encoder_from: dict[str, Any] | None = None
     image_reading: dict[str, Any] | None = None
     calibration: dict[str, Any] | None = None
+    crossfit: dict[str, Any] | None = None
     format: int = CHECKPOINT_FORMAT
     extra: dict[str, Any] = field(default_factory=dict)
 
-    _OPTIONAL = ("encoder_from", "image_reading", "calibration")
+    _OPTIONAL = ("encoder_from", "image_reading", "calibration", "crossfit")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CheckpointMeta:

@@ -50,12 +50,16 @@ class ForecastModule(pl.LightningModule):
     rebuilds the model.
     """
 
-    def __init__(self, model: Forecaster, cfg: Config, image_epochs: int, meta: CheckpointMeta):
+    def __init__(self, model: Forecaster, cfg: Config, image_epochs: int, meta: CheckpointMeta,
+                 out_of_fold: Any = None):
         super().__init__()
         self.model = model
         self.cfg = cfg
         self.image_epochs = image_epochs if model.encoder is not None else 0
         self.meta = meta
+        # train.crossfit_folds > 1: readings of the training films by encoders that did not
+        # see them (progression.train.crossfit.OutOfFoldReadings); they replace this encoder's.
+        self.out_of_fold = out_of_fold
         self._features: torch.Tensor | None = None
         self._val_rows: dict[str, list[torch.Tensor]] = {}
         # Training losses summed over the epoch (x batch size), logged once at its end.
@@ -85,6 +89,9 @@ class ForecastModule(pl.LightningModule):
         feats = self.model.encode_films(dm.cache, dm.slots, dm.arrays.image_region,
                                         dm.feature_rows(), self.device, FEATURE_BATCH,
                                         bf16="bf16" in str(self.trainer.precision))
+        if self.out_of_fold is not None:
+            rows = torch.from_numpy(self.out_of_fold.rows).to(self.device)
+            feats[rows] = self.out_of_fold.features[self.out_of_fold.rows].to(feats)
         self._features = feats
         return feats
 
