@@ -24,6 +24,7 @@ from torch.utils.data import Dataset, Sampler
 
 from progression.cohort import ImageCache
 from progression.data.arrays import CohortArrays
+from progression.data.changes import film_change_targets
 from progression.data.horizons import HorizonWindow
 from progression.scoring import is_rapid
 
@@ -137,6 +138,9 @@ class SequenceDataset(Dataset):
             item["obs"][:] = np.nan
             n = 1
         item["length"] = np.array(n)
+        rows = np.arange(v.start, v.stop)
+        item["film_change"], item["visit_change"] = film_change_targets(
+            a, rows, item["image_index"], item["prev_index"])
         # Change targets: every scored visit i -> later scored visit j within the horizon range.
         total = item["obs"][:, 0]
         scored = np.flatnonzero(np.isfinite(total))
@@ -151,8 +155,10 @@ class SequenceDataset(Dataset):
 
 
 _VISIT_KEYS = ("years", "gap", "obs", "image_index", "prev_index", "prev_gap", "first_index",
-               "first_gap", "visit_num", "visit_num_mask", "visit_cat")
-_PAD = {"image_index": -1, "prev_index": -1, "first_index": -1, "obs": np.nan}
+               "first_gap", "visit_num", "visit_num_mask", "visit_cat", "film_change",
+               "visit_change")
+_PAD = {"image_index": -1, "prev_index": -1, "first_index": -1, "obs": np.nan,
+        "film_change": np.nan, "visit_change": np.nan}
 
 
 def collate_sequences(items: Sequence[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
@@ -161,6 +167,8 @@ def collate_sequences(items: Sequence[dict[str, np.ndarray]]) -> dict[str, torch
     ``obs_log``/``obs_mask``: observed scores as model input (log1p units) and where they
     exist. ``pair_b, pair_i, pair_j``: batch row, index visit, follow-up visit of each
     change target; ``pair_h`` years, ``pair_delta`` SvdH units, ``pair_rapid`` 0/1.
+    ``film_change`` ``[B, T, R]`` / ``visit_change`` ``[B, T]``: reader-scored change since each
+    region's previous film / of the visit total (:mod:`progression.data.changes`).
     """
     b = len(items)
     t = max(int(it["length"]) for it in items)

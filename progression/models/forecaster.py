@@ -86,5 +86,6 @@ def build_forecaster(cfg: ModelConfig, layout: InputLayout) -> Forecaster:
         dropout=cfg.dropout,
         cat_embed_dim=cfg.cat_embed_dim,
         interval_level=cfg.interval_level,
+        change_head=cfg.change_head,
     )
     return Forecaster(encoder, sequence)

@@ -49,3 +49,22 @@ def change_losses(out: dict[str, torch.Tensor], delta: torch.Tensor, rapid: torc
         "quantile": pinball_loss(out["lo"] / scale, delta / scale, lo_q)
         + pinball_loss(out["hi"] / scale, delta / scale, 1.0 - lo_q),
     }
+
+
+def film_change_loss(read: torch.Tensor, film: torch.Tensor, visit: torch.Tensor,
+                     scale: torch.Tensor, huber_beta: float) -> torch.Tensor:
+    """Huber loss (rate-scale units) of the change head's readings ``read`` ``[B, T, R]``
+    (rate-scale units) against the reader-scored change of each region ``film`` and, summed
+    over the regions, against the change of the visit total ``visit`` ``[B, T]`` (SvdH units,
+    NaN = not scored): visit totals alone are enough to train the head."""
+    diffs = []
+    ok = torch.isfinite(film)
+    if ok.any():
+        diffs.append(read[ok] - film[ok] / scale)
+    whole = torch.isfinite(visit)
+    if whole.any():
+        diffs.append(read.sum(-1)[whole] - visit[whole] / scale)
+    if not diffs:
+        return read.sum() * 0.0
+    d = torch.cat(diffs).float()
+    return F.smooth_l1_loss(d, torch.zeros_like(d), beta=huber_beta)

@@ -26,7 +26,7 @@ from progression.data.augment import augment_images
 from progression.data.horizons import ONE_YEAR_METRIC_WINDOW
 from progression.models.checkpoint import META_KEY, CheckpointMeta
 from progression.models.forecaster import Forecaster
-from progression.models.losses import change_losses, log_damage_loss
+from progression.models.losses import change_losses, film_change_loss, log_damage_loss
 
 # Validation correlation of region readings with reader scores below which the encoder has
 # not learned to read damage (runs that read it reach 0.75-0.9; docs/model.md).
@@ -152,6 +152,11 @@ class ForecastModule(pl.LightningModule):
                                     w.huber_beta, self.cfg.model.interval_level))
         losses["loss"] = (w.current * losses["current"] + w.delta * losses["delta"]
                           + w.rapid * losses["rapid"] + w.quantile * losses["quantile"])
+        if self.model.sequence.change_head is not None:  # model.change_head
+            read = self.model.sequence.film_changes(self._sequence_features(), batch)
+            losses["change"] = film_change_loss(read, batch["film_change"], batch["visit_change"],
+                                                scale, w.huber_beta)
+            losses["loss"] = losses["loss"] + w.change * losses["change"]
         if not train:
             self._collect("pairs", torch.stack([
                 batch["pair_h"], pairs["delta"], batch["pair_delta"],
