@@ -26,7 +26,12 @@ from progression.data.augment import augment_images
 from progression.data.horizons import ONE_YEAR_METRIC_WINDOW
 from progression.models.checkpoint import META_KEY, CheckpointMeta
 from progression.models.forecaster import Forecaster
-from progression.models.losses import change_losses, film_change_loss, log_damage_loss
+from progression.models.losses import (
+    change_losses,
+    film_change_loss,
+    log_damage_loss,
+    ordering_loss,
+)
 
 # Validation correlation of region readings with reader scores below which the encoder has
 # not learned to read damage (runs that read it reach 0.75-0.9; docs/model.md).
@@ -127,6 +132,10 @@ class ForecastModule(pl.LightningModule):
             "current": log_damage_loss(visit_pred, target),
         }
         losses["loss"] = w.region * losses["region"] + w.joint * losses["joint"] + w.current * losses["current"]
+        if w.ordering > 0:  # damage does not heal: later films of a region read no less
+            losses["ordering"] = ordering_loss(region_log, batch["image_visit"], batch["region"],
+                                               batch["visit_patient"], batch["visit_years"])
+            losses["loss"] = losses["loss"] + w.ordering * losses["ordering"]
         if not train:
             self._collect("region", torch.stack([units.sum(-1), batch["region_target"].sum(-1)], -1))
             self._collect("current", torch.stack([torch.expm1(visit_pred[:, 0]), target[:, 0]], -1))
