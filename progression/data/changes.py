@@ -25,7 +25,7 @@ def film_change_targets(arrays: CohortArrays, rows: np.ndarray, image_index: np.
     region = arrays.region_target[rows].sum(-1)  # [T, R], NaN unless both parts scored
     pair = (image_index >= 0) & (prev_index >= 0)
     prev_visit = np.where(pair, arrays.image_visit[prev_index.clip(min=0)], 0)
-    before = arrays.region_target.sum(-1)[prev_visit, np.arange(r)]
+    before = arrays.region_target[prev_visit, np.arange(r)].sum(-1)  # [T, R]
     film[pair] = (region - before)[pair]
     same = pair.all(1) & (prev_visit == prev_visit[:, :1]).all(1)
     total = arrays.obs[rows, 0] - arrays.obs[prev_visit[:, 0], 0]
