@@ -136,7 +136,10 @@ def main() -> None:
                                            args.image_size)
     simulate_s = time.perf_counter() - t
     uri = f"sqlite:///{work / 'mlruns.db'}"
-    MlflowClient(uri).search_experiments()  # create the store once, before parallel runs
+    from progression.tracking import experiment_id
+
+    # the store and the experiment exist before parallel runs race to create them
+    experiment_id(MlflowClient(uri), "stacking_ablation", uri)
     arms = {"in": 1, "out": args.folds}
     tasks = [{"arm": arm, "folds": k, "seed": seed, "work": str(work), "train_dir": str(train_dir),
               "cohorts": {c: str(v) for c, v in cohorts.items()}, "config": args.config,

@@ -82,5 +82,7 @@ def test_no_training_patient_is_read_by_an_encoder_that_saw_its_films(tmp_path_f
     trained = load_trained(result.checkpoint_path)
     assert trained.meta.crossfit["folds"] == 2
     assert sum(trained.meta.crossfit["fold_sizes"]) == len(train)
+    card = (result.checkpoint_path.parent.parent / "MODEL_CARD.md").read_text()
+    assert "out of fold: 2 fold encoders" in card
     table = predict_cohort(result.checkpoint_path, cohort, horizons=(1.0,), calibrate=False)
     assert table["delta_svdh_pred"].notna().all()
