@@ -95,6 +95,9 @@ class ModelConfig:
     cat_embed_dim: int = 4  # embedding size per categorical covariate
     score_input_dropout: float = 0.5  # share of observed scores hidden from the input in training
     interval_level: float = 0.9  # nominal coverage of delta_svdh_lo/hi
+    # Siamese change head (models/change_head.py): the change read between two films of one
+    # region, and its rate, become sequence-model inputs; trained on reader-scored pairs.
+    change_head: bool = False
 
 
 @dataclass
@@ -108,6 +111,10 @@ class LossConfig:
     rapid: float = 0.5  # rapid progression (>= 5 units/yr), binary cross-entropy
     quantile: float = 0.5  # interval bounds, pinball loss
     huber_beta: float = 0.5  # Huber transition, in rate-scale units
+    change: float = 1.0  # Siamese change head vs scored change between films (model.change_head)
+    # Damage does not heal: hinge on a later film's reading below an earlier one of the same
+    # region and patient (image stage; 0 = off; > 0 also trains on unscored films' order).
+    ordering: float = 0.0
 
 
 @dataclass
@@ -125,6 +132,10 @@ class TrainConfig:
     # A checkpoint (path or MLflow model URI) whose trained image encoder starts this fit instead
     # of a random one: with image_epochs=0 only the sequence model is trained (a reader reused).
     init_encoder: str = ""
+    # Honest stacking: K > 1 trains K image-stage encoders, each on K-1 folds of the training
+    # patients, and the sequence stage reads each training patient's films with the encoder
+    # that did not see them (K x the image-stage cost); 1 = one encoder reads everything.
+    crossfit_folds: int = 1
     lr: float = 2e-3  # sequence stage
     image_lr: float = 1e-3  # image stage
     weight_decay: float = 1e-4

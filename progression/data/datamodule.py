@@ -14,6 +14,7 @@ afterwards: no epoch decodes anything.
 
 from __future__ import annotations
 
+import copy
 import logging
 from functools import partial
 
@@ -28,6 +29,7 @@ from progression.data.arrays import CohortArrays, build_arrays, fit_covariates
 from progression.data.covariates import CovariateSpec
 from progression.data.datasets import (
     GroupedBatchSampler,
+    PatientBatchSampler,
     SequenceDataset,
     VisitImageDataset,
     collate_sequences,
@@ -35,6 +37,7 @@ from progression.data.datasets import (
 )
 from progression.data.layout import InputLayout
 from progression.data.split import split_patients
+from progression.data.spread import spread_visit_scores
 from progression.errors import CohortError, ConfigError
 from progression.scoring import REGIONS
 
@@ -122,20 +125,36 @@ class ProgressionDataModule(pl.LightningDataModule):
         )
         self._ready = True
 
+    def with_patients(self, train: np.ndarray, val: np.ndarray) -> ProgressionDataModule:
+        """A view sharing this module's arrays, image cache and covariate statistics, with
+        ``train`` and ``val`` (positions into ``arrays``) as its training and validation
+        patients and no test patients: cross-fitting trains each fold's encoder on one."""
+        view = copy.copy(self)
+        view.patients = {"train": np.asarray(train, dtype=np.int64),
+                         "val": np.asarray(val, dtype=np.int64), "test": np.zeros(0, np.int64)}
+        ids = self.arrays.patient_ids
+        view.split = {k: sorted(str(ids[i]) for i in v) for k, v in view.patients.items()}
+        view._loaders = {}
+        return view
+
     # ---- targets -----------------------------------------------------------------------------
     def _visit_patient(self) -> np.ndarray:
         a = self.arrays
         return np.repeat(np.arange(a.n_patients), np.diff(a.patient_start))
 
     def image_visits(self, split: str) -> np.ndarray:
-        """Visit rows of ``split`` with a film and some damage target (image stage)."""
+        """Visit rows of ``split`` with a film and some damage target (image stage); with
+        ``loss.ordering`` > 0 every imaged visit (unscored films teach the order of damage)."""
         a = self.arrays
         has = a.image_index >= 0
         region_ok = (np.isfinite(a.region_target).any(-1) & has).any(1)
         joint_ok = (np.isfinite(a.joint_target).any((-1, -2)) & has).any(1)
         total_ok = np.isfinite(a.obs[:, 0]) & has.all(1)
         in_split = np.isin(self._visit_patient(), self.patients[split])
-        return np.flatnonzero(in_split & has.any(1) & (region_ok | joint_ok | total_ok))
+        targets = region_ok | joint_ok | total_ok
+        if self.cfg.loss.ordering > 0 and targets[in_split].any():
+            targets = np.ones_like(targets)
+        return np.flatnonzero(in_split & has.any(1) & targets)
 
     def _check_targets(self) -> None:
         train_visits = np.isin(self._visit_patient(), self.patients["train"])
@@ -160,7 +179,8 @@ class ProgressionDataModule(pl.LightningDataModule):
 
         ``rate_scale``: mean observed progression rate (SvdH units/year, negatives as 0,
         at least 0.5); ``region_log_mean`` ``[R, 2]`` and ``joint_log_mean`` ``[R, J, 2]``:
-        mean log1p damage.
+        mean log1p damage (where no region is scored, of the visit scores spread over the
+        regions: :func:`~progression.data.spread.spread_visit_scores`).
         """
         a = self.arrays
         train = SequenceDataset(a, self.patients["train"], self.cfg.data.min_pair_years,
@@ -171,7 +191,10 @@ class ProgressionDataModule(pl.LightningDataModule):
         rows = self.image_visits("train")
         with np.errstate(invalid="ignore"), np.testing.suppress_warnings() as sup:
             sup.filter(RuntimeWarning)
-            region = np.nan_to_num(np.nanmean(np.log1p(a.region_target[rows]), axis=0))
+            region = np.nanmean(np.log1p(a.region_target[rows]), axis=0)
+            # Scored per visit only: start from the visit scores spread over the regions.
+            spread = np.nanmean(np.log1p(spread_visit_scores(a.obs[rows])), axis=0)
+            region = np.nan_to_num(np.where(np.isnan(region), spread, region))
             joint = np.nan_to_num(np.nanmean(np.log1p(a.joint_target[rows]), axis=0))
         return {"rate_scale": rate_scale, "region_log_mean": region, "joint_log_mean": joint}
 
@@ -194,8 +217,13 @@ class ProgressionDataModule(pl.LightningDataModule):
                                           d.max_pair_years)
                 lengths, batch_size = dataset.lengths(), d.batch_size
                 collate = partial(collate_sequences, rapid_rate=self.cohort.system.rapid_rate)
-            sampler = GroupedBatchSampler(lengths, batch_size, shuffle=split == "train",
-                                          seed=self.cfg.train.seed, rank=rank, world_size=world)
+            shuffle, seed = split == "train", self.cfg.train.seed
+            if stage == IMAGE_STAGE and self.cfg.loss.ordering > 0:
+                # loss.ordering compares serial films of one patient: keep them in one batch
+                sampler = PatientBatchSampler(dataset.patients(), batch_size, shuffle, seed,
+                                              rank, world)
+            else:
+                sampler = GroupedBatchSampler(lengths, batch_size, shuffle, seed, rank, world)
             workers = d.num_workers if stage == IMAGE_STAGE else 0  # sequences are array slices
             self._loaders[key] = DataLoader(
                 dataset, batch_sampler=sampler, collate_fn=collate, num_workers=workers,

@@ -24,6 +24,7 @@ from torch.utils.data import Dataset, Sampler
 
 from progression.cohort import ImageCache
 from progression.data.arrays import CohortArrays
+from progression.data.changes import film_change_targets
 from progression.data.horizons import HorizonWindow
 from progression.scoring import RAPID_RATE, is_rapid
 
@@ -37,9 +38,15 @@ class VisitImageDataset(Dataset):
         self.rows = np.asarray(visit_rows, dtype=np.int64)
         self.cache = cache
         self.slots = slots
+        # patient (position) of every visit row: serial films of one patient for the ordering loss
+        self.visit_patient = np.repeat(np.arange(arrays.n_patients), np.diff(arrays.patient_start))
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    def patients(self) -> np.ndarray:
+        """The patient of each sample (visit), for :class:`PatientBatchSampler`."""
+        return self.visit_patient[self.rows]
 
     def n_images(self) -> np.ndarray:
         return (self.arrays.image_index[self.rows] >= 0).sum(1)
@@ -55,6 +62,8 @@ class VisitImageDataset(Dataset):
             "joint_target": a.joint_target[v, regions],
             "visit_target": a.obs[v],
             "complete": np.array(len(regions) == a.image_index.shape[1]),
+            "patient": self.visit_patient[v],
+            "years": a.years[v],
         }
 
     def __getitems__(self, indices: Sequence[int]) -> list[dict[str, np.ndarray]]:
@@ -73,13 +82,15 @@ class VisitImageDataset(Dataset):
         return [
             {"images": images[start:end], "region": regions[start:end],
              "region_target": region_target[start:end], "joint_target": joint_target[start:end],
-             "visit_target": a.obs[row], "complete": np.array(done)}
+             "visit_target": a.obs[row], "complete": np.array(done),
+             "patient": self.visit_patient[row], "years": a.years[row]}
             for start, end, row, done in zip([0, *ends[:-1]], ends, v, complete)
         ]
 
 
 def collate_visits(items: Sequence[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
-    """Concatenate the films of a batch of visits; ``image_visit`` maps each film to its visit."""
+    """Concatenate the films of a batch of visits; ``image_visit`` maps each film to its visit,
+    ``visit_patient``/``visit_years`` each visit to its patient and date (years)."""
     counts = [len(it["region"]) for it in items]
     return {
         "images": torch.from_numpy(np.concatenate([it["images"] for it in items])),
@@ -89,6 +100,8 @@ def collate_visits(items: Sequence[dict[str, np.ndarray]]) -> dict[str, torch.Te
         "joint_target": torch.from_numpy(np.concatenate([it["joint_target"] for it in items])),
         "visit_target": torch.from_numpy(np.stack([it["visit_target"] for it in items])),
         "complete": torch.from_numpy(np.stack([it["complete"] for it in items])),
+        "visit_patient": torch.tensor([int(it["patient"]) for it in items], dtype=torch.long),
+        "visit_years": torch.tensor([float(it["years"]) for it in items], dtype=torch.float32),
     }
 
 
@@ -137,6 +150,9 @@ class SequenceDataset(Dataset):
             item["obs"][:] = np.nan
             n = 1
         item["length"] = np.array(n)
+        rows = np.arange(v.start, v.stop)
+        item["film_change"], item["visit_change"] = film_change_targets(
+            a, rows, item["image_index"], item["prev_index"])
         # Change targets: every scored visit i -> later scored visit j within the horizon range.
         total = item["obs"][:, 0]
         scored = np.flatnonzero(np.isfinite(total))
@@ -151,8 +167,10 @@ class SequenceDataset(Dataset):
 
 
 _VISIT_KEYS = ("years", "gap", "obs", "image_index", "prev_index", "prev_gap", "first_index",
-               "first_gap", "visit_num", "visit_num_mask", "visit_cat")
-_PAD = {"image_index": -1, "prev_index": -1, "first_index": -1, "obs": np.nan}
+               "first_gap", "visit_num", "visit_num_mask", "visit_cat", "film_change",
+               "visit_change")
+_PAD = {"image_index": -1, "prev_index": -1, "first_index": -1, "obs": np.nan,
+        "film_change": np.nan, "visit_change": np.nan}
 
 
 def collate_sequences(items: Sequence[dict[str, np.ndarray]],
@@ -163,6 +181,8 @@ def collate_sequences(items: Sequence[dict[str, np.ndarray]],
     exist. ``pair_b, pair_i, pair_j``: batch row, index visit, follow-up visit of each
     change target; ``pair_h`` years, ``pair_delta`` in the cohort's score units, ``pair_rapid``
     0/1 (change >= ``rapid_rate`` units/year: the cohort's scoring system's threshold).
+    ``film_change`` ``[B, T, R]`` / ``visit_change`` ``[B, T]``: reader-scored change since each
+    region's previous film / of the visit total (:mod:`progression.data.changes`).
     """
     b = len(items)
     t = max(int(it["length"]) for it in items)
@@ -241,3 +261,35 @@ class GroupedBatchSampler(Sampler[list[int]]):
         per_rank = len(self)
         padded = [batches[k % len(batches)] for k in range(per_rank * self.world_size)]
         return iter([b.tolist() for b in padded[self.rank :: self.world_size]])
+
+
+class PatientBatchSampler(GroupedBatchSampler):
+    """Batches of whole patients' samples (``loss.ordering``: a patient's serial films meet in
+    one batch): patients in a seeded random order per epoch, packed greedily up to
+    ``batch_size`` samples (a patient with more gets a batch of its own). DDP split as in
+    :class:`GroupedBatchSampler`."""
+
+    def __init__(self, patients: np.ndarray, batch_size: int, shuffle: bool, seed: int = 0,
+                 rank: int = 0, world_size: int = 1) -> None:
+        super().__init__(np.ones(len(patients)), batch_size, shuffle, seed, rank, world_size)
+        self.patients = np.asarray(patients)
+
+    def _batches(self) -> list[np.ndarray]:
+        ids, first = np.unique(self.patients, return_index=True)
+        ids = ids[np.argsort(first)]
+        if self.shuffle:
+            ids = np.random.default_rng([self.seed, self.epoch]).permutation(ids)
+        batches, current = [], []
+        for p in ids:
+            group = np.flatnonzero(self.patients == p).tolist()
+            if current and len(current) + len(group) > self.batch_size:
+                batches.append(np.array(current))
+                current = []
+            current += group
+        if current:
+            batches.append(np.array(current))
+        return batches
+
+    def __len__(self) -> int:
+        n_batches = len(self._batches())
+        return math.ceil(n_batches / self.world_size) if n_batches else 0

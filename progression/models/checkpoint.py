@@ -51,6 +51,7 @@ class CheckpointMeta:
     only; ``predict`` uses it for histories without a scored visit).
     ``scoring``: the scoring system of the training cohort, the units of every forecast
     (checkpoints from before it was recorded are SvdH).
+    ``crossfit`` (folds of out-of-fold readings for the sequence stage, ``train.crossfit_folds``).
     Keys this version does not know are kept in ``extra`` and written back unchanged.
     """
 
@@ -68,11 +69,12 @@ class CheckpointMeta:
     calibration: dict[str, Any] | None = None
     calibration_unscored: dict[str, Any] | None = None
     scoring: str = DEFAULT_SYSTEM
+    crossfit: dict[str, Any] | None = None
     format: int = CHECKPOINT_FORMAT
     extra: dict[str, Any] = field(default_factory=dict)
 
     _OPTIONAL = ("encoder_from", "image_reading", "calibration", "calibration_unscored",
-                 "split_salt")
+                 "split_salt", "crossfit")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CheckpointMeta:

@@ -90,5 +90,6 @@ def build_forecaster(cfg: ModelConfig, layout: InputLayout,
         cat_embed_dim=cfg.cat_embed_dim,
         interval_level=cfg.interval_level,
         rapid_rate=rapid_rate,
+        change_head=cfg.change_head,
     )
     return Forecaster(encoder, sequence)

@@ -50,3 +50,37 @@ def change_losses(out: dict[str, torch.Tensor], delta: torch.Tensor, rapid: torc
         "quantile": pinball_loss(out["lo"] / scale, delta / scale, lo_q)
         + pinball_loss(out["hi"] / scale, delta / scale, 1.0 - lo_q),
     }
+
+
+def film_change_loss(read: torch.Tensor, film: torch.Tensor, visit: torch.Tensor,
+                     scale: torch.Tensor, huber_beta: float) -> torch.Tensor:
+    """Huber loss (rate-scale units) of the change head's readings ``read`` ``[B, T, R]``
+    (rate-scale units) against the reader-scored change of each region ``film`` and, summed
+    over the regions, against the change of the visit total ``visit`` ``[B, T]`` (SvdH units,
+    NaN = not scored): visit totals alone are enough to train the head."""
+    diffs = []
+    ok = torch.isfinite(film)
+    if ok.any():
+        diffs.append(read[ok] - film[ok] / scale)
+    whole = torch.isfinite(visit)
+    if whole.any():
+        diffs.append(read.sum(-1)[whole] - visit[whole] / scale)
+    if not diffs:
+        return read.sum() * 0.0
+    d = torch.cat(diffs).float()
+    return F.smooth_l1_loss(d, torch.zeros_like(d), beta=huber_beta)
+
+
+def ordering_loss(reading_log: torch.Tensor, image_visit: torch.Tensor, region: torch.Tensor,
+                  visit_patient: torch.Tensor, visit_years: torch.Tensor) -> torch.Tensor:
+    """Damage does not heal: mean hinge ``max(0, earlier - later)`` of the ``log1p`` readings
+    ``[n, 2]`` (erosion, JSN) over every pair of films of one region of one patient taken on
+    different dates (``image_visit`` [n] -> ``visit_patient``/``visit_years`` [V]). Needs no
+    reader score; 0 when every later film reads at least as much damage."""
+    patient, years = visit_patient[image_visit], visit_years[image_visit]
+    pairs = ((patient[:, None] == patient[None]) & (region[:, None] == region[None])
+             & (years[:, None] < years[None]))
+    earlier, later = pairs.nonzero(as_tuple=True)
+    if earlier.numel() == 0:
+        return reading_log.sum() * 0.0
+    return F.relu(reading_log[earlier].float() - reading_log[later].float()).mean()

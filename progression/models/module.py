@@ -26,7 +26,12 @@ from progression.data.augment import augment_images
 from progression.data.horizons import ONE_YEAR_METRIC_WINDOW
 from progression.models.checkpoint import META_KEY, CheckpointMeta
 from progression.models.forecaster import Forecaster
-from progression.models.losses import change_losses, log_damage_loss
+from progression.models.losses import (
+    change_losses,
+    film_change_loss,
+    log_damage_loss,
+    ordering_loss,
+)
 
 # Validation correlation of region readings with reader scores below which the encoder has
 # not learned to read damage (runs that read it reach 0.75-0.9; docs/model.md).
@@ -50,12 +55,16 @@ class ForecastModule(pl.LightningModule):
     rebuilds the model.
     """
 
-    def __init__(self, model: Forecaster, cfg: Config, image_epochs: int, meta: CheckpointMeta):
+    def __init__(self, model: Forecaster, cfg: Config, image_epochs: int, meta: CheckpointMeta,
+                 out_of_fold: Any = None):
         super().__init__()
         self.model = model
         self.cfg = cfg
         self.image_epochs = image_epochs if model.encoder is not None else 0
         self.meta = meta
+        # train.crossfit_folds > 1: readings of the training films by encoders that did not
+        # see them (progression.train.crossfit.OutOfFoldReadings); they replace this encoder's.
+        self.out_of_fold = out_of_fold
         self._features: torch.Tensor | None = None
         self._val_rows: dict[str, list[torch.Tensor]] = {}
         # Training losses summed over the epoch (x batch size), logged once at its end.
@@ -85,6 +94,9 @@ class ForecastModule(pl.LightningModule):
         feats = self.model.encode_films(dm.cache, dm.slots, dm.arrays.image_region,
                                         dm.feature_rows(), self.device, FEATURE_BATCH,
                                         bf16="bf16" in str(self.trainer.precision))
+        if self.out_of_fold is not None:
+            rows = torch.from_numpy(self.out_of_fold.rows).to(self.device)
+            feats[rows] = self.out_of_fold.features[self.out_of_fold.rows].to(feats)
         self._features = feats
         return feats
 
@@ -120,6 +132,10 @@ class ForecastModule(pl.LightningModule):
             "current": log_damage_loss(visit_pred, target),
         }
         losses["loss"] = w.region * losses["region"] + w.joint * losses["joint"] + w.current * losses["current"]
+        if w.ordering > 0:  # damage does not heal: later films of a region read no less
+            losses["ordering"] = ordering_loss(region_log, batch["image_visit"], batch["region"],
+                                               batch["visit_patient"], batch["visit_years"])
+            losses["loss"] = losses["loss"] + w.ordering * losses["ordering"]
         if not train:
             self._collect("region", torch.stack([units.sum(-1), batch["region_target"].sum(-1)], -1))
             self._collect("current", torch.stack([torch.expm1(visit_pred[:, 0]), target[:, 0]], -1))
@@ -145,6 +161,11 @@ class ForecastModule(pl.LightningModule):
                                     w.huber_beta, self.cfg.model.interval_level))
         losses["loss"] = (w.current * losses["current"] + w.delta * losses["delta"]
                           + w.rapid * losses["rapid"] + w.quantile * losses["quantile"])
+        if self.model.sequence.change_head is not None:  # model.change_head
+            read = self.model.sequence.film_changes(self._sequence_features(), batch)
+            losses["change"] = film_change_loss(read, batch["film_change"], batch["visit_change"],
+                                                scale, w.huber_beta)
+            losses["loss"] = losses["loss"] + w.change * losses["change"]
         if not train:
             self._collect("pairs", torch.stack([
                 batch["pair_h"], pairs["delta"], batch["pair_delta"],

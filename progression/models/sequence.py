@@ -27,10 +27,12 @@ from torch import nn
 
 from progression.data.horizons import MIN_RATE_GAP_YEARS, slope_defined
 from progression.data.layout import InputLayout
+from progression.models.change_head import ChangeHead
 from progression.scoring import RAPID_RATE
 
 N_REGIONS = 4
 REGION_FEATURES = 9  # per region: 2 scores, present, 2 since-previous rates, mask, 2 since-first, mask
+CHANGE_FEATURES = 2  # per region with model.change_head: read change since the previous film, its rate
 TIME_SCALE_YEARS = 5.0  # keeps years-since-first-visit near unit scale
 HISTORY_FEATURES = 5
 
@@ -91,6 +93,7 @@ class SequenceModel(nn.Module):
         cat_embed_dim: int = 4,
         interval_level: float = 0.9,
         rapid_rate: float = RAPID_RATE,
+        change_head: bool = False,
     ) -> None:
         super().__init__()
         # Rapid progression in the cohort's units/year (its scoring system); not a weight.
@@ -106,10 +109,13 @@ class SequenceModel(nn.Module):
         self.image_proj = (
             nn.Linear(image_dim, self.image_feature_dim) if self.image_feature_dim else None
         )
+        # model.change_head: the change read between a region's film and its previous film.
+        self.change_head = ChangeHead(image_dim, N_REGIONS) if change_head and image_dim else None
+        self.region_features = REGION_FEATURES + (CHANGE_FEATURES if self.change_head else 0)
         self.static_cat = nn.ModuleList(nn.Embedding(n, cat_embed_dim) for n in layout.static_cat_sizes)
         self.visit_cat = nn.ModuleList(nn.Embedding(n, cat_embed_dim) for n in layout.visit_cat_sizes)
         n_in = (
-            N_REGIONS * REGION_FEATURES
+            N_REGIONS * self.region_features
             + 3  # log1p of the imaged total, erosion, JSN
             + 1  # fraction of regions imaged
             + self.image_feature_dim
@@ -149,12 +155,12 @@ class SequenceModel(nn.Module):
     def _region_block(
         self, feats: torch.Tensor | None, batch: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Region features [B,T,R*9], imaged log totals [B,T,3], fraction imaged, embeddings."""
+        """Region features [B,T,R*F], imaged log totals [B,T,3], fraction imaged, embeddings."""
         idx = batch["image_index"]
         b, t, r = idx.shape
         present = idx >= 0
         if feats is None or feats.numel() == 0 or self.image_dim == 0:
-            zeros = idx.new_zeros((b, t, r * REGION_FEATURES), dtype=torch.float32)
+            zeros = idx.new_zeros((b, t, r * self.region_features), dtype=torch.float32)
             emb = idx.new_zeros((b, t, self.image_feature_dim), dtype=torch.float32)
             return zeros, zeros.new_zeros((b, t, 3)), zeros.new_zeros((b, t, 1)), emb
 
@@ -172,7 +178,14 @@ class SequenceModel(nn.Module):
             ok = ok & present
             rate = (cur_units - torch.expm1(other_log)) / gap / self.rapid_rate * ok.unsqueeze(-1)
             parts += [rate, ok.unsqueeze(-1).float()]
-        block = torch.cat(parts, dim=-1).reshape(b, t, r * REGION_FEATURES)
+        if self.change_head is not None:
+            # The read change is an input like the region readings: the forecast losses do
+            # not train the head (only reader-scored pairs do, see film_changes).
+            change = self.film_changes(feats, batch).detach().unsqueeze(-1)
+            gap = batch["prev_gap"].clamp(min=MIN_RATE_GAP_YEARS).unsqueeze(-1)
+            units = change * self.rate_scale / self.rapid_rate
+            parts += [units, units / gap]
+        block = torch.cat(parts, dim=-1).reshape(b, t, r * self.region_features)
         ero, jsn = cur_units[..., 0].sum(-1), cur_units[..., 1].sum(-1)
         imaged_log = torch.log1p(torch.stack([ero + jsn, ero, jsn], dim=-1))
         frac = present.float().mean(-1, keepdim=True)
@@ -183,6 +196,20 @@ class SequenceModel(nn.Module):
         else:
             pooled = block.new_zeros((b, t, 0))
         return block, imaged_log, frac, pooled
+
+    def film_changes(self, feats: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Change read by :attr:`change_head` between each visit's film of a region and the
+        region's previous film, ``[B, T, R]`` in rate-scale units (x ``rate_scale`` = SvdH
+        units); 0 where either film is missing (a one-visit patient has no pair)."""
+        idx, prev = batch["image_index"], batch["prev_index"]
+        ok = (idx >= 0) & (prev >= 0)
+        region = torch.arange(idx.shape[-1], device=idx.device).expand_as(idx)
+        later = feats[idx[ok], 2:].float()
+        earlier = feats[prev[ok], 2:].float()
+        out = feats.new_zeros(idx.shape, dtype=torch.float32)
+        if later.shape[0]:
+            out[ok] = self.change_head(later, earlier, region[ok]).float()
+        return out
 
     def visit_inputs(
         self, feats: torch.Tensor | None, batch: dict[str, torch.Tensor]

@@ -46,6 +46,7 @@ from progression.train.callbacks import (
     stage_checkpoint,
     strategy,
 )
+from progression.train.crossfit import OutOfFoldReadings, check_crossfit, out_of_fold_readings
 from progression.train.finalize import finalize
 from progression.trained import TrainedModel, load_trained
 
@@ -112,7 +113,8 @@ def fit(
     meta = checkpoint_meta(cfg, cohort, dm, run_id, uri, encoder, resumed)
     checkpoint = stage_checkpoint(out_dir / "checkpoints", cfg.train.monitor)
     trainer = make_trainer(cfg, uri, run_id, out_dir, [checkpoint, *callbacks], progress)
-    module = ForecastModule(model, cfg, dm.image_epochs, meta)
+    out_of_fold = crossfit_readings(cfg, dm, encoder, meta, progress)
+    module = ForecastModule(model, cfg, dm.image_epochs, meta, out_of_fold)
     if is_main:  # the paths as given, for a resume on this machine (never logged as such)
         dump_config(cfg, out_dir / "config.yaml")
     with tracking.system_metrics(uri, run_id if is_main else None, cfg.tracking.system_metrics):
@@ -143,6 +145,7 @@ def check_config(cfg: Config) -> None:
         raise ConfigError(
             f"config key 'train.image_epochs' ({cfg.train.image_epochs}) exceeds "
             f"'train.max_epochs' ({cfg.train.max_epochs}); the sequence stage needs epochs too")
+    check_crossfit(cfg)
     if cfg.train.init_encoder and not cfg.model.use_images:
         raise ConfigError("config key 'train.init_encoder' needs an image model; remove it or "
                           "set model.use_images=true")
@@ -191,6 +194,17 @@ def build_model(cfg: Config, dm: ProgressionDataModule, encoder: StartEncoder | 
         model.encoder.init_damage_bias(torch.as_tensor(stats["region_log_mean"]),
                                        torch.as_tensor(stats["joint_log_mean"]))
     return model
+
+
+def crossfit_readings(cfg: Config, dm: ProgressionDataModule, encoder: StartEncoder | None,
+                      meta: CheckpointMeta, progress: bool) -> OutOfFoldReadings | None:
+    """``train.crossfit_folds`` > 1: the training films read by fold encoders that did not
+    train on them (:mod:`progression.train.crossfit`), recorded in ``meta``; else None."""
+    if cfg.train.crossfit_folds <= 1 or dm.image_epochs == 0:
+        return None
+    readings = out_of_fold_readings(cfg, dm, lambda view: build_model(cfg, view, encoder), progress)
+    meta.crossfit = readings.summary()
+    return readings
 
 
 def open_run(cfg: Config, uri: str, cohort: Cohort, dm: ProgressionDataModule,

@@ -270,6 +270,13 @@ def checkpoint_card(
         data["image encoder"] = (f"trained on cohort `{source.get('cohort_fingerprint')}` "
                                  f"(`{source['checkpoint']}`), then {meta.image_epochs} "
                                  "image epochs on this cohort")
+    if meta.crossfit:  # train.crossfit_folds > 1
+        corr = [c for c in meta.crossfit["fold_val_corr_region"] if c is not None]
+        data["sequence stage readings"] = (
+            f"out of fold: {meta.crossfit['folds']} fold encoders, each trained on the other "
+            "folds, read the training films"
+            + (f" (held-out correlation with reader region scores {min(corr):.2f}-{max(corr):.2f})"
+               if corr else ""))
     limitations = []
     reading = meta.image_reading
     if reading:
