@@ -104,7 +104,7 @@ def selector_table(result: EnrichmentResult, oracle: EnrichmentResult,
 def _reference_pools(ref_dir: Path, rule: SelectionRule, seed: int) -> dict[str, object]:
     """Realised 1-year changes of the reference patients each selector enrols, from its
     cross-fitted (5-fold) forecasts on the reference cohort (the oracle needs no fit)."""
-    from progression.evaluate.baselines import cross_fit
+    from progression.evaluate.forecasts import cross_fit
     from progression.evaluate.inputs import read_tables
 
     tables = read_tables(ref_dir)

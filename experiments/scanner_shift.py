@@ -115,8 +115,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from progression.cohort import read_cohort
-    from progression.metrics import auroc, mae
     from progression.io import atomic_write_text
+    from progression.metrics import auroc, mae
     from progression.predict import predict_cohort
 
     work = Path(args.work).resolve()

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from progression.cohort import Cohort
+from progression.data.features import features_at
 from progression.errors import ProgressionError
 from progression.evaluate import (
     BASELINES,
@@ -22,7 +23,6 @@ from progression.evaluate import (
     make_baseline,
     read_tables,
 )
-from progression.evaluate.baselines import features_at
 
 
 def _linear_cohort(rates: dict[str, float], years: int = 4, **covariates) -> Cohort:

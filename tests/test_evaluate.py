@@ -23,7 +23,7 @@ from progression.evaluate import (
     read_outcomes,
     read_tables,
 )
-from progression.evaluate.baselines import cross_fit
+from progression.evaluate.forecasts import cross_fit
 from progression.evaluate.inputs import as_index_dates
 
 

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from progression.data.features import features_at
 from progression.data.outcomes import first_event
 from progression.evaluate import Oracle, OutcomeRule, outcomes_from_truth, read_tables
-from progression.evaluate.baselines import features_at
 from progression.evaluate.survival import (
     cox_models,
     km_by_tertile,

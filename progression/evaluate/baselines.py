@@ -473,29 +473,3 @@ def make_baseline(name: str) -> Baseline | Oracle:
         )
     return BASELINES[name]()
 
-
-def cross_fit(
-    name: str,
-    cohort: Cohort,
-    horizons: Sequence[float],
-    index_dates: pd.Series,
-    folds: int = 5,
-    seed: int = 0,
-) -> pd.DataFrame:
-    """Predictions of baseline ``name`` for every patient of ``cohort`` by K-fold cross-fitting.
-
-    Used when no training cohort is given: patients are split into ``folds`` random groups
-    (seeded); each group is predicted by the baseline fitted on the other groups, so no
-    patient's own outcome is ever in its baseline's training data.
-    """
-    ids = np.array(cohort.patient_ids)
-    rng = np.random.default_rng(seed)
-    fold_of = rng.permutation(np.arange(len(ids)) % max(2, min(folds, len(ids))))
-    parts = []
-    for fold in np.unique(fold_of):
-        test_ids = ids[fold_of == fold]
-        model = make_baseline(name).fit(cohort.subset(ids[fold_of != fold]))
-        test_index = index_dates[index_dates.index.isin(test_ids)]
-        parts.append(model.predict(cohort.subset(test_ids), horizons, test_index))
-    return pd.concat(parts, ignore_index=True).sort_values(["patient_id", "horizon_years"],
-                                                           ignore_index=True)

@@ -35,12 +35,10 @@ from tqdm.auto import tqdm
 import progression.evaluate.figures as figures
 from progression.cohort import Cohort
 from progression.columns import DAYS_PER_YEAR
+from progression.data.features import features_at
 from progression.data.outcomes import OutcomeRule, scored_rows
 from progression.errors import ProgressionError
-from progression.evaluate.baselines import (
-    DEFAULT_BASELINES,
-    features_at,
-)
+from progression.evaluate.baselines import DEFAULT_BASELINES
 from progression.evaluate.forecasts import (
     CROSS_FIT_FOLDS,
     baseline_forecasts,
