@@ -315,7 +315,8 @@ def load_config(
             cfg = _merge(cfg, data)
         except ConfigError as exc:
             raise ConfigError(f"{file}: {exc}") from None
-        if not cfg.tracking.config_name:
+        named = "config_name" in ((data.get("tracking") or {}) if isinstance(data, dict) else {})
+        if not named:  # a file that names itself (a dumped config) keeps its name
             cfg = _merge(cfg, {"tracking": {"config_name": file.stem}})
     for text in overrides:
         cfg = _merge(cfg, parse_override(text))

@@ -2,7 +2,8 @@
 
 Two tiny training runs (named) and an ``evaluate`` run are logged to a real ``mlflow server``
 on loopback (the fixture of test_mlflow_server.py); headless Chromium then opens the
-experiment's runs table and the compare view of the three runs. The rendered DOM
+experiment's runs table, the compare view of the three runs and the evaluate run's page (its
+description links to the training run it scored). The rendered DOM
 (``--dump-dom`` after a virtual-time budget, so the page's API calls have answered) must show
 the run names and the metric names; the screenshots must be real images. Skipped, saying
 why, where no Chromium is installed (``.ci/run`` installs it).
@@ -109,3 +110,14 @@ def test_runs_table_and_compare_view_show_run_names_and_metrics(
     assert "best/val/mae_delta_1y" in text and "test/auroc_rapid_1y" in text
     assert "train.lr" in text  # the parameters table, flattened config keys
     _screenshot(compare_url, tmp_path, "compare")
+
+    # the evaluate run's page links to the training run whose checkpoint it scored
+    evaluate_run = next(r for r in runs if r.info.run_name == "evaluate")
+    trained = next(r for r in runs if r.info.run_name == RUN_NAMES[0])
+    assert evaluate_run.data.tags["progression.source_run"] == trained.info.run_id
+    page = (f"{mlflow_server}/#/experiments/{experiment.experiment_id}/runs/"
+            f"{evaluate_run.info.run_id}")
+    text = _page_text(page, tmp_path, "evaluate_run")
+    assert f"Scores the model of training run {RUN_NAMES[0]}" in text, text[:2000]
+    dom = (tmp_path / "evaluate_run.html").read_text()
+    assert f'runs/{trained.info.run_id}"' in dom  # a link to the training run's page

@@ -20,10 +20,10 @@ def film_change_targets(arrays: CohortArrays, rows: np.ndarray, image_index: np.
     t, r = image_index.shape
     film = np.full((t, r), np.nan, dtype=np.float32)
     visit = np.full(t, np.nan, dtype=np.float32)
-    if len(rows) == 0:
+    pair = (image_index >= 0) & (prev_index >= 0)
+    if len(rows) == 0 or not pair.any():  # no serial films (a covariates-only cohort has none)
         return film, visit
     region = arrays.region_target[rows].sum(-1)  # [T, R], NaN unless both parts scored
-    pair = (image_index >= 0) & (prev_index >= 0)
     prev_visit = np.where(pair, arrays.image_visit[prev_index.clip(min=0)], 0)
     before = arrays.region_target[prev_visit, np.arange(r)].sum(-1)  # [T, R]
     film[pair] = (region - before)[pair]

@@ -51,7 +51,8 @@ class CheckpointMeta:
     only; ``predict`` uses it for histories without a scored visit).
     ``scoring``: the scoring system of the training cohort, the units of every forecast
     (checkpoints from before it was recorded are SvdH).
-    ``crossfit`` (folds of out-of-fold readings for the sequence stage, ``train.crossfit_folds``).
+    ``crossfit`` (folds of out-of-fold readings for the sequence stage, ``train.crossfit_folds``),
+    ``simulated`` (the training cohort came from the simulator: it has a ``truth/`` folder).
     Keys this version does not know are kept in ``extra`` and written back unchanged.
     """
 
@@ -70,11 +71,12 @@ class CheckpointMeta:
     calibration_unscored: dict[str, Any] | None = None
     scoring: str = DEFAULT_SYSTEM
     crossfit: dict[str, Any] | None = None
+    simulated: bool | None = None
     format: int = CHECKPOINT_FORMAT
     extra: dict[str, Any] = field(default_factory=dict)
 
     _OPTIONAL = ("encoder_from", "image_reading", "calibration", "calibration_unscored",
-                 "split_salt", "crossfit")
+                 "split_salt", "crossfit", "simulated")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CheckpointMeta:
@@ -88,6 +90,8 @@ class CheckpointMeta:
         for key in self._OPTIONAL:
             if out[key] is None:
                 del out[key]
+        if out["scoring"] == DEFAULT_SYSTEM:  # absent = SvdH, as before it was recorded
+            del out["scoring"]
         return {**out, **self.extra}
 
     @property

@@ -8,7 +8,8 @@ analyst sees in the MLflow UI, on every run:
   ``command`` (redacted, :mod:`progression.tracking.redact`), ``host``, and when a cohort is
   known ``cohort_fingerprint``, ``n_patients``, ``n_images``;
 - on a run that scored a trained model (evaluate, enrich): ``progression.source_run``, the
-  training run whose checkpoint it scored (a link in the UI), and
+  training run whose checkpoint it scored, and a description linking to that run's page in
+  the UI (:func:`source_run_note`), and
   ``progression.model_version`` when the model came from the registry;
 - params flattened (``train.lr``), redacted and cut to MLflow's length limit alike
   (:func:`log_params`);
@@ -38,6 +39,7 @@ from progression.tracking.store import experiment_id, git_commit
 KIND_TAG = "progression.kind"
 SOURCE_RUN_TAG = "progression.source_run"  # the training run whose checkpoint was scored
 MODEL_VERSION_TAG = "progression.model_version"  # name/version when it came from the registry
+NOTE_TAG = "mlflow.note.content"  # the run's description in the UI (markdown)
 PARAM_MAX_CHARS = 6000  # MLflow's limit on a param value
 TAG_MAX_CHARS = 5000  # and on a tag value (resumed.<key>)
 _BATCH = 100  # params per log_batch call (MLflow's limit)
@@ -103,8 +105,24 @@ def create_run(client: Any, experiment: str, *, name: str | None, tags: Mapping[
     all_tags = {k: str(v) for k, v in tags.items()}
     if parent_run_id:
         all_tags["mlflow.parentRunId"] = parent_run_id
+    if SOURCE_RUN_TAG in all_tags:
+        all_tags[NOTE_TAG] = source_run_note(client, all_tags[SOURCE_RUN_TAG])
     exp = experiment_id(client, experiment, client.tracking_uri)
     return client.create_run(exp, run_name=name or None, tags=all_tags).info.run_id
+
+
+def source_run_note(client: Any, source_run: str) -> str:
+    """The run description (markdown, shown on the run's page in the UI) that links to the
+    training run whose model was scored; a plain mention when that run is in another store."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        run = client.get_run(source_run)
+    except MlflowException:
+        return f"Scores the model of training run `{source_run}` (not in this tracking store)."
+    name = run.info.run_name or source_run
+    link = f"#/experiments/{run.info.experiment_id}/runs/{source_run}"
+    return f"Scores the model of training run [{name}]({link}) (`{source_run}`)."
 
 
 def param_text(value: Any, share_identifiers: bool = False) -> str:

@@ -264,6 +264,7 @@ def checkpoint_meta(cfg: Config, cohort: Cohort, dm: ProgressionDataModule, run_
         split_salt=salt,
         cohort_fingerprint=cohort.fingerprint,
         scoring=cohort.scoring,
+        simulated=cohort.root is not None and (Path(cohort.root) / "truth").is_dir(),
         mlflow={"run_id": run_id, "tracking_uri": tracking.redact(uri, share),
                 "experiment": cfg.tracking.experiment},
     )

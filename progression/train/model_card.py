@@ -298,7 +298,8 @@ def checkpoint_card(
         subgroups=subgroups,
         calibration=trained.calibration,
         config=cfg,
-        simulated_data=bool(data_path) and (Path(data_path) / "truth").is_dir(),
+        simulated_data=(meta.simulated if meta.simulated is not None  # older: look at the cohort
+                        else bool(data_path) and (Path(data_path) / "truth").is_dir()),
         limitations=limitations,
         scoring=meta.scoring,
     )
