@@ -138,15 +138,26 @@ def bare_python(tmp_path_factory) -> Path:
     return python
 
 
-def test_logged_model_pins_its_dependencies_and_carries_its_code(tmp_path_factory):
+def _download_model(run, destination: Path) -> Path:
+    """The shared run's logged model, found through a client of its own store (a models:/
+    URI alone is looked up in the process-wide registry, which other tests may point
+    elsewhere)."""
+    from mlflow import MlflowClient
     from mlflow.artifacts import download_artifacts
+
+    model_id = run.result.model_uri.rsplit("/", 1)[-1]
+    location = MlflowClient(run.tracking_uri).get_logged_model(model_id).artifact_location
+    return Path(download_artifacts(artifact_uri=location, tracking_uri=run.tracking_uri,
+                                   dst_path=str(destination)))
+
+
+def test_logged_model_pins_its_dependencies_and_carries_its_code(tmp_path_factory):
     from test_train_support import shared_run
 
     from progression.pyfunc_model import model_requirements
 
     run = shared_run(tmp_path_factory)
-    model = Path(download_artifacts(run.result.model_uri, tracking_uri=run.tracking_uri,
-                                    dst_path=str(tmp_path_factory.mktemp("model"))))
+    model = _download_model(run, tmp_path_factory.mktemp("model"))
     requirements = (model / "requirements.txt").read_text().split()
     assert not any(r.split("==")[0] == "progression" for r in requirements)  # PyPI's is unrelated
     assert set(model_requirements()) <= set(requirements)
@@ -175,12 +186,10 @@ def test_logged_model_loads_in_another_process_without_the_package(bare_python, 
 
 @pytest.mark.slow
 def test_mlflow_models_serve_answers_a_request(bare_python, tmp_path_factory, tmp_path):
-    from mlflow.artifacts import download_artifacts
     from test_train_support import shared_run
 
     run = shared_run(tmp_path_factory)
-    model = download_artifacts(run.result.model_uri, tracking_uri=run.tracking_uri,
-                               dst_path=str(tmp_path / "model"))
+    model = str(_download_model(run, tmp_path / "model"))
     port = free_port()
     log = (tmp_path / "serve.log").open("w")
     server = subprocess.Popen(
