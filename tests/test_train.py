@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import mlflow
 import pandas as pd
@@ -20,6 +21,7 @@ from progression.data.datasets import collate_sequences
 from progression.errors import TrackingError
 from progression.models import build_forecaster
 from progression.models.module import MIN_READING_CORR, ForecastModule
+from progression.tracking import kept_tracking_uri
 from progression.train import fit
 from progression.train.fitting import _warn_if_films_unread
 
@@ -63,15 +65,24 @@ def test_fit_logs_one_run_with_config_params_tags_metrics_and_checkpoint(run):
 def test_logged_mlflow_model_loads_and_predicts(run):
     # As a user would: point MLflow at the store the run was logged to (training leaves the
     # process-wide URI as it found it).
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(run.tracking_uri)
-    try:
+    with kept_tracking_uri():
+        mlflow.set_tracking_uri(run.tracking_uri)
         model = mlflow.pyfunc.load_model(f"runs:/{run.result.run_id}/model")
-    finally:
-        mlflow.set_tracking_uri(previous)
     out = model.predict(pd.DataFrame({"cohort_dir": [str(run.cohort)]}))
     assert list(out.columns) == list(PREDICTION_COLUMNS)
     assert len(out) == 2 * 12  # 12 patients x horizons 1 and 2 years
+
+
+def test_training_leaves_mlflows_process_wide_tracking_uri_as_it_found_it(tmp_path_factory,
+                                                                         tmp_path):
+    # Lightning's MLFlowLogger sets it (and $MLFLOW_TRACKING_URI) to the run's store
+    before = os.environ.get("MLFLOW_TRACKING_URI"), mlflow.get_tracking_uri()
+    overrides = tiny_overrides(simulated_cohort(tmp_path_factory), tmp_path,
+                               f"sqlite:///{tmp_path / 'elsewhere.db'}", **{
+                                   "train.max_epochs": 1, "train.image_epochs": 0,
+                                   "tracking.log_model": False})
+    fit(load_config("tiny", overrides))
+    assert (os.environ.get("MLFLOW_TRACKING_URI"), mlflow.get_tracking_uri()) == before
 
 
 def test_logging_the_model_skips_mlflows_notices_about_deliberate_choices(run, caplog):

@@ -32,6 +32,7 @@ from progression.tracking.store import (
     experiment_id,
     fluent_store,
     git_commit,
+    kept_tracking_uri,
     offline_uri,
     resolve_tracking_uri,
     sync_runs,
@@ -41,8 +42,8 @@ from progression.tracking.store import (
 __all__ = [
     "EXPERIMENT_KIND_TAG", "KIND_TAG", "MODEL_TRAINING_KIND", "MODEL_VERSION_TAG",
     "SOURCE_RUN_TAG", "SYNCED_FROM_TAG", "CohortInput", "artifact_location", "check_tracking",
-    "cohort_input", "create_run", "experiment_id", "fluent_store", "git_commit", "log_cohorts",
-    "log_metrics", "log_params", "log_report", "offline_uri", "redact", "redact_command",
+    "cohort_input", "create_run", "experiment_id", "fluent_store", "git_commit",
+    "kept_tracking_uri", "log_cohorts", "log_metrics", "log_params", "log_report", "offline_uri", "redact", "redact_command",
     "redact_config", "redact_text", "resolve_tracking_uri", "run_tags", "sync_runs",
     "system_metrics", "training_run_name", "usable_tracking_uri",
 ]

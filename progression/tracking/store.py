@@ -164,22 +164,33 @@ def git_commit() -> str:
 
 
 @contextlib.contextmanager
-def fluent_store(uri: str) -> Iterator[None]:
-    """Point MLflow's process-wide fluent API at ``uri`` for a block, then put back what was.
+def kept_tracking_uri() -> Iterator[None]:
+    """Put MLflow's process-wide tracking URI back as it was after a block.
 
-    ``mlflow.pyfunc.log_model`` only exists in the fluent form, which reads global state;
-    restoring it keeps one command's store from leaking into the next command run in the same
-    process (a notebook, the tests, ``sync`` after ``evaluate``).
+    ``mlflow.set_tracking_uri`` (called by the fluent ``log_model`` path and by Lightning's
+    ``MLFlowLogger``) sets a global and ``$MLFLOW_TRACKING_URI`` alike, so the variable says
+    what the process had: unset, the default store; set, that store. Restoring it keeps one
+    command's store from leaking into the next command run in the same process (a notebook,
+    the tests, ``sync`` after ``evaluate``).
     """
     import mlflow.tracking.fluent as fluent
 
-    previous_uri, previous_experiment = mlflow.get_tracking_uri(), fluent._active_experiment_id
-    mlflow.set_tracking_uri(uri)
+    previous_uri = os.environ.get("MLFLOW_TRACKING_URI")
+    previous_experiment = fluent._active_experiment_id
     try:
         yield
     finally:
-        mlflow.set_tracking_uri(previous_uri)
+        mlflow.set_tracking_uri(previous_uri or None)
         fluent._active_experiment_id = previous_experiment
+
+
+@contextlib.contextmanager
+def fluent_store(uri: str) -> Iterator[None]:
+    """Point MLflow's process-wide fluent API at ``uri`` for a block, then put back what was
+    (``mlflow.pyfunc.log_model`` only exists in the fluent form, which reads global state)."""
+    with kept_tracking_uri():
+        mlflow.set_tracking_uri(uri)
+        yield
 
 
 SYNCED_FROM_TAG = "progression.synced_from"  # on a copied run: the run id in the source store

@@ -117,7 +117,9 @@ def fit(
     module = ForecastModule(model, cfg, dm.image_epochs, meta, out_of_fold)
     if is_main:  # the paths as given, for a resume on this machine (never logged as such)
         dump_config(cfg, out_dir / "config.yaml")
-    with tracking.system_metrics(uri, run_id if is_main else None, cfg.tracking.system_metrics):
+    # Lightning's MLFlowLogger points MLflow's process-wide URI at the run's store: put it back
+    with tracking.kept_tracking_uri(), tracking.system_metrics(
+            uri, run_id if is_main else None, cfg.tracking.system_metrics):
         run_trainer(trainer, module, dm, resumed, cfg, is_main)
 
     metrics = final_metrics(trainer, checkpoint, cfg.train.monitor)
