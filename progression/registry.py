@@ -115,3 +115,25 @@ def model_artifact_uri(ref: str, tracking_uri: str) -> str:
         location = client.get_model_version_download_uri(head, version)
     location = location.rstrip("/")
     return f"{location}/{rest}" if rest else location
+
+
+def run_artifact_uri(ref: str, tracking_uri: str) -> str:
+    """Where the files of ``runs:/<run_id>/<path>`` are, looked up in the store at
+    ``tracking_uri``: the run's logged model named by the first part of ``path`` (MLflow 3
+    keeps logged models apart from the run's artifacts), else the run's artifact ``path``.
+
+    As for ``models:/`` (:func:`model_artifact_uri`), MLflow's own download finds the logged
+    model through the process-wide tracking URI, not the store it is given.
+    """
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    run_id, _, path = ref.removeprefix("runs:/").partition("/")
+    run = client.get_run(run_id)
+    name, _, rest = path.partition("/")
+    for model in client.search_logged_models([run.info.experiment_id],
+                                             f"source_run_id = '{run_id}'"):
+        if model.name == name:
+            location = model.artifact_location.rstrip("/")
+            return f"{location}/{rest}" if rest else location
+    return f"{run.info.artifact_uri.rstrip('/')}/{path}"

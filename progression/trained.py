@@ -49,11 +49,14 @@ def resolve_checkpoint(ref: str | Path, tracking_uri: str | None = None) -> Path
 
     uri = resolve_tracking_uri(tracking_uri or "")
     try:
-        source = text
-        if text.startswith("models:/"):  # resolved in this store, not the process-wide registry
-            from progression.registry import model_artifact_uri
+        # resolved in this store, not in the process-wide one MLflow's download would ask
+        from progression.registry import model_artifact_uri, run_artifact_uri
 
+        source = text
+        if text.startswith("models:/"):
             source = model_artifact_uri(text, uri)
+        elif text.startswith("runs:/"):
+            source = run_artifact_uri(text, uri)
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, tracking_uri=uri))
     except Exception as exc:  # noqa: BLE001 - MlflowException, store or network errors
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]

@@ -17,6 +17,7 @@ from progression import cli
 from progression.errors import CheckpointError, ConfigError
 from progression.predict import predict_cohort
 from progression.registry import register_run_model
+from progression.tracking import kept_tracking_uri
 from progression.trained import resolve_checkpoint
 
 
@@ -42,21 +43,19 @@ def test_champion_alias_forecasts_like_the_checkpoint_it_points_to(store, tmp_pa
     assert by_alias["patient_id"].nunique() == 12
 
 
-def test_registering_ignores_a_process_wide_tracking_uri_pointing_elsewhere(store, tmp_path,
-                                                                           monkeypatch):
+def test_registering_and_fetching_ignore_a_process_wide_tracking_uri_pointing_elsewhere(
+        store, tmp_path, monkeypatch):
     run, uri = store
     import mlflow
 
     other = f"sqlite:///{tmp_path / 'other.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", other)
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(other)
-    try:
+    trained = run.result.checkpoint_path.read_bytes()
+    with kept_tracking_uri():
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", other)
+        mlflow.set_tracking_uri(other)
         version = register_run_model(run.result.run_id, "progression-elsewhere", tracking_uri=uri)
-    finally:
-        mlflow.set_tracking_uri(previous)
-    assert resolve_checkpoint(version.uri, tracking_uri=uri).read_bytes() == \
-        run.result.checkpoint_path.read_bytes()
+        for ref in (version.uri, f"runs:/{run.result.run_id}/model"):
+            assert resolve_checkpoint(ref, tracking_uri=uri).read_bytes() == trained, ref
 
 
 def test_alias_moves_to_the_newly_registered_version(store):
