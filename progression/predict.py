@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from scipy import special
 
 from progression.calibration import with_note
 from progression.cohort import Cohort, ImageCache, read_cohort
@@ -211,7 +212,7 @@ def forecast_arrays(model: Forecaster, arrays: CohortArrays, feats: torch.Tensor
         "delta_svdh_pred": delta,
         "delta_svdh_lo": c["lo"].astype(np.float64),
         "delta_svdh_hi": c["hi"].astype(np.float64),
-        "p_rapid": (1.0 / (1.0 + np.exp(-c["rapid_logit"]))).astype(np.float64),
+        "p_rapid": special.expit(c["rapid_logit"]).astype(np.float64),  # no overflow warning
         "risk_score": delta / c["horizon"],
         "note": note,
     }, columns=PREDICTION_COLUMNS)
