@@ -21,6 +21,7 @@ import argparse
 import os
 import random
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,34 +32,22 @@ REGIONS = (("HAND", "L"), ("HAND", "R"), ("FOOT", "L"), ("FOOT", "R"))
 
 
 def write_tree(root: Path, n_files: int, seed: int = 0) -> None:
-    """``n_files`` DICOM files under ``root``: 500 patients, 4 regions per visit."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    """``n_files`` DICOM files under ``root``: 500 patients, 4 regions per visit, written with
+    the tests' DICOM writer (tests/dicom_writer.py)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from dicom_writer import write_dicom
 
     rng = random.Random(seed)
     pixels = np.zeros((16, 16), dtype=np.uint16)
-    sop_class = "1.2.840.10008.5.1.4.1.1.1.1"
     for i in range(n_files):
         patient, visit, (part, side) = i // 20 % 500, i // 4 % 5, REGIONS[i % 4]
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = sop_class
-        meta.MediaStorageSOPInstanceUID = generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = Dataset()
-        ds.file_meta = meta
-        ds.SOPClassUID = sop_class
-        ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-        ds.Modality = "DX"
-        ds.PatientID = f"BENCH{patient:05d}"
-        ds.PatientSex = "F"
-        ds.StudyDate = f"{2015 + visit + i // 10000}0{1 + patient % 9}15"
-        ds.StudyInstanceUID = f"1.2.3.{patient}.{visit}"
-        ds.BodyPartExamined = part
-        ds.ImageLaterality = side
-        ds.set_pixel_data(pixels, "MONOCHROME2", 12)
         folder = root / f"{rng.getrandbits(32):08X}" / f"{rng.getrandbits(16):04X}"
         folder.mkdir(parents=True, exist_ok=True)
-        ds.save_as(folder / f"IM{rng.getrandbits(40):010X}", enforce_file_format=True)
+        write_dicom(folder / f"IM{rng.getrandbits(40):010X}", pixels, spacing=None,
+                    PatientID=f"BENCH{patient:05d}", PatientSex="F",
+                    StudyDate=f"{2015 + visit + i // 10000}0{1 + patient % 9}15",
+                    StudyInstanceUID=f"1.2.3.{patient}.{visit}", BodyPartExamined=part,
+                    ImageLaterality=side)
 
 
 def main() -> None:

@@ -18,7 +18,6 @@ Writes ``forecast_accuracy.json`` and ``forecast_accuracy.md`` to ``--out``.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import platform
@@ -35,13 +34,6 @@ def _simulate(path: Path, n: int, seed: int, size: int) -> Path:
 
     return simulate_cohort(path, SimulationConfig(n_patients=n, seed=seed, image_size=size),
                            progress=False, overwrite=True, reuse=True)
-
-
-def _unscored(cohort):
-    """The same cohort with every reader score removed (films and covariates only)."""
-    visits = cohort.visits.copy()
-    visits[["svdh_total", "svdh_erosion", "svdh_jsn"]] = np.nan
-    return dataclasses.replace(cohort, visits=visits, joint_scores=None)
 
 
 def _auroc(label: np.ndarray, score: np.ndarray) -> float:
@@ -64,6 +56,26 @@ def _metrics(pred: pd.DataFrame, truth: pd.DataFrame) -> dict[str, float]:
     out["mae_svdh_current"] = float(np.abs(p["svdh_index_pred"] - t["svdh_true_index"]).mean())
     out["corr_svdh_current"] = float(np.corrcoef(p["svdh_index_pred"], t["svdh_true_index"])[0, 1])
     return out
+
+
+def score_on_cohorts(checkpoint, cohorts: dict[str, str], cache_dir, extra=None) -> dict:
+    """``{"<cohort>/<scored|unscored>": metrics}`` of ``checkpoint`` on each simulated cohort,
+    forecast from its history as it is and with every score removed; ``extra(pred, truth)``
+    adds metrics of the caller's own."""
+    from progression.cohort import read_cohort
+    from progression.predict import predict_cohort
+
+    results = {}
+    for name, root in cohorts.items():
+        truth = pd.read_csv(Path(root) / "truth" / "truth.csv", dtype={"patient_id": str})
+        cohort = read_cohort(root)
+        for history, data in (("scored", cohort), ("unscored", cohort.without_scores())):
+            pred = predict_cohort(checkpoint, data, horizons=(1.0, 2.0),
+                                  index_dates=truth.set_index("patient_id")["index_date"],
+                                  progress=False, cache_dir=cache_dir)
+            results[f"{name}/{history}"] = {**_metrics(pred, truth),
+                                            **(extra(pred, truth) if extra else {})}
+    return results
 
 
 def _oracle(truth: pd.DataFrame, train_truth: pd.DataFrame) -> dict[str, float]:
@@ -135,7 +147,7 @@ def main() -> None:
     test = read_cohort(test_dir)
     # Reference: gradient boosting of the annual rate on covariates (+ past scores when given).
     boosting = CovariatesModel(seed=args.seed).fit(read_cohort(train_dir))
-    for variant, cohort in (("scored_history", test), ("unscored_history", _unscored(test))):
+    for variant, cohort in (("scored_history", test), ("unscored_history", test.without_scores())):
         for name, checkpoint in checkpoints.items():
             t = time.perf_counter()
             pred = predict_cohort(checkpoint, cohort, horizons=(1.0, 2.0),

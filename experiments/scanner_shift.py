@@ -72,13 +72,6 @@ def _simulate(path: Path, n: int, seed: int, size: int, style: str, workers: int
     return simulate_cohort(path, cfg, workers=workers, progress=False, overwrite=True, reuse=True)
 
 
-def _unscored(cohort):
-    """The same cohort with every reader score removed (films and covariates only)."""
-    visits = cohort.visits.copy()
-    visits[["svdh_total", "svdh_erosion", "svdh_jsn"]] = np.nan
-    return dataclasses.replace(cohort, visits=visits, joint_scores=None)
-
-
 def _metrics(pred: pd.DataFrame, truth: pd.DataFrame) -> dict[str, float]:
     from progression.metrics import auroc, bias, mae
 
@@ -135,7 +128,7 @@ def main() -> None:
         truths[style] = truth
         index_dates = truth.set_index("patient_id")["index_date"]
         cohort = read_cohort(cohort_dir)
-        for variant, data in (("scored_history", cohort), ("unscored_history", _unscored(cohort))):
+        for variant, data in (("scored_history", cohort), ("unscored_history", cohort.without_scores())):
             t = time.perf_counter()
             pred = predict_cohort(args.checkpoint, data, horizons=(1.0, 2.0), index_dates=index_dates,
                                   progress=False, cache_dir=work / "cache")

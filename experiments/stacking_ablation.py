@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from forecast_accuracy import _metrics, _simulate, _unscored
+from forecast_accuracy import _simulate, score_on_cohorts
 
 
 def _extra_metrics(pred: pd.DataFrame, truth: pd.DataFrame) -> dict[str, float]:
@@ -62,9 +62,7 @@ def _simulate_totals_only(path: Path, n: int, seed: int, size: int) -> Path:
 
 def _run(task: dict) -> dict:
     """Train one (arm, seed) and score it on every evaluation cohort."""
-    from progression.cohort import read_cohort
     from progression.config import load_config
-    from progression.predict import predict_cohort
     from progression.train import fit
 
     work = Path(task["work"])
@@ -79,15 +77,8 @@ def _run(task: dict) -> dict:
     run = fit(cfg, progress=False)
     out = {"arm": task["arm"], "seed": task["seed"], "run_id": run.run_id,
            "train_s": round(time.perf_counter() - t, 1), "results": {}}
-    for name, root in task["cohorts"].items():
-        truth = pd.read_csv(Path(root) / "truth" / "truth.csv", dtype={"patient_id": str})
-        cohort = read_cohort(root)
-        for history, data in (("scored", cohort), ("unscored", _unscored(cohort))):
-            pred = predict_cohort(run.checkpoint_path, data, horizons=(1.0, 2.0),
-                                  index_dates=truth.set_index("patient_id")["index_date"],
-                                  progress=False, cache_dir=work / "cache")
-            out["results"][f"{name}/{history}"] = {**_metrics(pred, truth),
-                                                   **_extra_metrics(pred, truth)}
+    out["results"] = score_on_cohorts(run.checkpoint_path, task["cohorts"], work / "cache",
+                                      _extra_metrics)
     return out
 
 

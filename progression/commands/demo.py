@@ -115,17 +115,10 @@ def _held_out(test_dir: Path) -> dict[str, Any]:
     """The held-out cohort as simulated (about 60% of visits scored by a reader) and the same
     patients with every score removed: films and covariates only, where the rate must come
     from the films."""
-    import dataclasses
-
-    import numpy as np
-
     from progression.cohort import read_cohort
 
     cohort = read_cohort(test_dir)
-    visits = cohort.visits.copy()
-    visits[["svdh_total", "svdh_erosion", "svdh_jsn"]] = np.nan
-    return {"scored": cohort,
-            "no_scores": dataclasses.replace(cohort, visits=visits, joint_scores=None)}
+    return {"scored": cohort, "no_scores": cohort.without_scores()}
 
 
 def _one_year(results: dict[str, Any]) -> dict[str, dict[str, float | None]]:
